@@ -1,0 +1,28 @@
+//! The model side of mobilebench: the graph IR, the MobileNet zoo defined once as block
+//! tables, MAC/param counting, deterministic weights, the naive reference evaluator, the
+//! published figures and the named model sets.
+
+pub mod counting;
+pub mod input;
+pub mod ir;
+pub mod published;
+pub mod reference;
+pub mod sets;
+pub mod weights;
+pub mod zoo;
+
+pub use counting::{count, Counts};
+pub use input::{synthetic_input, DEFAULT_INPUT_SEED};
+pub use ir::{Graph, Shape};
+pub use weights::{Model, DEFAULT_SEED};
+pub use zoo::{Family, ModelConfig, NUM_CLASSES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("bad model name `{name}`: {why}")]
+    BadName { name: String, why: String },
+    #[error("`{0}` matches no model (see `bench list models`)")]
+    NoMatch(String),
+    #[error("bad model pattern `{pattern}`: {why}")]
+    BadPattern { pattern: String, why: String },
+}

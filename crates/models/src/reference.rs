@@ -1,0 +1,158 @@
+//! A deliberately naive evaluator of the IR: direct convolution with explicit loops and
+//! bounds checks, batch norm applied unfolded. It defines what the IR means; fast engines are
+//! tested against it, and weight calibration uses it. Never used for timing.
+
+use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Op, Shape, SqueezeExcite};
+use crate::weights::{BatchNorm, NodeWeights, Weights};
+
+/// Evaluates the whole graph; returns every value (index 0 is the input, `i + 1` node `i`).
+pub fn evaluate_all(graph: &Graph, weights: &Weights, input: &[f32]) -> Vec<Vec<f32>> {
+    assert_eq!(input.len(), graph.input.len(), "input length");
+    let mut values = vec![input.to_vec()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let out = evaluate_node(graph, node, &weights.nodes[i], &values);
+        values.push(out);
+    }
+    values
+}
+
+/// Evaluates the graph and returns the logits.
+pub fn evaluate(graph: &Graph, weights: &Weights, input: &[f32]) -> Vec<f32> {
+    evaluate_all(graph, weights, input)
+        .pop()
+        .expect("at least the input")
+}
+
+/// Evaluates one node from the values computed before it.
+pub fn evaluate_node(graph: &Graph, node: &Node, w: &NodeWeights, values: &[Vec<f32>]) -> Vec<f32> {
+    let input = &values[node.inputs[0]];
+    let in_shape = graph.value_shape(node.inputs[0]);
+    match (&node.op, w) {
+        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
+            let mut out = conv2d(input, in_shape, c, kernel, bias.as_deref(), node.output);
+            if let Some(bn) = bn {
+                batch_norm(&mut out, bn);
+            }
+            activate(&mut out, c.activation);
+            out
+        }
+        (Op::SqueezeExcite(se), NodeWeights::SqueezeExcite { .. }) => {
+            squeeze_excite(input, in_shape, se, w)
+        }
+        (Op::GlobalAvgPool, _) => global_avg_pool(input, in_shape),
+        (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+            fully_connected(input, fc, weight, bias)
+        }
+        (Op::Add, _) => {
+            let other = &values[node.inputs[1]];
+            input.iter().zip(other).map(|(a, b)| a + b).collect()
+        }
+        (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+    }
+}
+
+/// Direct convolution, one output at a time, without BN or activation.
+pub fn conv2d(
+    input: &[f32],
+    in_shape: Shape,
+    c: &Conv2d,
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    out_shape: Shape,
+) -> Vec<f32> {
+    let cin_per_group = c.in_channels / c.groups;
+    let cout_per_group = c.out_channels / c.groups;
+    let mut out = vec![0.0f32; out_shape.len()];
+    for oy in 0..out_shape.h {
+        for ox in 0..out_shape.w {
+            for co in 0..c.out_channels {
+                let group = co / cout_per_group;
+                let mut acc = bias.map_or(0.0, |b| b[co]);
+                for ky in 0..c.kernel {
+                    for kx in 0..c.kernel {
+                        let iy = (oy * c.stride + ky) as isize - c.padding.top as isize;
+                        let ix = (ox * c.stride + kx) as isize - c.padding.left as isize;
+                        if iy < 0 || ix < 0 || iy >= in_shape.h as isize || ix >= in_shape.w as isize {
+                            continue;
+                        }
+                        for ci in 0..cin_per_group {
+                            let channel = group * cin_per_group + ci;
+                            let x = input[(iy as usize * in_shape.w + ix as usize) * in_shape.c + channel];
+                            let wi = ((ky * c.kernel + kx) * cin_per_group + ci) * c.out_channels + co;
+                            acc += x * kernel[wi];
+                        }
+                    }
+                }
+                out[(oy * out_shape.w + ox) * out_shape.c + co] = acc;
+            }
+        }
+    }
+    out
+}
+
+/// Inference-mode batch norm over the channel (last) axis.
+pub fn batch_norm(x: &mut [f32], bn: &BatchNorm) {
+    let c = bn.gamma.len();
+    for (i, v) in x.iter_mut().enumerate() {
+        let ch = i % c;
+        *v = (*v - bn.mean[ch]) / (bn.var[ch] + bn.eps).sqrt() * bn.gamma[ch] + bn.beta[ch];
+    }
+}
+
+pub fn activate(x: &mut [f32], act: Activation) {
+    for v in x {
+        *v = act.apply(*v);
+    }
+}
+
+pub fn global_avg_pool(input: &[f32], shape: Shape) -> Vec<f32> {
+    let mut out = vec![0.0f32; shape.c];
+    for (i, v) in input.iter().enumerate() {
+        out[i % shape.c] += v;
+    }
+    let n = (shape.h * shape.w) as f32;
+    out.iter_mut().for_each(|v| *v /= n);
+    out
+}
+
+/// `weight` is `[in][out]`.
+pub fn fully_connected(input: &[f32], fc: &FullyConnected, weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    (0..fc.out_features)
+        .map(|o| {
+            let dot: f32 = (0..fc.in_features)
+                .map(|i| input[i] * weight[i * fc.out_features + o])
+                .sum();
+            fc.activation.apply(dot + bias[o])
+        })
+        .collect()
+}
+
+fn squeeze_excite(input: &[f32], shape: Shape, se: &SqueezeExcite, w: &NodeWeights) -> Vec<f32> {
+    let NodeWeights::SqueezeExcite {
+        reduce,
+        reduce_bias,
+        expand,
+        expand_bias,
+    } = w
+    else {
+        unreachable!("checked by the caller")
+    };
+    let pooled = global_avg_pool(input, shape);
+    let squeeze = FullyConnected {
+        in_features: se.channels,
+        out_features: se.squeeze,
+        activation: Activation::Relu,
+    };
+    let hidden = fully_connected(&pooled, &squeeze, reduce, reduce_bias);
+    let excite = FullyConnected {
+        in_features: se.squeeze,
+        out_features: se.channels,
+        activation: Activation::HardSigmoid,
+    };
+    let gate = fully_connected(&hidden, &excite, expand, expand_bias);
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * gate[i % shape.c])
+        .collect()
+}
