@@ -1,1 +1,171 @@
+//! The one contract every inference engine implements: [`Backend`] (what it is, whether it
+//! can run here, loading a model) and [`Session`] (running one inference into preallocated
+//! buffers). Designed for every planned engine: native, litert-builtin, litert-xnnpack,
+//! litert-gpu, onnxruntime, tch, wgpu, tract.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mobilebench_models::Model;
+use serde::{Deserialize, Serialize};
+
+pub mod noop;
+
+/// A model file format that runtimes read directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileFormat {
+    Onnx,
+    Tflite,
+}
+
+impl FileFormat {
+    /// The format implied by a file's extension.
+    pub fn from_path(path: &Path) -> Option<FileFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "onnx" => Some(FileFormat::Onnx),
+            "tflite" => Some(FileFormat::Tflite),
+            _ => None,
+        }
+    }
+}
+
+/// What a backend is asked to load: a zoo model (IR and weights) or a user's file.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    Zoo(&'a Model),
+    File { path: &'a Path, format: FileFormat },
+}
+
+impl ModelSource<'_> {
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::Zoo(m) => format!("zoo model {}", m.name),
+            ModelSource::File { path, format } => format!("{format:?} file {}", path.display()),
+        }
+    }
+}
+
+/// Whether a backend can run on this machine, and if not, why (in words a user can act on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// Available; the detail says what would be used (library version, adapter).
+    Available { detail: String },
+    Unavailable { reason: String },
+}
+
+impl Availability {
+    pub fn is_available(&self) -> bool {
+        matches!(self, Availability::Available { .. })
+    }
+}
+
+/// The configuration a run records in the summary CSV.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendSettings {
+    /// Library and version, e.g. `LiteRT 2.3.0`, or `mobilebench-native 0.1.0`.
+    pub library_version: String,
+    /// Threads the backend computes with.
+    pub threads: u32,
+    /// Arithmetic precision, e.g. `fp32`, `fp16`.
+    pub precision: String,
+    /// Compute device / adapter, e.g. `cpu`, `llvmpipe (Vulkan, Cpu)`.
+    pub adapter: String,
+    /// Other settings that change speed, `key=value` pairs separated by `;`.
+    pub settings: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{backend} is unavailable: {reason}")]
+    Unavailable { backend: String, reason: String },
+    #[error("{backend} cannot load {source_desc}: {why}")]
+    Unsupported {
+        backend: String,
+        source_desc: String,
+        why: String,
+    },
+    #[error("{backend} failed to load {path}: {why}")]
+    Load {
+        backend: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("input has {got} values, the model takes {expected}")]
+    InputLength { expected: usize, got: usize },
+    #[error("output buffer has {got} values, the model produces {expected}")]
+    OutputLength { expected: usize, got: usize },
+    #[error("{backend} inference failed: {why}")]
+    Run { backend: String, why: String },
+}
+
+/// An inference engine. Constructing one is cheap; [`Backend::load`] does the work.
+pub trait Backend: Send + Sync {
+    /// The name used on the command line and in the CSVs, e.g. `litert-xnnpack`.
+    fn name(&self) -> &'static str;
+    /// The engine family (`litert`), the variant being `name` minus it (`xnnpack`).
+    fn engine(&self) -> &'static str;
+    /// One line for `bench list backends`.
+    fn description(&self) -> &'static str;
+    /// Whether it can run here (runtime present, loadable, adapter found).
+    fn availability(&self) -> Availability;
+    /// Whether it takes this kind of source (a zoo IR, an .onnx, a .tflite).
+    fn accepts(&self, source: &ModelSource) -> bool;
+    /// Prepares a session: parse, compile, allocate. The runner times this as init.
+    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError>;
+    /// Test-only backends are left out of `all` and marked as such in listings.
+    fn is_test_only(&self) -> bool {
+        false
+    }
+    /// The variant: the part of the name after the engine (`""` for none).
+    fn variant(&self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix(self.engine())
+            .map(|v| v.trim_start_matches('-'))
+            .unwrap_or("")
+    }
+}
+
+/// A loaded model, ready to run. `run` must not allocate: the runner calls it in the timed loop.
+pub trait Session {
+    /// NHWC input shape (batch first).
+    fn input_shape(&self) -> [usize; 4];
+    /// Number of output values (logits).
+    fn output_len(&self) -> usize;
+    /// One inference from `input` into `output` (both preallocated by the caller).
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError>;
+    /// What to record about this session's configuration.
+    fn settings(&self) -> BackendSettings;
+    /// Device-side time of the last run (GPU timestamp queries), where the backend has it.
+    fn last_device_time(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Checks the buffer lengths a session was handed; call at the top of `run`.
+pub fn check_lengths(
+    input: &[f32],
+    output: &[f32],
+    expected_in: usize,
+    expected_out: usize,
+) -> Result<(), BackendError> {
+    if input.len() != expected_in {
+        return Err(BackendError::InputLength {
+            expected: expected_in,
+            got: input.len(),
+        });
+    }
+    if output.len() != expected_out {
+        return Err(BackendError::OutputLength {
+            expected: expected_out,
+            got: output.len(),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

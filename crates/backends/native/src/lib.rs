@@ -1,1 +1,77 @@
+//! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread, batch norm folded
+//! at load, activations fused into the convolutions, pointwise convolutions as SGEMM.
 
+mod engine;
+mod kernels;
+
+use mobilebench_backend::{
+    check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
+};
+
+pub use engine::Engine;
+
+pub struct NativeBackend;
+
+impl Backend for NativeBackend {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+    fn engine(&self) -> &'static str {
+        "native"
+    }
+    fn description(&self) -> &'static str {
+        "mobilebench's pure-Rust engine (NHWC f32, one thread, SGEMM pointwise)"
+    }
+    fn availability(&self) -> Availability {
+        Availability::Available {
+            detail: format!("built in, mobilebench-native {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+    fn accepts(&self, source: &ModelSource) -> bool {
+        matches!(source, ModelSource::Zoo(_))
+    }
+    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+        match source {
+            ModelSource::Zoo(model) => Ok(Box::new(NativeSession {
+                engine: Engine::new(model),
+                input_shape: model.graph.input.nhwc(),
+            })),
+            ModelSource::File { .. } => Err(BackendError::Unsupported {
+                backend: self.name().into(),
+                source_desc: source.describe(),
+                why: "the native engine runs zoo models only (it has no file parser)".into(),
+            }),
+        }
+    }
+}
+
+struct NativeSession {
+    engine: Engine,
+    input_shape: [usize; 4],
+}
+
+impl Session for NativeSession {
+    fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+    fn output_len(&self) -> usize {
+        self.engine.output_len()
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        check_lengths(input, output, self.engine.input_len(), self.engine.output_len())?;
+        self.engine.run(input, output);
+        Ok(())
+    }
+    fn settings(&self) -> BackendSettings {
+        BackendSettings {
+            library_version: format!("mobilebench-native {}", env!("CARGO_PKG_VERSION")),
+            threads: 1,
+            precision: "fp32".into(),
+            adapter: "cpu".into(),
+            settings: "bn=folded;pointwise=matrixmultiply-sgemm".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
