@@ -1,1 +1,321 @@
+//! The results contract: `samples.csv` (one row per timed iteration) and `summary.csv` (one
+//! row per (model, backend) pair) in one run directory per device and timestamp, plus
+//! `run.json`, the plan that `--resume` continues. Every writer and reader uses these types.
+//!
+//! Rows are appended and flushed one pair at a time, so a crash loses at most the pair that
+//! was running. A pair may appear more than once in `summary.csv` (a crashed pair re-run by
+//! `--resume`): readers take the last row of each pair.
 
+mod schema;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use schema::{Column, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
+
+pub const SAMPLES_FILE: &str = "samples.csv";
+pub const SUMMARY_FILE: &str = "summary.csv";
+pub const MANIFEST_FILE: &str = "run.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Measured.
+    Ok,
+    /// The worker reported an error (load, run, bad input); `message` says which.
+    Failed,
+    /// The worker died (signal or abnormal exit); `message` says how.
+    Crashed,
+    /// The backend cannot run here; `message` says why.
+    Unavailable,
+}
+
+/// One timed iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub device: String,
+    pub model: String,
+    pub backend: String,
+    pub iteration: u32,
+    pub latency_ns: u64,
+}
+
+/// One (model, backend) pair. Optional fields are empty when not measured (a failed pair)
+/// or when this machine does not expose them (then `probe_notes` says so).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub device: String,
+    pub model: String,
+    pub backend: String,
+    pub status: Option<Status>,
+    pub message: String,
+    pub started_at: String,
+    pub source: String,
+    pub input_shape: String,
+    pub macs: Option<u64>,
+    pub params: Option<u64>,
+    pub warmup: u32,
+    pub runs: u32,
+    pub core: Option<usize>,
+    pub pinned: bool,
+    pub init_ms: Option<f64>,
+    pub first_inference_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub std_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub cv: Option<f64>,
+    pub median_ci_low_ms: Option<f64>,
+    pub median_ci_high_ms: Option<f64>,
+    pub outliers_mild: Option<u32>,
+    pub outliers_severe: Option<u32>,
+    pub peak_rss_mb: Option<f64>,
+    pub flags: String,
+    pub reference: String,
+    pub max_abs_diff: Option<f64>,
+    pub max_rel_diff: Option<f64>,
+    pub library_version: String,
+    pub threads: Option<u32>,
+    pub precision: String,
+    pub adapter: String,
+    pub settings: String,
+    pub cpu_brand: String,
+    pub cpu_cores: Option<usize>,
+    pub os: String,
+    pub kernel: String,
+    pub governor: String,
+    pub freq_before_mhz: Option<f64>,
+    pub freq_after_mhz: Option<f64>,
+    pub freq_max_mhz: Option<f64>,
+    pub temp_before_c: Option<f64>,
+    pub temp_after_c: Option<f64>,
+    pub load_avg_1m: Option<f64>,
+    pub harness_commit: String,
+    pub build_profile: String,
+    pub probe_notes: String,
+}
+
+impl SummaryRow {
+    pub fn key(&self) -> PairKey {
+        PairKey {
+            device: self.device.clone(),
+            model: self.model.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+    pub fn is_ok(&self) -> bool {
+        self.status == Some(Status::Ok)
+    }
+    pub fn flag_list(&self) -> Vec<&str> {
+        self.flags.split(';').filter(|f| !f.is_empty()).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PairKey {
+    pub device: String,
+    pub model: String,
+    pub backend: String,
+}
+
+/// What was asked for: written once when a run starts, read back by `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub device: String,
+    pub models: Vec<String>,
+    pub backends: Vec<String>,
+    pub warmup: u32,
+    pub runs: u32,
+    pub core: Option<usize>,
+    pub weight_seed: u64,
+    pub input_seed: u64,
+    pub cv_threshold: f64,
+    pub created_at: String,
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("{path}: not a mobilebench run manifest: {source}")]
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{0} is not a run directory (it has no {SUMMARY_FILE})")]
+    NotARun(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
+    move |source| ResultsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Appends pairs to a run directory's CSVs.
+pub struct RunWriter {
+    dir: PathBuf,
+    samples: csv::Writer<File>,
+    summary: csv::Writer<File>,
+}
+
+impl RunWriter {
+    /// Opens (creating if needed) the CSVs of `dir` for appending.
+    pub fn open(dir: &Path) -> Result<RunWriter, ResultsError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        Ok(RunWriter {
+            dir: dir.to_path_buf(),
+            samples: open_append(&dir.join(SAMPLES_FILE))?,
+            summary: open_append(&dir.join(SUMMARY_FILE))?,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes one pair: its samples, then its summary row, each flushed to disk.
+    pub fn append_pair(&mut self, summary: &SummaryRow, samples: &[SampleRow]) -> Result<(), ResultsError> {
+        let samples_path = self.dir.join(SAMPLES_FILE);
+        for s in samples {
+            self.samples.serialize(s).map_err(|source| ResultsError::Csv {
+                path: samples_path.clone(),
+                source,
+            })?;
+        }
+        flush(&mut self.samples, &samples_path)?;
+        let summary_path = self.dir.join(SUMMARY_FILE);
+        self.summary.serialize(summary).map_err(|source| ResultsError::Csv {
+            path: summary_path.clone(),
+            source,
+        })?;
+        flush(&mut self.summary, &summary_path)
+    }
+}
+
+fn flush(w: &mut csv::Writer<File>, path: &Path) -> Result<(), ResultsError> {
+    w.flush().map_err(io_err(path))?;
+    w.get_ref().sync_data().map_err(io_err(path))
+}
+
+/// Opens a CSV for appending; writes the header only into an empty file, and ends a line
+/// left unterminated by a crash so the next row starts on its own line.
+fn open_append(path: &Path) -> Result<csv::Writer<File>, ResultsError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1)).map_err(io_err(path))?;
+        file.read_exact(&mut last).map_err(io_err(path))?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n").map_err(io_err(path))?;
+        }
+    }
+    Ok(csv::WriterBuilder::new().has_headers(len == 0).from_writer(file))
+}
+
+/// A run directory read back.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    /// The last row of each pair, in first-seen order.
+    pub summary: Vec<SummaryRow>,
+    /// Latencies (ns) of each pair, in iteration order.
+    pub samples: HashMap<PairKey, Vec<u64>>,
+    /// Rows that could not be parsed (a line cut by a crash), as `file:line`.
+    pub skipped_rows: Vec<String>,
+}
+
+impl Run {
+    pub fn find(&self, model: &str, backend: &str) -> Option<&SummaryRow> {
+        self.summary.iter().find(|r| r.model == model && r.backend == backend)
+    }
+}
+
+/// Reads a run directory's summary (required) and samples (optional).
+pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
+    let summary_path = dir.join(SUMMARY_FILE);
+    if !summary_path.is_file() {
+        return Err(ResultsError::NotARun(dir.to_path_buf()));
+    }
+    let mut skipped = Vec::new();
+    let rows: Vec<SummaryRow> = read_rows(&summary_path, &mut skipped)?;
+    let mut summary: Vec<SummaryRow> = Vec::new();
+    for row in rows {
+        match summary.iter_mut().find(|r| r.key() == row.key()) {
+            Some(existing) => *existing = row,
+            None => summary.push(row),
+        }
+    }
+    let mut samples: HashMap<PairKey, Vec<u64>> = HashMap::new();
+    let samples_path = dir.join(SAMPLES_FILE);
+    if samples_path.is_file() {
+        for s in read_rows::<SampleRow>(&samples_path, &mut skipped)? {
+            let key = PairKey {
+                device: s.device,
+                model: s.model,
+                backend: s.backend,
+            };
+            samples.entry(key).or_default().push(s.latency_ns);
+        }
+    }
+    Ok(Run {
+        dir: dir.to_path_buf(),
+        summary,
+        samples,
+        skipped_rows: skipped,
+    })
+}
+
+fn read_rows<T: serde::de::DeserializeOwned>(path: &Path, skipped: &mut Vec<String>) -> Result<Vec<T>, ResultsError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(|source| ResultsError::Csv {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for (i, row) in reader.deserialize().enumerate() {
+        match row {
+            Ok(r) => out.push(r),
+            Err(_) => skipped.push(format!("{}:{}", path.display(), i + 2)),
+        }
+    }
+    Ok(out)
+}
+
+pub fn write_manifest(dir: &Path, manifest: &RunManifest) -> Result<(), ResultsError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
+    std::fs::write(&path, text).map_err(io_err(&path))
+}
+
+pub fn read_manifest(dir: &Path) -> Result<RunManifest, ResultsError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|source| ResultsError::Manifest { path, source })
+}
+
+#[cfg(test)]
+mod tests;
