@@ -1,1 +1,209 @@
-fn main() {}
+//! `bench`: measure how fast MobileNets run across inference runtimes and devices.
+
+mod list;
+mod probe;
+mod registry;
+mod runner;
+mod stats;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use mobilebench_models::{sets, DEFAULT_INPUT_SEED, DEFAULT_SEED};
+use mobilebench_results::RunManifest;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    version,
+    about = "Measure how fast MobileNets run, across inference runtimes and devices",
+    long_about = "Measure how fast MobileNets run, across inference runtimes and devices.\n\n\
+        `bench run` measures every (model, backend) pair on one pinned core (50 warm-up and 1000 \
+        timed runs by default, the TFLite benchmark convention) and writes samples.csv and \
+        summary.csv into a run directory; `bench report` turns run directories into markdown."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List models (counted vs published MACs, params, top-1), backends or devices
+    #[command(subcommand)]
+    List(ListCmd),
+    /// Measure every (model, backend) pair, one worker process per pair
+    Run(RunArgs),
+    /// Print markdown latency tables (one per device) from run directories
+    Report(ReportArgs),
+    /// Internal: measure one pair and report JSON lines on stdout
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCmd {
+    /// Zoo models with counted and published MACs/params and published top-1
+    Models {
+        /// Models to show: set names (seed, default, all), globs or names, comma-separated
+        #[arg(long, default_value = "all")]
+        models: String,
+    },
+    /// Backends in this build, whether each can run here, and why not
+    Backends,
+    /// Device profiles
+    Devices,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Models: named sets (seed, default, all), globs over the published configs
+    /// ('mobilenet_v2_*_224') or names with any width and resolution
+    /// (mobilenet_v3_small_0.25_64), comma-separated
+    #[arg(long, default_value = "default")]
+    models: String,
+    /// Backends, comma-separated, or `all` (see `bench list backends`)
+    #[arg(long, default_value = "native", value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Device profile to run on (see `bench list devices`)
+    #[arg(long, default_value = "local")]
+    device: String,
+    /// Core to pin each worker to [default: the fastest core by maximum frequency, highest
+    /// index on ties]
+    #[arg(long)]
+    core: Option<usize>,
+    /// Untimed warm-up runs per pair
+    #[arg(long, default_value_t = 50)]
+    warmup: u32,
+    /// Timed runs per pair
+    #[arg(long, default_value_t = 1000)]
+    runs: u32,
+    /// Smoke run: 10 warm-up and 100 timed runs (overrides --warmup/--runs)
+    #[arg(long)]
+    quick: bool,
+    /// Where run directories are created (OUT/DEVICE/TIMESTAMP)
+    #[arg(long, short, default_value = "results")]
+    out: PathBuf,
+    /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
+    /// (not run, failed, crashed) are measured
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "backends", "device", "quick"])]
+    resume: Option<PathBuf>,
+    /// Seed of the deterministic weights
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Coefficient of variation above which a pair is flagged `noisy`
+    #[arg(long, default_value_t = 0.10)]
+    cv_threshold: f64,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run directories (each holds summary.csv), from any number of devices
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Write the markdown here instead of standard output
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Worker { spec } = &cli.command {
+        return worker::main(spec);
+    }
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List(ListCmd::Models { models }) => print!("{}", list::models(&models)?),
+        Cmd::List(ListCmd::Backends) => print!("{}", list::backends()),
+        Cmd::List(ListCmd::Devices) => print!("{}", list::devices()?),
+        Cmd::Run(args) => run(args)?,
+        Cmd::Report(args) => report(&args.dirs, args.output.as_ref())?,
+        Cmd::Worker { .. } => unreachable!("handled in main"),
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let (dir, manifest) = match &args.resume {
+        Some(dir) => (dir.clone(), runner::manifest_for_resume(dir)?),
+        None => {
+            let device = mobilebench_devices::find(&args.device)?;
+            let models = sets::select(&args.models).context("--models")?;
+            let backends = registry::select(&args.backends).context("--backends")?;
+            let (warmup, runs) = if args.quick { (10, 100) } else { (args.warmup, args.runs) };
+            if runs == 0 {
+                bail!("--runs must be at least 1");
+            }
+            let core = match args.core {
+                Some(c) if c >= probe::Machine::probe().cpu_cores => {
+                    bail!("--core {c}: this machine has cores 0..{}", probe::Machine::probe().cpu_cores - 1)
+                }
+                Some(c) => Some(c),
+                None => probe::fastest_core(),
+            };
+            let manifest = RunManifest {
+                device: device.name,
+                models: models.iter().map(|m| m.name()).collect(),
+                backends: backends.iter().map(|b| b.name().to_string()).collect(),
+                warmup,
+                runs,
+                core,
+                weight_seed: args.seed,
+                input_seed: DEFAULT_INPUT_SEED,
+                cv_threshold: args.cv_threshold,
+                created_at: runner::now_rfc3339(),
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            (runner::create_run_dir(&args.out, &manifest)?, manifest)
+        }
+    };
+    eprintln!(
+        "run directory {}: {} models × {} backends, {} warm-up + {} timed runs, core {}",
+        dir.display(),
+        manifest.models.len(),
+        manifest.backends.len(),
+        manifest.warmup,
+        manifest.runs,
+        manifest.core.map_or("unpinned".into(), |c| c.to_string())
+    );
+    let ctx = runner::RunContext { dir: dir.clone(), manifest };
+    let outcome = runner::run(&ctx);
+    // Whatever happened, what was measured is on disk: show it.
+    let report_path = dir.join("report.md");
+    report(&[dir.clone()], Some(&report_path))?;
+    print!("{}", std::fs::read_to_string(&report_path)?);
+    eprintln!("CSVs and report.md in {}", dir.display());
+    outcome
+}
+
+fn report(dirs: &[PathBuf], output: Option<&PathBuf>) -> Result<()> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        let run = mobilebench_results::read_run(dir)?;
+        for skipped in &run.skipped_rows {
+            eprintln!("warning: skipped an unreadable row at {skipped} (cut short by a crash?)");
+        }
+        runs.push(run);
+    }
+    let markdown = mobilebench_reports::latency_tables(&runs);
+    match output {
+        Some(path) => std::fs::write(path, &markdown).with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{markdown}"),
+    }
+    Ok(())
+}

@@ -6,14 +6,18 @@ use std::fmt::Write;
 
 use mobilebench_results::{Run, SummaryRow};
 
-/// Formats a latency in ms with three significant digits where it matters.
+/// Formats a latency in ms: one decimal from 100 ms, two from 1 ms, three significant
+/// digits below (so a 30 ns overhead reads 0.0000300, not 0.0000).
 pub fn format_ms(ms: f64) -> String {
     if ms >= 100.0 {
         format!("{ms:.1}")
     } else if ms >= 1.0 {
         format!("{ms:.2}")
+    } else if ms > 0.0 {
+        let decimals = (2.0 - ms.log10().floor()) as usize;
+        format!("{ms:.decimals$}")
     } else {
-        format!("{ms:.4}")
+        "0".into()
     }
 }
 
@@ -114,8 +118,17 @@ mod tests {
         let md = latency_tables(&[run]);
         let lines: Vec<&str> = md.lines().collect();
         assert!(lines.contains(&"| model | native | noop |"), "{md}");
-        assert!(lines.contains(&"| m1 | 12.35 | 0.0001 ⚠ |"), "{md}");
+        assert!(lines.contains(&"| m1 | 12.35 | 0.000120 ⚠ |"), "{md}");
         assert!(lines.contains(&"| m2 | 123.5 | crashed |"), "{md}");
+    }
+
+    #[test]
+    fn latency_formatting() {
+        assert_eq!(format_ms(123.456), "123.5");
+        assert_eq!(format_ms(4.6507), "4.65");
+        assert_eq!(format_ms(0.5), "0.500");
+        assert_eq!(format_ms(0.00003), "0.0000300");
+        assert_eq!(format_ms(0.0), "0");
     }
 
     #[test]

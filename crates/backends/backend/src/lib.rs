@@ -37,7 +37,21 @@ pub enum ModelSource<'a> {
     File { path: &'a Path, format: FileFormat },
 }
 
+/// The kind of a [`ModelSource`], for asking a backend whether it takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Zoo,
+    File(FileFormat),
+}
+
 impl ModelSource<'_> {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            ModelSource::Zoo(_) => SourceKind::Zoo,
+            ModelSource::File { format, .. } => SourceKind::File(*format),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ModelSource::Zoo(m) => format!("zoo model {}", m.name),
@@ -110,7 +124,7 @@ pub trait Backend: Send + Sync {
     /// Whether it can run here (runtime present, loadable, adapter found).
     fn availability(&self) -> Availability;
     /// Whether it takes this kind of source (a zoo IR, an .onnx, a .tflite).
-    fn accepts(&self, source: &ModelSource) -> bool;
+    fn accepts(&self, kind: SourceKind) -> bool;
     /// Prepares a session: parse, compile, allocate. The runner times this as init.
     fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError>;
     /// Test-only backends are left out of `all` and marked as such in listings.

@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use crate::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
+    SourceKind,
 };
 
 pub struct NoopBackend;
@@ -24,8 +25,8 @@ impl Backend for NoopBackend {
             detail: "built in".into(),
         }
     }
-    fn accepts(&self, source: &ModelSource) -> bool {
-        matches!(source, ModelSource::Zoo(_))
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::Zoo
     }
     fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
         let ModelSource::Zoo(model) = source else {

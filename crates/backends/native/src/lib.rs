@@ -6,6 +6,7 @@ mod kernels;
 
 use mobilebench_backend::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
+    SourceKind,
 };
 
 pub use engine::Engine;
@@ -27,8 +28,8 @@ impl Backend for NativeBackend {
             detail: format!("built in, mobilebench-native {}", env!("CARGO_PKG_VERSION")),
         }
     }
-    fn accepts(&self, source: &ModelSource) -> bool {
-        matches!(source, ModelSource::Zoo(_))
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::Zoo
     }
     fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
         match source {
