@@ -27,7 +27,10 @@ pub enum DeviceError {
 }
 
 /// The profiles shipped in the repository's `devices/` folder, compiled in.
-const BUILTIN: &[(&str, &str)] = &[("devices/local.toml", include_str!("../../../devices/local.toml"))];
+const BUILTIN: &[(&str, &str)] = &[(
+    "devices/local.toml",
+    include_str!("../../../devices/local.toml"),
+)];
 
 pub fn parse(file: &str, text: &str) -> Result<DeviceProfile, DeviceError> {
     toml::from_str(text).map_err(|e| DeviceError::BadProfile {
@@ -37,12 +40,19 @@ pub fn parse(file: &str, text: &str) -> Result<DeviceProfile, DeviceError> {
 }
 
 pub fn builtin() -> Result<Vec<DeviceProfile>, DeviceError> {
-    BUILTIN.iter().map(|(file, text)| parse(file, text)).collect()
+    BUILTIN
+        .iter()
+        .map(|(file, text)| parse(file, text))
+        .collect()
 }
 
 pub fn find(name: &str) -> Result<DeviceProfile, DeviceError> {
     let all = builtin()?;
-    let known = all.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", ");
+    let known = all
+        .iter()
+        .map(|d| d.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
     all.into_iter()
         .find(|d| d.name == name)
         .ok_or_else(|| DeviceError::Unknown {
@@ -63,7 +73,10 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_field() {
         let err = parse("devices/x.toml", "name = \"x\"\nkind = \"local\"\n").unwrap_err();
-        assert!(err.to_string().contains("devices/x.toml") && err.to_string().contains("description"), "{err}");
+        assert!(
+            err.to_string().contains("devices/x.toml") && err.to_string().contains("description"),
+            "{err}"
+        );
         let err = find("odroid-n2").unwrap_err().to_string();
         assert!(err.contains("odroid-n2") && err.contains("local"), "{err}");
     }

@@ -33,7 +33,8 @@ pub fn models(selection: &str) -> Result<String> {
         match published::lookup(cfg) {
             Some(p) => {
                 let c = published::compare(&p);
-                any_excused |= matches!(c.macs, Agreement::Excused(_)) || matches!(c.params, Agreement::Excused(_));
+                any_excused |= matches!(c.macs, Agreement::Excused(_))
+                    || matches!(c.params, Agreement::Excused(_));
                 let _ = writeln!(
                     out,
                     "{:<42} {:>9.2} {:>9} {:>8.3} {:>8} {:>6} {:>6}  MACs {}, params {}",
@@ -70,7 +71,10 @@ pub fn models(selection: &str) -> Result<String> {
         configs.len()
     );
     if any_excused {
-        let _ = writeln!(out, "* published cells that disagree with their own definition:");
+        let _ = writeln!(
+            out,
+            "* published cells that disagree with their own definition:"
+        );
         for e in EXCEPTIONS {
             let _ = writeln!(out, "  {} ({:?}): {}", e.models, e.field, e.reason);
         }
@@ -95,7 +99,11 @@ pub fn backends() -> String {
             Availability::Available { detail } => ("available", detail),
             Availability::Unavailable { reason } => ("unavailable", reason),
         };
-        let test_only = if b.is_test_only() { " [test only, not in `all`]" } else { "" };
+        let test_only = if b.is_test_only() {
+            " [test only, not in `all`]"
+        } else {
+            ""
+        };
         let _ = writeln!(out, "{:<16} {:<12} {detail}{test_only}", b.name(), status);
         let _ = writeln!(out, "{:<16} {:<12} {}", "", "", b.description());
     }
@@ -106,7 +114,13 @@ pub fn devices() -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(out, "{:<12} {:<8} description", "device", "kind");
     for d in mobilebench_devices::builtin()? {
-        let _ = writeln!(out, "{:<12} {:<8} {}", d.name, format!("{:?}", d.kind).to_lowercase(), d.description);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {}",
+            d.name,
+            format!("{:?}", d.kind).to_lowercase(),
+            d.description
+        );
     }
     Ok(out)
 }

@@ -145,13 +145,20 @@ fn run(args: RunArgs) -> Result<()> {
             let device = mobilebench_devices::find(&args.device)?;
             let models = sets::select(&args.models).context("--models")?;
             let backends = registry::select(&args.backends).context("--backends")?;
-            let (warmup, runs) = if args.quick { (10, 100) } else { (args.warmup, args.runs) };
+            let (warmup, runs) = if args.quick {
+                (10, 100)
+            } else {
+                (args.warmup, args.runs)
+            };
             if runs == 0 {
                 bail!("--runs must be at least 1");
             }
             let core = match args.core {
                 Some(c) if c >= probe::Machine::probe().cpu_cores => {
-                    bail!("--core {c}: this machine has cores 0..{}", probe::Machine::probe().cpu_cores - 1)
+                    bail!(
+                        "--core {c}: this machine has cores 0..{}",
+                        probe::Machine::probe().cpu_cores - 1
+                    )
                 }
                 Some(c) => Some(c),
                 None => probe::fastest_core(),
@@ -181,11 +188,14 @@ fn run(args: RunArgs) -> Result<()> {
         manifest.runs,
         manifest.core.map_or("unpinned".into(), |c| c.to_string())
     );
-    let ctx = runner::RunContext { dir: dir.clone(), manifest };
+    let ctx = runner::RunContext {
+        dir: dir.clone(),
+        manifest,
+    };
     let outcome = runner::run(&ctx);
     // Whatever happened, what was measured is on disk: show it.
     let report_path = dir.join("report.md");
-    report(&[dir.clone()], Some(&report_path))?;
+    report(std::slice::from_ref(&dir), Some(&report_path))?;
     print!("{}", std::fs::read_to_string(&report_path)?);
     eprintln!("CSVs and report.md in {}", dir.display());
     outcome
@@ -202,7 +212,8 @@ fn report(dirs: &[PathBuf], output: Option<&PathBuf>) -> Result<()> {
     }
     let markdown = mobilebench_reports::latency_tables(&runs);
     match output {
-        Some(path) => std::fs::write(path, &markdown).with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => std::fs::write(path, &markdown)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{markdown}"),
     }
     Ok(())

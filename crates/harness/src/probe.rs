@@ -65,7 +65,8 @@ fn proc_cpuinfo_mhz(core: usize) -> Option<f64> {
     let text = fs::read_to_string("/proc/cpuinfo").ok()?;
     let block = text.split("\n\n").find(|b| {
         b.lines().any(|l| {
-            l.starts_with("processor") && l.split(':').nth(1).map(str::trim) == Some(&core.to_string())
+            l.starts_with("processor")
+                && l.split(':').nth(1).map(str::trim) == Some(&core.to_string())
         })
     })?;
     block
@@ -91,7 +92,9 @@ fn hottest_zone_c() -> Option<f64> {
 impl CoreState {
     pub fn probe(core: usize) -> CoreState {
         let mut notes = Vec::new();
-        let governor = read_trimmed(format!("/sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor"));
+        let governor = read_trimmed(format!(
+            "/sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor"
+        ));
         let max_freq_mhz = cpufreq_khz(core, "cpuinfo_max_freq").map(|k| k / 1000.0);
         let mut freq_mhz = cpufreq_khz(core, "scaling_cur_freq").map(|k| k / 1000.0);
         if governor.is_none() {

@@ -47,7 +47,8 @@ pub fn create_run_dir(out: &Path, manifest: &RunManifest) -> Result<PathBuf> {
         n += 1;
         dir = PathBuf::from(format!("{}-{n}", base.display()));
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
     results::write_manifest(&dir, manifest)?;
     Ok(dir)
 }
@@ -89,7 +90,8 @@ pub fn run(ctx: &RunContext) -> Result<()> {
                 eprintln!("{label}: already measured in this run directory, skipped");
                 continue;
             }
-            let (row, samples) = measure_pair(ctx, &machine, config, backend.as_ref(), available, &label);
+            let (row, samples) =
+                measure_pair(ctx, &machine, config, backend.as_ref(), available, &label);
             writer
                 .append_pair(&row, &samples)
                 .with_context(|| format!("cannot record {label}"))?;
@@ -121,7 +123,12 @@ fn one_line(row: &SummaryRow) -> String {
     }
 }
 
-fn base_row(ctx: &RunContext, machine: &Machine, config: &ModelConfig, backend: &dyn Backend) -> SummaryRow {
+fn base_row(
+    ctx: &RunContext,
+    machine: &Machine,
+    config: &ModelConfig,
+    backend: &dyn Backend,
+) -> SummaryRow {
     let counts = count(&config.graph());
     SummaryRow {
         device: ctx.manifest.device.clone(),
@@ -207,7 +214,8 @@ fn progress_bar(total: u64, label: &str) -> ProgressBar {
 }
 
 fn run_worker(spec: &WorkerSpec, label: &str) -> Result<Outcome> {
-    let exe = std::env::current_exe().context("cannot find the bench executable to start a worker")?;
+    let exe =
+        std::env::current_exe().context("cannot find the bench executable to start a worker")?;
     let mut child = Command::new(&exe)
         .arg("worker")
         .arg("--spec")
@@ -228,7 +236,9 @@ fn run_worker(spec: &WorkerSpec, label: &str) -> Result<Outcome> {
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let Ok(line) = line else { break };
         // Runtimes may print to stdout too: only our JSON events count.
-        let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
+        let Ok(event) = serde_json::from_str::<Event>(&line) else {
+            continue;
+        };
         match &event {
             Event::Progress { done } => bar.set_position(u64::from(*done)),
             Event::Finished { .. } => bar.set_position(u64::from(spec.warmup + spec.runs)),
@@ -281,7 +291,11 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
     let mut samples = Vec::new();
     for event in &outcome.events {
         match event {
-            Event::Pinned { core, pinned, before: b } => {
+            Event::Pinned {
+                core,
+                pinned,
+                before: b,
+            } => {
                 row.core = *core;
                 row.pinned = *pinned;
                 before = b.clone();
@@ -374,7 +388,10 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
         }
     }
     if row.status.is_none() {
-        let finished = outcome.events.iter().any(|e| matches!(e, Event::Finished { .. }));
+        let finished = outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Finished { .. }));
         if finished && outcome.status.success() {
             row.status = Some(Status::Ok);
         } else {
@@ -385,7 +402,11 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
                 (None, None) => "crashed".to_string(),
             };
             let err = tail(&outcome.stderr);
-            row.message = if err.is_empty() { how } else { format!("{how}: {err}") };
+            row.message = if err.is_empty() {
+                how
+            } else {
+                format!("{how}: {err}")
+            };
             samples.clear();
         }
     }
@@ -404,5 +425,11 @@ pub fn manifest_for_resume(dir: &Path) -> Result<RunManifest> {
     if !dir.is_dir() {
         bail!("--resume {}: no such directory", dir.display());
     }
-    results::read_manifest(dir).with_context(|| format!("--resume {}: cannot read its {}", dir.display(), results::MANIFEST_FILE))
+    results::read_manifest(dir).with_context(|| {
+        format!(
+            "--resume {}: cannot read its {}",
+            dir.display(),
+            results::MANIFEST_FILE
+        )
+    })
 }

@@ -145,7 +145,9 @@ mod tests {
     fn bootstrap_interval_brackets_the_median_and_shrinks_with_n() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let small: Vec<f64> = (0..50).map(|_| 10.0 + rng.random_range(0.0..1.0)).collect();
-        let large: Vec<f64> = (0..2000).map(|_| 10.0 + rng.random_range(0.0..1.0)).collect();
+        let large: Vec<f64> = (0..2000)
+            .map(|_| 10.0 + rng.random_range(0.0..1.0))
+            .collect();
         let (s, l) = (summarize(&small), summarize(&large));
         assert!(s.median_ci.0 <= s.p50 && s.p50 <= s.median_ci.1);
         assert!(l.median_ci.0 <= l.p50 && l.p50 <= l.median_ci.1);

@@ -15,7 +15,7 @@ use mobilebench_models::{reference, synthetic_input, Model, ModelConfig};
 use mobilebench_native::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::probe::{pin_current_thread, peak_rss_kib, CoreState};
+use crate::probe::{peak_rss_kib, pin_current_thread, CoreState};
 use crate::registry;
 
 /// What the parent asks one worker to measure.
@@ -53,14 +53,18 @@ pub enum Event {
         settings: BackendSettings,
     },
     /// Runs done so far, warm-up and timed together.
-    Progress { done: u32 },
+    Progress {
+        done: u32,
+    },
     Finished {
         samples_ns: Vec<u64>,
         peak_rss_kib: Option<u64>,
         agreement: Option<Agreement>,
         after: CoreState,
     },
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 fn emit(event: &Event) {
@@ -71,6 +75,9 @@ fn emit(event: &Event) {
 }
 
 pub fn main(spec: &str) -> ExitCode {
+    // Die with the parent: an orphaned worker would keep a core busy and skew later runs.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let result = serde_json::from_str::<WorkerSpec>(spec)
         .context("bad worker spec")
         .and_then(|spec| measure(&spec));
@@ -179,12 +186,15 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         let now = Instant::now();
         *sample = (now - previous).as_nanos() as u64;
         previous = now;
-        progress.done.store(spec.warmup + i as u32 + 1, Ordering::Relaxed);
+        progress
+            .done
+            .store(spec.warmup + i as u32 + 1, Ordering::Relaxed);
     }
     black_box(&output);
     drop(progress);
     let after = CoreState::probe(state_core);
-    let agreement = (!backend.is_test_only()).then(|| agreement(&spec.backend, &model, &input, &output));
+    let agreement =
+        (!backend.is_test_only()).then(|| agreement(&spec.backend, &model, &input, &output));
     emit(&Event::Finished {
         samples_ns: samples,
         peak_rss_kib: peak_rss_kib(),
@@ -198,7 +208,10 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
 /// engine for every other backend, and the naive reference evaluator for native itself.
 fn agreement(backend: &str, model: &Model, input: &[f32], output: &[f32]) -> Agreement {
     let (reference, expected) = if backend == "native" {
-        ("naive-reference", reference::evaluate(&model.graph, &model.weights, input))
+        (
+            "naive-reference",
+            reference::evaluate(&model.graph, &model.weights, input),
+        )
     } else {
         let mut engine = Engine::new(model);
         let mut out = vec![0f32; engine.output_len()];
@@ -213,6 +226,10 @@ fn agreement(backend: &str, model: &Model, input: &[f32], output: &[f32]) -> Agr
     Agreement {
         reference: reference.to_string(),
         max_abs_diff: max_abs,
-        max_rel_diff: if scale > 0.0 { max_abs / scale } else { max_abs },
+        max_rel_diff: if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        },
     }
 }

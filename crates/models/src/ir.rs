@@ -208,7 +208,7 @@ impl Graph {
         self.nodes.len()
     }
 
-    /// Appends a convolution with SAME padding on `input`, batch-normalised (no bias).
+    /// Appends a regular convolution with SAME padding, batch-normalised (no bias).
     pub fn conv_bn(
         &mut self,
         name: impl Into<String>,
@@ -216,12 +216,45 @@ impl Graph {
         out_channels: usize,
         kernel: usize,
         stride: usize,
-        depthwise: bool,
+        activation: Activation,
+    ) -> ValueId {
+        self.push_conv(
+            name.into(),
+            input,
+            out_channels,
+            kernel,
+            stride,
+            1,
+            activation,
+        )
+    }
+
+    /// Appends a depthwise convolution (multiplier 1) with SAME padding, batch-normalised.
+    pub fn depthwise_bn(
+        &mut self,
+        name: impl Into<String>,
+        input: ValueId,
+        kernel: usize,
+        stride: usize,
+        activation: Activation,
+    ) -> ValueId {
+        let c = self.value_shape(input).c;
+        self.push_conv(name.into(), input, c, kernel, stride, c, activation)
+    }
+
+    #[allow(clippy::too_many_arguments)] // private; the two public builders name the cases
+    fn push_conv(
+        &mut self,
+        name: String,
+        input: ValueId,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
         activation: Activation,
     ) -> ValueId {
         let in_shape = self.value_shape(input);
         let (padding, out) = Padding::same(in_shape, kernel, stride);
-        let groups = if depthwise { in_shape.c } else { 1 };
         let conv = Conv2d {
             in_channels: in_shape.c,
             out_channels,
@@ -234,7 +267,7 @@ impl Graph {
             activation,
         };
         let output = Shape::new(out.h, out.w, out_channels);
-        self.push(name.into(), Op::Conv2d(conv), vec![input], output)
+        self.push(name, Op::Conv2d(conv), vec![input], output)
     }
 
     pub fn squeeze_excite(

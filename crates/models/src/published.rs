@@ -63,7 +63,10 @@ pub fn models() -> Vec<PublishedModel> {
             let family = Family::from_prefix(&r.family).expect("known family in published table");
             let config = ModelConfig::new(family, r.width, r.resolution);
             let uint8 = rows.iter().find(|q| {
-                q.precision == "uint8" && q.family == r.family && q.width == r.width && q.resolution == r.resolution
+                q.precision == "uint8"
+                    && q.family == r.family
+                    && q.width == r.width
+                    && q.resolution == r.resolution
             });
             PublishedModel {
                 config,
@@ -241,11 +244,20 @@ mod tests {
                 .iter()
                 .map(compare)
                 .filter(|c| {
-                    let a = if e.field == Field::Macs { c.macs } else { c.params };
+                    let a = if e.field == Field::Macs {
+                        c.macs
+                    } else {
+                        c.params
+                    };
                     matches!(a, Agreement::Excused(x) if std::ptr::eq(x, e))
                 })
                 .count();
-            assert!(excused > 0, "exception {} {:?} excuses nothing", e.models, e.field);
+            assert!(
+                excused > 0,
+                "exception {} {:?} excuses nothing",
+                e.models,
+                e.field
+            );
         }
     }
 

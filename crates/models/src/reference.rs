@@ -72,13 +72,19 @@ pub fn conv2d(
                     for kx in 0..c.kernel {
                         let iy = (oy * c.stride + ky) as isize - c.padding.top as isize;
                         let ix = (ox * c.stride + kx) as isize - c.padding.left as isize;
-                        if iy < 0 || ix < 0 || iy >= in_shape.h as isize || ix >= in_shape.w as isize {
+                        if iy < 0
+                            || ix < 0
+                            || iy >= in_shape.h as isize
+                            || ix >= in_shape.w as isize
+                        {
                             continue;
                         }
                         for ci in 0..cin_per_group {
                             let channel = group * cin_per_group + ci;
-                            let x = input[(iy as usize * in_shape.w + ix as usize) * in_shape.c + channel];
-                            let wi = ((ky * c.kernel + kx) * cin_per_group + ci) * c.out_channels + co;
+                            let x = input
+                                [(iy as usize * in_shape.w + ix as usize) * in_shape.c + channel];
+                            let wi =
+                                ((ky * c.kernel + kx) * cin_per_group + ci) * c.out_channels + co;
                             acc += x * kernel[wi];
                         }
                     }
@@ -116,7 +122,12 @@ pub fn global_avg_pool(input: &[f32], shape: Shape) -> Vec<f32> {
 }
 
 /// `weight` is `[in][out]`.
-pub fn fully_connected(input: &[f32], fc: &FullyConnected, weight: &[f32], bias: &[f32]) -> Vec<f32> {
+pub fn fully_connected(
+    input: &[f32],
+    fc: &FullyConnected,
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
     (0..fc.out_features)
         .map(|o| {
             let dot: f32 = (0..fc.in_features)

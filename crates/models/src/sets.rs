@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn unmatched_selection_is_an_error() {
-        assert!(select("mobilenet_v9_*").unwrap_err().to_string().contains("matches no model"));
+        assert!(select("mobilenet_v9_*")
+            .unwrap_err()
+            .to_string()
+            .contains("matches no model"));
         assert!(select(" , ").is_err());
         assert!(select("resnet50").is_err());
     }

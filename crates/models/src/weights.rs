@@ -85,7 +85,8 @@ impl Model {
         let mut graph = self.graph.clone();
         let mut weights = self.weights.clone();
         for (node, w) in graph.nodes.iter_mut().zip(&mut weights.nodes) {
-            let (Op::Conv2d(conv), NodeWeights::Conv { kernel, bias, bn }) = (&mut node.op, w) else {
+            let (Op::Conv2d(conv), NodeWeights::Conv { kernel, bias, bn }) = (&mut node.op, w)
+            else {
                 continue;
             };
             let Some(bn) = bn.take() else { continue };
@@ -182,11 +183,24 @@ fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
     let input = synthetic_input(graph.input, seed ^ 0xca11_b8a7e);
     let mut values = vec![input];
     for (i, node) in graph.nodes.iter().enumerate() {
-        if let (Op::Conv2d(conv), NodeWeights::Conv { kernel, bias, bn: Some(bn) }) =
-            (&node.op, &mut weights.nodes[i])
+        if let (
+            Op::Conv2d(conv),
+            NodeWeights::Conv {
+                kernel,
+                bias,
+                bn: Some(bn),
+            },
+        ) = (&node.op, &mut weights.nodes[i])
         {
             let in_shape = graph.value_shape(node.inputs[0]);
-            let raw = reference::conv2d(&values[node.inputs[0]], in_shape, conv, kernel, bias.as_deref(), node.output);
+            let raw = reference::conv2d(
+                &values[node.inputs[0]],
+                in_shape,
+                conv,
+                kernel,
+                bias.as_deref(),
+                node.output,
+            );
             let (mean, var) = channel_stats(&raw, conv.out_channels);
             // A channel that is (nearly) constant on the calibration image would get a huge
             // scale; floor its variance at 1% of the layer's mean variance.
@@ -236,7 +250,9 @@ mod tests {
         let a = Model::from_config(&ModelConfig::new(Family::V2, 0.35, 96), 7);
         let b = Model::from_config(&ModelConfig::new(Family::V2, 0.35, 224), 7);
         for (x, y) in a.weights.nodes.iter().zip(&b.weights.nodes) {
-            if let (NodeWeights::Conv { kernel: k1, .. }, NodeWeights::Conv { kernel: k2, .. }) = (x, y) {
+            if let (NodeWeights::Conv { kernel: k1, .. }, NodeWeights::Conv { kernel: k2, .. }) =
+                (x, y)
+            {
                 assert_eq!(k1, k2);
             }
         }
@@ -251,7 +267,10 @@ mod tests {
         let a = reference::evaluate(&model.graph, &model.weights, &input);
         let b = reference::evaluate(&folded.graph, &folded.weights, &input);
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         // Folding reorders a handful of float ops per value: a few ulps of the logit scale.
         assert!(diff <= 1e-4 * scale, "diff {diff} at scale {scale}");
     }
@@ -272,16 +291,28 @@ mod range_tests {
             let mut lo = f32::MAX;
             let mut hi = 0f32;
             for (node, v) in model.graph.nodes.iter().zip(&values[1..]) {
-                assert!(v.iter().all(|x| x.is_finite()), "{}: {} not finite", cfg, node.name);
+                assert!(
+                    v.iter().all(|x| x.is_finite()),
+                    "{}: {} not finite",
+                    cfg,
+                    node.name
+                );
                 let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
                 lo = lo.min(rms);
                 hi = hi.max(rms);
                 // Calibrated BN keeps each layer O(1): not vanishing, not exploding.
-                assert!((0.1..10.0).contains(&rms), "{}: {} rms {rms}", cfg, node.name);
+                assert!(
+                    (0.1..10.0).contains(&rms),
+                    "{}: {} rms {rms}",
+                    cfg,
+                    node.name
+                );
             }
             let logits = values.last().unwrap();
             let mean = logits.iter().sum::<f32>() / logits.len() as f32;
-            let std = (logits.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / logits.len() as f32).sqrt();
+            let std = (logits.iter().map(|x| (x - mean).powi(2)).sum::<f32>()
+                / logits.len() as f32)
+                .sqrt();
             eprintln!("{cfg}: layer rms in [{lo:.3}, {hi:.3}], logits std {std:.3}");
             assert!(std > 0.3, "{cfg}: flat logits (std {std})");
         }

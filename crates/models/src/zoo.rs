@@ -128,9 +128,7 @@ impl FromStr for ModelConfig {
         let family = Family::from_prefix(prefix).ok_or_else(|| {
             bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic])")
         })?;
-        let alpha: f64 = alpha
-            .parse()
-            .map_err(|_| bad("width is not a number"))?;
+        let alpha: f64 = alpha.parse().map_err(|_| bad("width is not a number"))?;
         if !(alpha > 0.0 && alpha <= 4.0) {
             return Err(bad("width must be in (0, 4]"));
         }
@@ -178,11 +176,17 @@ const V1_BLOCKS: [(usize, usize); 13] = [
 
 fn build_v1(g: &mut Graph, alpha: f64) {
     let act = Activation::Relu6;
-    let mut x = g.conv_bn("conv0", 0, v1_depth(32, alpha), 3, 2, false, act);
+    let mut x = g.conv_bn("conv0", 0, v1_depth(32, alpha), 3, 2, act);
     for (i, &(stride, out)) in V1_BLOCKS.iter().enumerate() {
-        let c = g.value_shape(x).c;
-        x = g.conv_bn(format!("block{}_dw", i + 1), x, c, 3, stride, true, act);
-        x = g.conv_bn(format!("block{}_pw", i + 1), x, v1_depth(out, alpha), 1, 1, false, act);
+        x = g.depthwise_bn(format!("block{}_dw", i + 1), x, 3, stride, act);
+        x = g.conv_bn(
+            format!("block{}_pw", i + 1),
+            x,
+            v1_depth(out, alpha),
+            1,
+            1,
+            act,
+        );
     }
     classifier(g, x);
 }
@@ -200,7 +204,7 @@ const V2_STAGES: [(usize, usize, usize, usize); 7] = [
 
 fn build_v2(g: &mut Graph, alpha: f64) {
     let act = Activation::Relu6;
-    let mut x = g.conv_bn("conv0", 0, make_divisible(32.0 * alpha, 8), 3, 2, false, act);
+    let mut x = g.conv_bn("conv0", 0, make_divisible(32.0 * alpha, 8), 3, 2, act);
     let mut block = 0;
     for &(t, c, n, s) in &V2_STAGES {
         for i in 0..n {
@@ -229,7 +233,7 @@ fn build_v2(g: &mut Graph, alpha: f64) {
     } else {
         1280
     };
-    x = g.conv_bn("conv_last", x, last, 1, 1, false, act);
+    x = g.conv_bn("conv_last", x, last, 1, 1, act);
     classifier(g, x);
 }
 
@@ -244,7 +248,14 @@ struct V3Row {
     stride: usize,
 }
 
-const fn row(kernel: usize, expansion: f64, out: usize, se: bool, hs: bool, stride: usize) -> V3Row {
+const fn row(
+    kernel: usize,
+    expansion: f64,
+    out: usize,
+    se: bool,
+    hs: bool,
+    stride: usize,
+) -> V3Row {
     V3Row {
         kernel,
         expansion,
@@ -303,7 +314,14 @@ fn build_v3(
             Activation::Relu
         }
     };
-    let mut x = g.conv_bn("conv0", 0, make_divisible(16.0 * alpha, 8), 3, 2, false, pick(true));
+    let mut x = g.conv_bn(
+        "conv0",
+        0,
+        make_divisible(16.0 * alpha, 8),
+        3,
+        2,
+        pick(true),
+    );
     for (i, r) in rows.iter().enumerate() {
         let in_c = g.value_shape(x).c;
         let spec = BlockSpec {
@@ -316,7 +334,14 @@ fn build_v3(
         };
         x = inverted_residual(g, &format!("block{}", i + 1), x, &spec);
     }
-    x = g.conv_bn("conv_last", x, make_divisible(last_conv as f64 * alpha, 8), 1, 1, false, pick(true));
+    x = g.conv_bn(
+        "conv_last",
+        x,
+        make_divisible(last_conv as f64 * alpha, 8),
+        1,
+        1,
+        pick(true),
+    );
     x = g.global_avg_pool("pool", x);
     // The head conv has no BN and keeps its width for α ≤ 1 (what the published 0.75 params match).
     let head = if alpha > 1.0 {
@@ -343,14 +368,14 @@ fn inverted_residual(g: &mut Graph, name: &str, input: ValueId, b: &BlockSpec) -
     let in_c = g.value_shape(input).c;
     let mut x = input;
     if b.expanded > in_c {
-        x = g.conv_bn(format!("{name}_expand"), x, b.expanded, 1, 1, false, b.act);
+        x = g.conv_bn(format!("{name}_expand"), x, b.expanded, 1, 1, b.act);
     }
+    x = g.depthwise_bn(format!("{name}_dw"), x, b.kernel, b.stride, b.act);
     let c = g.value_shape(x).c;
-    x = g.conv_bn(format!("{name}_dw"), x, c, b.kernel, b.stride, true, b.act);
     if b.se {
         x = g.squeeze_excite(format!("{name}_se"), x, make_divisible(c as f64 / 4.0, 8));
     }
-    x = g.conv_bn(format!("{name}_project"), x, b.out, 1, 1, false, Activation::None);
+    x = g.conv_bn(format!("{name}_project"), x, b.out, 1, 1, Activation::None);
     if b.stride == 1 && in_c == b.out {
         x = g.add(format!("{name}_add"), x, input);
     }
@@ -419,7 +444,12 @@ mod tests {
             [64, 72, 72, 120, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960]
         );
         assert_eq!(g.output(), Shape::new(1, 1, NUM_CLASSES));
-        let final_spatial = g.nodes.iter().find(|n| n.name == "conv_last").unwrap().output;
+        let final_spatial = g
+            .nodes
+            .iter()
+            .find(|n| n.name == "conv_last")
+            .unwrap()
+            .output;
         assert_eq!(final_spatial, Shape::new(7, 7, 960));
     }
 

@@ -51,7 +51,11 @@ pub fn latency_tables(runs: &[Run]) -> String {
     }
     let mut out = String::new();
     for device in devices {
-        let of_device: Vec<&SummaryRow> = rows.iter().copied().filter(|r| r.device == device).collect();
+        let of_device: Vec<&SummaryRow> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.device == device)
+            .collect();
         let mut models: Vec<&str> = Vec::new();
         let mut backends: Vec<&str> = Vec::new();
         for r in &of_device {
@@ -62,10 +66,18 @@ pub fn latency_tables(runs: &[Run]) -> String {
                 backends.push(&r.backend);
             }
         }
-        let cpu: BTreeSet<&str> = of_device.iter().map(|r| r.cpu_brand.as_str()).filter(|c| !c.is_empty()).collect();
+        let cpu: BTreeSet<&str> = of_device
+            .iter()
+            .map(|r| r.cpu_brand.as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
         let _ = writeln!(out, "### {device}\n");
         if !cpu.is_empty() {
-            let _ = writeln!(out, "CPU: {}\n", cpu.into_iter().collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                out,
+                "CPU: {}\n",
+                cpu.into_iter().collect::<Vec<_>>().join(", ")
+            );
         }
         let _ = writeln!(out, "Median latency (ms), one pinned core.\n");
         let _ = writeln!(out, "| model | {} |", backends.join(" | "));
@@ -73,7 +85,14 @@ pub fn latency_tables(runs: &[Run]) -> String {
         for model in &models {
             let cells: Vec<String> = backends
                 .iter()
-                .map(|b| cell(of_device.iter().copied().find(|r| r.model == *model && r.backend == *b)))
+                .map(|b| {
+                    cell(
+                        of_device
+                            .iter()
+                            .copied()
+                            .find(|r| r.model == *model && r.backend == *b),
+                    )
+                })
                 .collect();
             let _ = writeln!(out, "| {model} | {} |", cells.join(" | "));
         }
@@ -135,7 +154,10 @@ mod tests {
     fn one_table_per_device() {
         let run = Run {
             dir: "x".into(),
-            summary: vec![row("a", "m", "native", 1.0, ""), row("b", "m", "native", 2.0, "")],
+            summary: vec![
+                row("a", "m", "native", 1.0, ""),
+                row("b", "m", "native", 2.0, ""),
+            ],
             samples: Default::default(),
             skipped_rows: vec![],
         };

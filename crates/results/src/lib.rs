@@ -190,20 +190,28 @@ impl RunWriter {
     }
 
     /// Writes one pair: its samples, then its summary row, each flushed to disk.
-    pub fn append_pair(&mut self, summary: &SummaryRow, samples: &[SampleRow]) -> Result<(), ResultsError> {
+    pub fn append_pair(
+        &mut self,
+        summary: &SummaryRow,
+        samples: &[SampleRow],
+    ) -> Result<(), ResultsError> {
         let samples_path = self.dir.join(SAMPLES_FILE);
         for s in samples {
-            self.samples.serialize(s).map_err(|source| ResultsError::Csv {
-                path: samples_path.clone(),
-                source,
-            })?;
+            self.samples
+                .serialize(s)
+                .map_err(|source| ResultsError::Csv {
+                    path: samples_path.clone(),
+                    source,
+                })?;
         }
         flush(&mut self.samples, &samples_path)?;
         let summary_path = self.dir.join(SUMMARY_FILE);
-        self.summary.serialize(summary).map_err(|source| ResultsError::Csv {
-            path: summary_path.clone(),
-            source,
-        })?;
+        self.summary
+            .serialize(summary)
+            .map_err(|source| ResultsError::Csv {
+                path: summary_path.clone(),
+                source,
+            })?;
         flush(&mut self.summary, &summary_path)
     }
 }
@@ -231,7 +239,9 @@ fn open_append(path: &Path) -> Result<csv::Writer<File>, ResultsError> {
             file.write_all(b"\n").map_err(io_err(path))?;
         }
     }
-    Ok(csv::WriterBuilder::new().has_headers(len == 0).from_writer(file))
+    Ok(csv::WriterBuilder::new()
+        .has_headers(len == 0)
+        .from_writer(file))
 }
 
 /// A run directory read back.
@@ -248,7 +258,9 @@ pub struct Run {
 
 impl Run {
     pub fn find(&self, model: &str, backend: &str) -> Option<&SummaryRow> {
-        self.summary.iter().find(|r| r.model == model && r.backend == backend)
+        self.summary
+            .iter()
+            .find(|r| r.model == model && r.backend == backend)
     }
 }
 
@@ -287,7 +299,10 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
     })
 }
 
-fn read_rows<T: serde::de::DeserializeOwned>(path: &Path, skipped: &mut Vec<String>) -> Result<Vec<T>, ResultsError> {
+fn read_rows<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<T>, ResultsError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)

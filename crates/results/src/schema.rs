@@ -9,15 +9,31 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, unit: &'static str, meaning: &'static str) -> Column {
-    Column { name, unit, meaning }
+    Column {
+        name,
+        unit,
+        meaning,
+    }
 }
 
 pub const SAMPLE_COLUMNS: &[Column] = &[
     col("device", "", "device profile name the pair ran on"),
-    col("model", "", "canonical model name, or the file's name for --model-file"),
+    col(
+        "model",
+        "",
+        "canonical model name, or the file's name for --model-file",
+    ),
     col("backend", "", "backend name (`bench list backends`)"),
-    col("iteration", "", "0-based index of the timed run (warm-up runs are not recorded)"),
-    col("latency_ns", "ns", "wall time of that run: difference of consecutive monotonic-clock readings"),
+    col(
+        "iteration",
+        "",
+        "0-based index of the timed run (warm-up runs are not recorded)",
+    ),
+    col(
+        "latency_ns",
+        "ns",
+        "wall time of that run: difference of consecutive monotonic-clock readings",
+    ),
 ];
 
 pub const SUMMARY_COLUMNS: &[Column] = &[
@@ -25,36 +41,88 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("model", "", "canonical model name"),
     col("backend", "", "backend name"),
     col("status", "", "ok, failed, crashed or unavailable"),
-    col("message", "", "why a pair is not ok (error, signal, missing runtime); empty when ok"),
+    col(
+        "message",
+        "",
+        "why a pair is not ok (error, signal, missing runtime); empty when ok",
+    ),
     col("started_at", "UTC", "when the pair started, RFC 3339"),
     col("source", "", "`zoo` or the model file's path"),
     col("input_shape", "", "NHWC input shape, e.g. 1x224x224x3"),
-    col("macs", "MACs", "multiply-accumulates counted from the IR (README convention)"),
+    col(
+        "macs",
+        "MACs",
+        "multiply-accumulates counted from the IR (README convention)",
+    ),
     col("params", "", "parameters of the BN-folded model"),
     col("warmup", "runs", "untimed warm-up runs"),
     col("runs", "runs", "timed runs"),
     col("core", "", "CPU core the worker was pinned to"),
     col("pinned", "", "whether pinning succeeded"),
-    col("init_ms", "ms", "time to load the model into the backend (parse, compile, allocate)"),
-    col("first_inference_ms", "ms", "the first inference after loading, before warm-up"),
+    col(
+        "init_ms",
+        "ms",
+        "time to load the model into the backend (parse, compile, allocate)",
+    ),
+    col(
+        "first_inference_ms",
+        "ms",
+        "the first inference after loading, before warm-up",
+    ),
     col("mean_ms", "ms", "mean latency of the timed runs"),
     col("std_ms", "ms", "standard deviation (n − 1)"),
     col("min_ms", "ms", "fastest run"),
     col("max_ms", "ms", "slowest run"),
-    col("p50_ms", "ms", "median (linear interpolation between order statistics)"),
+    col(
+        "p50_ms",
+        "ms",
+        "median (linear interpolation between order statistics)",
+    ),
     col("p90_ms", "ms", "90th percentile"),
     col("p95_ms", "ms", "95th percentile"),
     col("p99_ms", "ms", "99th percentile"),
     col("cv", "", "coefficient of variation, std / mean"),
-    col("median_ci_low_ms", "ms", "bootstrap 95% confidence interval of the median, lower end"),
-    col("median_ci_high_ms", "ms", "bootstrap 95% confidence interval of the median, upper end"),
-    col("outliers_mild", "runs", "Tukey mild outliers: beyond 1.5 IQR of the quartiles, within 3"),
-    col("outliers_severe", "runs", "Tukey severe outliers: beyond 3 IQR"),
+    col(
+        "median_ci_low_ms",
+        "ms",
+        "bootstrap 95% confidence interval of the median, lower end",
+    ),
+    col(
+        "median_ci_high_ms",
+        "ms",
+        "bootstrap 95% confidence interval of the median, upper end",
+    ),
+    col(
+        "outliers_mild",
+        "runs",
+        "Tukey mild outliers: beyond 1.5 IQR of the quartiles, within 3",
+    ),
+    col(
+        "outliers_severe",
+        "runs",
+        "Tukey severe outliers: beyond 3 IQR",
+    ),
     col("peak_rss_mb", "MiB", "the worker's peak resident memory"),
-    col("flags", "", "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees"),
-    col("reference", "", "what the output was compared with (the native engine for zoo models)"),
-    col("max_abs_diff", "", "largest absolute difference of the output from the reference"),
-    col("max_rel_diff", "", "largest absolute difference divided by the reference's largest magnitude"),
+    col(
+        "flags",
+        "",
+        "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees",
+    ),
+    col(
+        "reference",
+        "",
+        "what the output was compared with (the native engine for zoo models)",
+    ),
+    col(
+        "max_abs_diff",
+        "",
+        "largest absolute difference of the output from the reference",
+    ),
+    col(
+        "max_rel_diff",
+        "",
+        "largest absolute difference divided by the reference's largest magnitude",
+    ),
     col("library_version", "", "the backend's library and version"),
     col("threads", "", "threads the backend computes with"),
     col("precision", "", "arithmetic precision (fp32, fp16, ...)"),
@@ -64,14 +132,42 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("cpu_cores", "", "logical cores"),
     col("os", "", "operating system name and version"),
     col("kernel", "", "kernel version"),
-    col("governor", "", "the pinned core's cpufreq governor, or `unavailable`"),
-    col("freq_before_mhz", "MHz", "the pinned core's current frequency before the pair"),
+    col(
+        "governor",
+        "",
+        "the pinned core's cpufreq governor, or `unavailable`",
+    ),
+    col(
+        "freq_before_mhz",
+        "MHz",
+        "the pinned core's current frequency before the pair",
+    ),
     col("freq_after_mhz", "MHz", "the same after the pair"),
-    col("freq_max_mhz", "MHz", "the pinned core's maximum frequency (empty without cpufreq)"),
-    col("temp_before_c", "°C", "hottest thermal zone before the pair (empty without thermal zones)"),
+    col(
+        "freq_max_mhz",
+        "MHz",
+        "the pinned core's maximum frequency (empty without cpufreq)",
+    ),
+    col(
+        "temp_before_c",
+        "°C",
+        "hottest thermal zone before the pair (empty without thermal zones)",
+    ),
     col("temp_after_c", "°C", "hottest thermal zone after the pair"),
-    col("load_avg_1m", "", "1-minute load average when the pair started"),
-    col("harness_commit", "", "git commit the harness was built from (`+dirty` if modified)"),
+    col(
+        "load_avg_1m",
+        "",
+        "1-minute load average when the pair started",
+    ),
+    col(
+        "harness_commit",
+        "",
+        "git commit the harness was built from (`+dirty` if modified)",
+    ),
     col("build_profile", "", "cargo profile of the harness build"),
-    col("probe_notes", "", "what this machine did not expose (why a system column is empty)"),
+    col(
+        "probe_notes",
+        "",
+        "what this machine did not expose (why a system column is empty)",
+    ),
 ];

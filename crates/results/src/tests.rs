@@ -4,7 +4,12 @@ fn header_of<T: Serialize>(row: &T) -> Vec<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.serialize(row).unwrap();
     let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
-    text.lines().next().unwrap().split(',').map(String::from).collect()
+    text.lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect()
 }
 
 fn sample(model: &str, i: u32) -> SampleRow {
@@ -40,12 +45,14 @@ fn append_read_back_and_last_row_wins() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut w = RunWriter::open(dir.path()).unwrap();
-        w.append_pair(&summary("a", Status::Ok), &[sample("a", 0), sample("a", 1)]).unwrap();
+        w.append_pair(&summary("a", Status::Ok), &[sample("a", 0), sample("a", 1)])
+            .unwrap();
         w.append_pair(&summary("b", Status::Crashed), &[]).unwrap();
     }
     // Reopening appends without a second header; a re-run of b replaces its row.
     let mut w = RunWriter::open(dir.path()).unwrap();
-    w.append_pair(&summary("b", Status::Ok), &[sample("b", 0)]).unwrap();
+    w.append_pair(&summary("b", Status::Ok), &[sample("b", 0)])
+        .unwrap();
     let run = read_run(dir.path()).unwrap();
     assert_eq!(run.summary.len(), 2);
     assert!(run.summary.iter().all(|r| r.is_ok()));

@@ -64,8 +64,12 @@ impl ModelSource<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Availability {
     /// Available; the detail says what would be used (library version, adapter).
-    Available { detail: String },
-    Unavailable { reason: String },
+    Available {
+        detail: String,
+    },
+    Unavailable {
+        reason: String,
+    },
 }
 
 impl Availability {

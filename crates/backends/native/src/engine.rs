@@ -67,7 +67,11 @@ impl Engine {
                 .inputs
                 .iter()
                 .map(|&v| {
-                    let src = if v == 0 { Src::Input } else { Src::Buffer(slots[v].unwrap()) };
+                    let src = if v == 0 {
+                        Src::Input
+                    } else {
+                        Src::Buffer(slots[v].unwrap())
+                    };
                     (src, graph.value_shape(v).len())
                 })
                 .collect();
@@ -160,7 +164,10 @@ fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
                     act: c.activation,
                 })
             } else {
-                assert_eq!(c.groups, 1, "grouped convolutions other than depthwise are not in the zoo");
+                assert_eq!(
+                    c.groups, 1,
+                    "grouped convolutions other than depthwise are not in the zoo"
+                );
                 Kernel::Direct(Direct {
                     window,
                     cout: c.out_channels,
@@ -170,7 +177,15 @@ fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
                 })
             }
         }
-        (Op::SqueezeExcite(se), NodeWeights::SqueezeExcite { reduce, reduce_bias, expand, expand_bias }) => {
+        (
+            Op::SqueezeExcite(se),
+            NodeWeights::SqueezeExcite {
+                reduce,
+                reduce_bias,
+                expand,
+                expand_bias,
+            },
+        ) => {
             use mobilebench_models::ir::Activation;
             Kernel::SqueezeExcite(SqueezeExcite {
                 channels: se.channels,
@@ -239,7 +254,12 @@ mod tests {
             for (i, node) in graph.nodes.iter().enumerate() {
                 for &v in &node.inputs {
                     if v != 0 {
-                        assert_ne!(slots[v], slots[i + 1], "{cfg}: {} aliases its input", node.name);
+                        assert_ne!(
+                            slots[v],
+                            slots[i + 1],
+                            "{cfg}: {} aliases its input",
+                            node.name
+                        );
                     }
                 }
             }

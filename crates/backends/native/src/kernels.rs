@@ -190,8 +190,20 @@ impl SqueezeExcite {
         let (hidden, rest) = rest.split_at_mut(s);
         let gate = &mut rest[..c];
         global_avg_pool(input, c, pooled);
-        matvec(pooled, &self.reduce.weight, &self.reduce.bias, self.reduce.act, hidden);
-        matvec(hidden, &self.expand.weight, &self.expand.bias, self.expand.act, gate);
+        matvec(
+            pooled,
+            &self.reduce.weight,
+            &self.reduce.bias,
+            self.reduce.act,
+            hidden,
+        );
+        matvec(
+            hidden,
+            &self.expand.weight,
+            &self.expand.bias,
+            self.expand.act,
+            gate,
+        );
         for (o, x) in out.chunks_exact_mut(c).zip(input.chunks_exact(c)) {
             for ((o, x), g) in o.iter_mut().zip(x).zip(gate.iter()) {
                 *o = x * g;

@@ -59,7 +59,12 @@ impl Session for NativeSession {
         self.engine.output_len()
     }
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(input, output, self.engine.input_len(), self.engine.output_len())?;
+        check_lengths(
+            input,
+            output,
+            self.engine.input_len(),
+            self.engine.output_len(),
+        )?;
         self.engine.run(input, output);
         Ok(())
     }

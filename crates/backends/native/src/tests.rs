@@ -26,7 +26,11 @@ fn check(model: &Model, tolerance: f32) -> f32 {
     let mut out = vec![0.0; engine.output_len()];
     engine.run(&input, &mut out);
     let diff = max_scaled_diff(&out, &expected);
-    assert!(diff <= tolerance, "{}: scaled diff {diff:e} > {tolerance:e}", model.name);
+    assert!(
+        diff <= tolerance,
+        "{}: scaled diff {diff:e} > {tolerance:e}",
+        model.name
+    );
     // Run again: buffers are reused, so a stale-state bug shows as a different answer.
     let mut again = vec![0.0; engine.output_len()];
     engine.run(&input, &mut again);
@@ -52,7 +56,7 @@ fn stem_conv_matches_reference() {
     // Odd and even sizes, strides 1 and 2 (asymmetric SAME padding), both kernel sizes.
     for (size, k, s) in [(17, 3, 2), (16, 3, 2), (9, 5, 1), (8, 3, 1)] {
         let m = single_op("conv", Shape::new(size, size + 1, 3), |g| {
-            g.conv_bn("c", 0, 16, k, s, false, Activation::HardSwish);
+            g.conv_bn("c", 0, 16, k, s, Activation::HardSwish);
         });
         check(&m, OP_TOLERANCE);
     }
@@ -62,7 +66,7 @@ fn stem_conv_matches_reference() {
 fn depthwise_matches_reference() {
     for (size, k, s) in [(15, 3, 2), (14, 3, 2), (9, 5, 1), (10, 5, 2), (7, 3, 1)] {
         let m = single_op("dw", Shape::new(size, size, 24), |g| {
-            g.conv_bn("dw", 0, 24, k, s, true, Activation::Relu6);
+            g.depthwise_bn("dw", 0, k, s, Activation::Relu6);
         });
         check(&m, OP_TOLERANCE);
     }
@@ -70,9 +74,13 @@ fn depthwise_matches_reference() {
 
 #[test]
 fn pointwise_matches_reference() {
-    for (cin, cout, act) in [(16, 24, Activation::None), (72, 40, Activation::Relu), (7, 33, Activation::HardSwish)] {
+    for (cin, cout, act) in [
+        (16, 24, Activation::None),
+        (72, 40, Activation::Relu),
+        (7, 33, Activation::HardSwish),
+    ] {
         let m = single_op("pw", Shape::new(9, 11, cin), |g| {
-            g.conv_bn("pw", 0, cout, 1, 1, false, act);
+            g.conv_bn("pw", 0, cout, 1, 1, act);
         });
         check(&m, OP_TOLERANCE);
     }
@@ -81,7 +89,7 @@ fn pointwise_matches_reference() {
 #[test]
 fn squeeze_excite_pool_fc_add_match_reference() {
     let m = single_op("se_head", Shape::new(6, 5, 32), |g| {
-        let x = g.conv_bn("pw", 0, 32, 1, 1, false, Activation::Relu);
+        let x = g.conv_bn("pw", 0, 32, 1, 1, Activation::Relu);
         let x = g.squeeze_excite("se", x, 8);
         let x = g.add("add", x, 0);
         let x = g.global_avg_pool("pool", x);
@@ -107,4 +115,3 @@ fn whole_models_match_reference_at_small_resolution() {
         eprintln!("{cfg}: scaled max diff {diff:e}");
     }
 }
-

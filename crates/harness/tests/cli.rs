@@ -1,0 +1,363 @@
+//! Whole-command tests of the `bench` binary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BENCH).args(args).output().expect("bench runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The single run directory under `out/local/`.
+fn run_dir(out: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local"))
+        .expect("device folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+fn summary(dir: &Path) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    r.deserialize().map(|row| row.unwrap()).collect()
+}
+
+fn sample_counts(dir: &Path) -> HashMap<(String, String), usize> {
+    let mut counts = HashMap::new();
+    let mut r = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
+    for row in r.deserialize::<HashMap<String, String>>() {
+        let row = row.unwrap();
+        *counts
+            .entry((row["model"].clone(), row["backend"].clone()))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Last row per (model, backend): what readers see after a resume.
+fn final_status(dir: &Path) -> HashMap<String, String> {
+    summary(dir)
+        .into_iter()
+        .map(|r| {
+            (
+                format!("{}/{}", r["model"], r["backend"]),
+                r["status"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_models_shows_every_published_config_within_tolerance() {
+    let out = bench(&["list", "models"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mobilenet_"))
+        .collect();
+    assert_eq!(rows.len(), 44, "{text}");
+    for row in &rows {
+        assert!(
+            row.contains("MACs ok") || row.contains("MACs excused"),
+            "{row}"
+        );
+        assert!(!row.contains("OUTSIDE"), "{row}");
+    }
+    // V1 1.0/224: counted 568.74 M MACs against the published 569, top-1 70.9 (8-bit 69.7).
+    let v1 = rows
+        .iter()
+        .find(|r| r.starts_with("mobilenet_v1_1.0_224 "))
+        .unwrap();
+    for cell in ["568.74", "569", "70.9", "69.7"] {
+        assert!(v1.contains(cell), "{v1}");
+    }
+}
+
+#[test]
+fn list_backends_and_devices() {
+    let b = stdout(&bench(&["list", "backends"]));
+    assert!(b.contains("native") && b.contains("available"), "{b}");
+    assert!(b.contains("noop") && b.contains("test only"), "{b}");
+    let d = stdout(&bench(&["list", "devices"]));
+    assert!(d.contains("local"), "{d}");
+}
+
+/// Columns that may be empty on an ok row, and when.
+fn may_be_empty(column: &str, row: &HashMap<String, String>) -> bool {
+    match column {
+        "message" | "flags" => true,
+        "governor" => false,
+        "freq_max_mhz" => row["probe_notes"].contains("no cpufreq"),
+        "temp_before_c" | "temp_after_c" => row["probe_notes"].contains("no thermal zones"),
+        "probe_notes" => true,
+        _ => false,
+    }
+}
+
+#[test]
+fn run_writes_complete_csvs_and_report_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_96,mobilenet_v1_0.25_128",
+        "--backends",
+        "native",
+        "--warmup",
+        "3",
+        "--runs",
+        "40",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = run_dir(tmp.path());
+    let rows = summary(&dir);
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row["status"], "ok", "{row:?}");
+        for (column, value) in row {
+            assert!(
+                !value.is_empty() || may_be_empty(column, row),
+                "column {column} empty: {row:?}"
+            );
+        }
+        assert_eq!(row["runs"], "40");
+        assert_eq!(row["reference"], "naive-reference");
+        let rel: f64 = row["max_rel_diff"].parse().unwrap();
+        assert!(rel < 1e-4, "native disagrees with the reference: {rel}");
+        let (p50, lo, hi): (f64, f64, f64) = (
+            row["p50_ms"].parse().unwrap(),
+            row["median_ci_low_ms"].parse().unwrap(),
+            row["median_ci_high_ms"].parse().unwrap(),
+        );
+        assert!(lo <= p50 && p50 <= hi && p50 > 0.0);
+    }
+    assert!(sample_counts(&dir).values().all(|&n| n == 40));
+    // The run printed the table; `bench report` reproduces it from the CSVs alone.
+    let report = bench(&["report", dir.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let md = stdout(&report);
+    assert!(md.contains("| model | native |"), "{md}");
+    assert!(
+        md.contains("| mobilenet_v3_small_0.25_96 |") && md.contains("| mobilenet_v1_0.25_128 |")
+    );
+    assert_eq!(md, std::fs::read_to_string(dir.join("report.md")).unwrap());
+}
+
+/// Children of `parent` whose command line is a bench worker.
+fn worker_pids(parent: u32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == parent && cmdline.contains("worker") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn summary_rows(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("summary.csv"))
+        .map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+fn spawn_run(out: &Path, models: &str, runs: &str) -> Child {
+    Command::new(BENCH)
+        .args([
+            "run",
+            "--models",
+            models,
+            "--backends",
+            "native",
+            "--warmup",
+            "2",
+            "--runs",
+            runs,
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+const THREE: &str =
+    "mobilenet_v3_small_0.25_96,mobilenet_v3_small_0.35_96,mobilenet_v3_small_0.5_96";
+
+#[test]
+fn a_killed_worker_is_recorded_as_crashed_and_resume_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 1500 runs keep each pair busy for about a second, so the kill lands mid-pair.
+    let mut parent = spawn_run(tmp.path(), THREE, "1500");
+    wait_for("the run directory", Duration::from_secs(60), || {
+        tmp.path().join("local").is_dir()
+    });
+    let dir = run_dir(tmp.path());
+    wait_for("the first pair", Duration::from_secs(120), || {
+        summary_rows(&dir) == 1
+    });
+    let first_pair_bytes = std::fs::read(dir.join("samples.csv")).unwrap();
+    let mut killed = Vec::new();
+    wait_for("the second worker", Duration::from_secs(60), || {
+        killed = worker_pids(parent.id());
+        !killed.is_empty()
+    });
+    for pid in &killed {
+        // SAFETY: plain kill(2) on a child process id we just read from /proc.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(
+        parent.wait().unwrap().success(),
+        "the campaign goes on after a worker crash"
+    );
+    let rows = summary(&dir);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["status"], "ok");
+    let crashed: Vec<_> = rows.iter().filter(|r| r["status"] == "crashed").collect();
+    assert_eq!(crashed.len(), 1, "{rows:?}");
+    assert!(
+        crashed[0]["message"].contains("signal 9"),
+        "{:?}",
+        crashed[0]["message"]
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["status"] == "ok" || r["status"] == "crashed"));
+    // The first pair's samples are intact: the file only grew after them.
+    let samples = std::fs::read(dir.join("samples.csv")).unwrap();
+    assert_eq!(&samples[..first_pair_bytes.len()], &first_pair_bytes[..]);
+
+    let resumed = bench(&["run", "--resume", dir.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let log = stderr(&resumed);
+    assert_eq!(log.matches("already measured").count(), 2, "{log}");
+    assert!(final_status(&dir).values().all(|s| s == "ok"));
+    let counts = sample_counts(&dir);
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|&n| n == 1500), "{counts:?}");
+}
+
+#[test]
+fn a_killed_campaign_keeps_finished_pairs_and_resume_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut parent = spawn_run(tmp.path(), THREE, "400");
+    wait_for("the run directory", Duration::from_secs(60), || {
+        tmp.path().join("local").is_dir()
+    });
+    let dir = run_dir(tmp.path());
+    wait_for("the first pair", Duration::from_secs(120), || {
+        summary_rows(&dir) == 1
+    });
+    parent.kill().unwrap(); // SIGKILL: no chance to clean up; its worker dies with it
+    parent.wait().unwrap();
+    let resumed = bench(&["run", "--resume", dir.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let status = final_status(&dir);
+    assert_eq!(status.len(), 3);
+    assert!(status.values().all(|s| s == "ok"), "{status:?}");
+    assert!(sample_counts(&dir).values().all(|&n| n == 400));
+}
+
+#[test]
+fn noop_backend_measures_the_harness_overhead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_64",
+        "--backends",
+        "noop",
+        "--warmup",
+        "100",
+        "--runs",
+        "20000",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = summary(&run_dir(tmp.path())).remove(0);
+    assert_eq!(row["status"], "ok");
+    // No timing assertion here (shared machines are noisy): the figure is for reading.
+    eprintln!(
+        "harness overhead per iteration: median {} ms, p99 {} ms",
+        row["p50_ms"], row["p99_ms"]
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_one_line_error_and_nothing_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", "--models", "mobilenet_v9_1.0_224", "--out", o],
+            "unknown family",
+        ),
+        (
+            &["run", "--models", "mobilenet_v2_*_999", "--out", o],
+            "matches no model",
+        ),
+        (
+            &["run", "--backends", "tensorflow", "--out", o],
+            "unknown backend `tensorflow`",
+        ),
+        (
+            &["run", "--device", "odroid-x", "--out", o],
+            "no device profile named `odroid-x`",
+        ),
+        (&["run", "--core", "4096", "--out", o], "--core 4096"),
+        (
+            &["run", "--resume", "/nonexistent/run"],
+            "no such directory",
+        ),
+        (&["report", o], "is not a run directory"),
+    ];
+    for (args, expected) in cases {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(
+        !tmp.path().join("local").exists(),
+        "bad input must not create a run directory"
+    );
+}
