@@ -262,6 +262,15 @@ mod tests {
     }
 
     #[test]
+    fn readme_mirrors_the_exceptions_table() {
+        let readme = include_str!("../../../README.md");
+        for e in EXCEPTIONS {
+            let row = format!("| `{}` | {:?} | {} |", e.models, e.field, e.reason);
+            assert!(readme.contains(&row), "README lacks or differs on: {row}");
+        }
+    }
+
+    #[test]
     fn tolerance_edges() {
         assert!(macs_within_tolerance(56.9, 56.0)); // 1 M absolute beats 1%
         assert!(!macs_within_tolerance(57.1, 56.0));

@@ -30,7 +30,7 @@ fn cell(row: Option<&SummaryRow>) -> String {
             if r.flags.is_empty() {
                 median
             } else {
-                format!("{median} ⚠")
+                format!("{median} ⚠ {}", r.flag_list().join(", "))
             }
         }
         Some(r) => r
@@ -98,7 +98,10 @@ pub fn latency_tables(runs: &[Run]) -> String {
         }
         let _ = writeln!(out);
     }
-    out.push_str("⚠: flagged in summary.csv (noisy, frequency or temperature changed, unpinned, outputs disagree); `–`: not run.\n");
+    out.push_str(
+        "⚠ flags: noisy (coefficient of variation above the threshold), freq_changed, \
+         temp_changed, unpinned, disagrees (output differs from the reference); `–`: not run.\n",
+    );
     out
 }
 
@@ -137,7 +140,7 @@ mod tests {
         let md = latency_tables(&[run]);
         let lines: Vec<&str> = md.lines().collect();
         assert!(lines.contains(&"| model | native | noop |"), "{md}");
-        assert!(lines.contains(&"| m1 | 12.35 | 0.000120 ⚠ |"), "{md}");
+        assert!(lines.contains(&"| m1 | 12.35 | 0.000120 ⚠ noisy |"), "{md}");
         assert!(lines.contains(&"| m2 | 123.5 | crashed |"), "{md}");
     }
 

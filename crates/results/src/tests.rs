@@ -107,3 +107,12 @@ fn manifest_round_trip() {
     write_manifest(dir.path(), &m).unwrap();
     assert_eq!(read_manifest(dir.path()).unwrap(), m);
 }
+
+#[test]
+fn readme_documents_every_column() {
+    let readme = include_str!("../../../README.md");
+    for c in SUMMARY_COLUMNS.iter().chain(SAMPLE_COLUMNS) {
+        let line = format!("| `{}` | {} | {} |", c.name, c.unit, c.meaning);
+        assert!(readme.contains(&line), "README lacks or differs on: {line}");
+    }
+}
