@@ -39,6 +39,8 @@ enum Cmd {
     Run(RunArgs),
     /// Print markdown latency tables (one per device) from run directories
     Report(ReportArgs),
+    /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
+    Export(ExportArgs),
     /// Internal: measure one pair and report JSON lines on stdout
     #[command(hide = true)]
     Worker {
@@ -103,6 +105,24 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    /// Canonical model name, e.g. mobilenet_v3_small_1.0_224
+    model: String,
+    /// File format
+    #[arg(long, value_parser = ["onnx", "tflite"])]
+    format: String,
+    /// Output file
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Batch norm folded into the convolutions (`fused`) or kept as separate ops (`separate`)
+    #[arg(long, default_value = "fused")]
+    bn: mobilebench_export::BnMode,
+    /// Seed of the deterministic weights
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+}
+
+#[derive(Args)]
 struct ReportArgs {
     /// Run directories (each holds summary.csv), from any number of devices
     #[arg(required = true)]
@@ -133,6 +153,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::List(ListCmd::Devices) => print!("{}", list::devices()?),
         Cmd::Run(args) => run(args)?,
         Cmd::Report(args) => report(&args.dirs, args.output.as_ref())?,
+        Cmd::Export(args) => export(&args)?,
         Cmd::Worker { .. } => unreachable!("handled in main"),
     }
     Ok(())
@@ -199,6 +220,22 @@ fn run(args: RunArgs) -> Result<()> {
     print!("{}", std::fs::read_to_string(&report_path)?);
     eprintln!("CSVs and report.md in {}", dir.display());
     outcome
+}
+
+fn export(args: &ExportArgs) -> Result<()> {
+    use mobilebench_export::Format;
+    let config: mobilebench_models::ModelConfig = args.model.parse()?;
+    let model = mobilebench_models::Model::from_config(&config, args.seed);
+    let format = if args.format == "onnx" {
+        Format::Onnx
+    } else {
+        Format::Tflite
+    };
+    let bytes = mobilebench_export::export(&model, format, args.bn)?;
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!("wrote {} ({} bytes)", args.output.display(), bytes.len());
+    Ok(())
 }
 
 fn report(dirs: &[PathBuf], output: Option<&PathBuf>) -> Result<()> {

@@ -1,0 +1,350 @@
+//! Zoo IR → ONNX (opset 17) through the ONNX protobuf types.
+//!
+//! The graph takes the zoo's NHWC input `[1, H, W, 3]` (one Transpose to NCHW first, as
+//! tf2onnx emits) and returns `[1, 1001]`, so every backend is fed the same buffer.
+//! Convolutions keep TensorFlow's SAME padding as explicit (possibly asymmetric) pads.
+
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use mobilebench_models::ir::{Activation, Conv2d, Op};
+use mobilebench_models::weights::{BatchNorm, NodeWeights};
+use mobilebench_models::Model;
+
+use crate::{prepare, BnMode, ExportError};
+
+pub const OPSET: i64 = 17;
+const IR_VERSION: i64 = 8;
+pub const INPUT_NAME: &str = "input";
+pub const OUTPUT_NAME: &str = "logits";
+
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+    assert_eq!(dims.iter().product::<usize>(), data.len(), "{name}");
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d as i64)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Builder {
+    graph: GraphProto,
+    counter: usize,
+}
+
+impl Builder {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        let output = self.fresh(name);
+        self.graph.node.push(NodeProto {
+            op_type: op.into(),
+            name: output.clone(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        output
+    }
+
+    fn constant(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
+        let name = self.fresh(name);
+        self.graph.initializer.push(tensor(&name, dims, data));
+        name
+    }
+
+    fn activation(&mut self, x: String, act: Activation, name: &str) -> String {
+        match act {
+            Activation::None => x,
+            Activation::Relu => self.node("Relu", name, &[&x], vec![]),
+            Activation::Relu6 => {
+                let lo = self.constant("zero", &[], vec![0.0]);
+                let hi = self.constant("six", &[], vec![6.0]);
+                self.node("Clip", name, &[&x, &lo, &hi], vec![])
+            }
+            Activation::HardSwish => self.node("HardSwish", name, &[&x], vec![]),
+            Activation::HardSigmoid => self.node(
+                "HardSigmoid",
+                name,
+                &[&x],
+                vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)],
+            ),
+        }
+    }
+
+    fn batch_norm(&mut self, x: String, bn: &BatchNorm, name: &str) -> String {
+        let c = bn.gamma.len();
+        let s = self.constant("bn_scale", &[c], bn.gamma.clone());
+        let b = self.constant("bn_bias", &[c], bn.beta.clone());
+        let m = self.constant("bn_mean", &[c], bn.mean.clone());
+        let v = self.constant("bn_var", &[c], bn.var.clone());
+        self.node(
+            "BatchNormalization",
+            name,
+            &[&x, &s, &b, &m, &v],
+            vec![attr_float("epsilon", bn.eps)],
+        )
+    }
+
+    /// Conv in NCHW with an OIHW kernel from our HWIO layout.
+    fn conv(
+        &mut self,
+        x: &str,
+        c: &Conv2d,
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        name: &str,
+    ) -> String {
+        let cin_g = c.in_channels / c.groups;
+        let (k, cout) = (c.kernel, c.out_channels);
+        let mut oihw = vec![0f32; kernel.len()];
+        for ky in 0..k {
+            for kx in 0..k {
+                for ci in 0..cin_g {
+                    for co in 0..cout {
+                        oihw[((co * cin_g + ci) * k + ky) * k + kx] =
+                            kernel[((ky * k + kx) * cin_g + ci) * cout + co];
+                    }
+                }
+            }
+        }
+        let w = self.constant(&format!("{name}_w"), &[cout, cin_g, k, k], oihw);
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(b) = bias {
+            inputs.push(self.constant(&format!("{name}_b"), &[cout], b.to_vec()));
+        }
+        let p = c.padding;
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[c.stride as i64, c.stride as i64]),
+            attr_ints(
+                "pads",
+                &[p.top as i64, p.left as i64, p.bottom as i64, p.right as i64],
+            ),
+            attr_int("group", c.groups as i64),
+        ];
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node("Conv", name, &refs, attrs)
+    }
+
+    /// `[1, K] · [K, N] + b`, weights already `[in][out]`.
+    fn gemm(&mut self, x: &str, w: &[f32], b: &[f32], k: usize, n: usize, name: &str) -> String {
+        let wn = self.constant(&format!("{name}_w"), &[k, n], w.to_vec());
+        let bn = self.constant(&format!("{name}_b"), &[n], b.to_vec());
+        self.node("Gemm", name, &[x, &wn, &bn], vec![])
+    }
+}
+
+pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
+    let model = prepare(model, bn)?;
+    let graph = &model.graph;
+    let mut b = Builder {
+        graph: GraphProto {
+            name: model.name.clone(),
+            ..Default::default()
+        },
+        counter: 0,
+    };
+    let input = graph.input;
+    b.graph.input.push(value_info(INPUT_NAME, &input.nhwc()));
+    let nchw = b.node(
+        "Transpose",
+        "to_nchw",
+        &[INPUT_NAME],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+    );
+    // ONNX name of each IR value; whether it is flat ([1, C]) rather than [1, C, H, W].
+    let mut names: Vec<String> = vec![nchw];
+    let mut flat: Vec<bool> = vec![false];
+    for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
+        let x = names[node.inputs[0]].clone();
+        let tag = node.name.as_str();
+        let (out, is_flat) = match (&node.op, w) {
+            (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
+                let mut y = b.conv(&x, c, kernel, bias.as_deref(), tag);
+                if let Some(bn) = bn {
+                    y = b.batch_norm(y, bn, &format!("{tag}_bn"));
+                }
+                (b.activation(y, c.activation, &format!("{tag}_act")), false)
+            }
+            (
+                Op::SqueezeExcite(se),
+                NodeWeights::SqueezeExcite {
+                    reduce,
+                    reduce_bias,
+                    expand,
+                    expand_bias,
+                },
+            ) => {
+                let pooled = b.node("GlobalAveragePool", &format!("{tag}_pool"), &[&x], vec![]);
+                let (c, s) = (se.channels, se.squeeze);
+                let conv1 = one_by_one(c, s);
+                let conv2 = one_by_one(s, c);
+                let h = b.conv(
+                    &pooled,
+                    &conv1,
+                    reduce,
+                    Some(reduce_bias),
+                    &format!("{tag}_reduce"),
+                );
+                let h = b.activation(h, Activation::Relu, &format!("{tag}_relu"));
+                let g = b.conv(
+                    &h,
+                    &conv2,
+                    expand,
+                    Some(expand_bias),
+                    &format!("{tag}_expand"),
+                );
+                let g = b.activation(g, Activation::HardSigmoid, &format!("{tag}_gate"));
+                (
+                    b.node("Mul", &format!("{tag}_scale"), &[&x, &g], vec![]),
+                    false,
+                )
+            }
+            (Op::GlobalAvgPool, _) => (b.node("GlobalAveragePool", tag, &[&x], vec![]), false),
+            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+                let x = if flat[node.inputs[0]] {
+                    x
+                } else {
+                    b.node(
+                        "Flatten",
+                        &format!("{tag}_flatten"),
+                        &[&x],
+                        vec![attr_int("axis", 1)],
+                    )
+                };
+                let y = b.gemm(&x, weight, bias, fc.in_features, fc.out_features, tag);
+                (b.activation(y, fc.activation, &format!("{tag}_act")), true)
+            }
+            (Op::Add, _) => {
+                let other = names[node.inputs[1]].clone();
+                (
+                    b.node("Add", tag, &[&x, &other], vec![]),
+                    flat[node.inputs[0]],
+                )
+            }
+            (op, _) => {
+                return Err(ExportError::Unsupported {
+                    format: "onnx",
+                    what: format!("{} ({op:?}) with these weights", node.name),
+                })
+            }
+        };
+        names.push(out);
+        flat.push(is_flat);
+    }
+    let last = graph.last_value();
+    if !flat[last] {
+        return Err(ExportError::Unsupported {
+            format: "onnx",
+            what: "a graph that does not end in a fully connected layer".into(),
+        });
+    }
+    // Name the final value `logits`.
+    let final_node = b.graph.node.last_mut().expect("a graph has nodes");
+    final_node.output = vec![OUTPUT_NAME.into()];
+    b.graph
+        .output
+        .push(value_info(OUTPUT_NAME, &[1, graph.output().c]));
+    let proto = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "mobilebench".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(b.graph),
+        ..Default::default()
+    };
+    Ok(proto.encode_to_vec())
+}
+
+/// A 1×1 stride-1 conv with bias, for SE's two layers on the pooled `[1, C, 1, 1]` value.
+fn one_by_one(cin: usize, cout: usize) -> Conv2d {
+    Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: 1,
+        stride: 1,
+        groups: 1,
+        padding: mobilebench_models::ir::Padding {
+            top: 0,
+            left: 0,
+            bottom: 0,
+            right: 0,
+        },
+        batch_norm: false,
+        bias: true,
+        activation: Activation::None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn decode(bytes: &[u8]) -> ModelProto {
+    ModelProto::decode(bytes).expect("valid protobuf")
+}

@@ -1,0 +1,568 @@
+//! Zoo IR → TFLite (schema v3, float32, NHWC) through the TFLite flatbuffers types.
+//!
+//! Builtin ops only: CONV_2D and DEPTHWISE_CONV_2D with fused ReLU/ReLU6, HARD_SWISH where
+//! V3 uses it, MEAN for global pooling, FULLY_CONNECTED, ADD, MUL. TFLite has no hard-sigmoid
+//! or batch-norm op: the SE gate is ADD(x, 3) with a fused RELU6 then MUL by 1/6 (what the
+//! TensorFlow converter emits), and `--bn separate` is a per-channel MUL + ADD.
+//! SAME padding in TFLite is TensorFlow's, which is how the IR resolved its pads.
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use tract_tflite::tflite::{
+    ActivationFunctionType, AddOptions, AddOptionsArgs, Buffer, BufferArgs, BuiltinOperator,
+    BuiltinOptions, Conv2DOptions, Conv2DOptionsArgs, DepthwiseConv2DOptions,
+    DepthwiseConv2DOptionsArgs, FullyConnectedOptions, FullyConnectedOptionsArgs, Model as TfModel,
+    ModelArgs, MulOptions, MulOptionsArgs, Operator, OperatorArgs, OperatorCode, OperatorCodeArgs,
+    Padding, ReducerOptions, ReducerOptionsArgs, SignatureDef, SignatureDefArgs, SubGraph,
+    SubGraphArgs, Tensor, TensorArgs, TensorMap, TensorMapArgs, TensorType,
+};
+
+use mobilebench_models::ir::{Activation, Conv2d, Op, Shape};
+use mobilebench_models::weights::{BatchNorm, NodeWeights};
+use mobilebench_models::Model;
+
+use crate::{prepare, BnMode, ExportError};
+
+pub const INPUT_NAME: &str = "input";
+pub const OUTPUT_NAME: &str = "logits";
+const SIGNATURE_KEY: &str = "serving_default";
+
+struct Builder<'f> {
+    fb: FlatBufferBuilder<'f>,
+    buffers: Vec<WIPOffset<Buffer<'f>>>,
+    tensors: Vec<WIPOffset<Tensor<'f>>>,
+    operators: Vec<WIPOffset<Operator<'f>>>,
+    opcodes: Vec<BuiltinOperator>,
+}
+
+impl<'f> Builder<'f> {
+    fn new() -> Self {
+        let mut fb = FlatBufferBuilder::with_capacity(1 << 20);
+        // Buffer 0 is the empty sentinel that non-constant tensors point at.
+        let empty = Buffer::create(&mut fb, &BufferArgs::default());
+        Builder {
+            fb,
+            buffers: vec![empty],
+            tensors: Vec::new(),
+            operators: Vec::new(),
+            opcodes: Vec::new(),
+        }
+    }
+
+    fn tensor(&mut self, name: &str, shape: &[usize], data: Option<&[f32]>) -> i32 {
+        let buffer = match data {
+            Some(values) => {
+                assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let data = self.fb.create_vector(&bytes);
+                let b = Buffer::create(
+                    &mut self.fb,
+                    &BufferArgs {
+                        data: Some(data),
+                        ..Default::default()
+                    },
+                );
+                self.buffers.push(b);
+                self.buffers.len() as u32 - 1
+            }
+            None => 0,
+        };
+        let dims: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
+        let shape = self.fb.create_vector(&dims);
+        let name = self.fb.create_string(name);
+        let t = Tensor::create(
+            &mut self.fb,
+            &TensorArgs {
+                shape: Some(shape),
+                type_: TensorType::FLOAT32,
+                buffer,
+                name: Some(name),
+                has_rank: true,
+                ..Default::default()
+            },
+        );
+        self.tensors.push(t);
+        self.tensors.len() as i32 - 1
+    }
+
+    fn op(
+        &mut self,
+        code: BuiltinOperator,
+        inputs: &[i32],
+        outputs: &[i32],
+        options: Option<(BuiltinOptions, WIPOffset<UnionWIPOffset>)>,
+    ) {
+        let opcode_index = match self.opcodes.iter().position(|c| *c == code) {
+            Some(i) => i,
+            None => {
+                self.opcodes.push(code);
+                self.opcodes.len() - 1
+            }
+        } as u32;
+        let inputs = self.fb.create_vector(inputs);
+        let outputs = self.fb.create_vector(outputs);
+        let (builtin_options_type, builtin_options) = match options {
+            Some((t, o)) => (t, Some(o)),
+            None => (BuiltinOptions::NONE, None),
+        };
+        let op = Operator::create(
+            &mut self.fb,
+            &OperatorArgs {
+                opcode_index,
+                inputs: Some(inputs),
+                outputs: Some(outputs),
+                builtin_options_type,
+                builtin_options,
+                ..Default::default()
+            },
+        );
+        self.operators.push(op);
+    }
+
+    fn fused(act: Activation) -> ActivationFunctionType {
+        match act {
+            Activation::Relu => ActivationFunctionType::RELU,
+            Activation::Relu6 => ActivationFunctionType::RELU6,
+            _ => ActivationFunctionType::NONE,
+        }
+    }
+
+    /// Applies what cannot be fused (hard swish, hard sigmoid) as separate ops.
+    fn unfused_activation(&mut self, x: i32, act: Activation, shape: &[usize], name: &str) -> i32 {
+        match act {
+            Activation::HardSwish => {
+                let y = self.tensor(name, shape, None);
+                self.op(BuiltinOperator::HARD_SWISH, &[x], &[y], None);
+                y
+            }
+            Activation::HardSigmoid => {
+                let three = self.tensor(&format!("{name}_three"), &[1], Some(&[3.0]));
+                let shifted = self.tensor(&format!("{name}_relu6"), shape, None);
+                let add = self.add_options(ActivationFunctionType::RELU6);
+                self.op(BuiltinOperator::ADD, &[x, three], &[shifted], Some(add));
+                let sixth = self.tensor(&format!("{name}_sixth"), &[1], Some(&[1.0 / 6.0]));
+                let y = self.tensor(name, shape, None);
+                let mul = self.mul_options(ActivationFunctionType::NONE);
+                self.op(BuiltinOperator::MUL, &[shifted, sixth], &[y], Some(mul));
+                y
+            }
+            _ => x,
+        }
+    }
+
+    fn add_options(
+        &mut self,
+        act: ActivationFunctionType,
+    ) -> (BuiltinOptions, WIPOffset<UnionWIPOffset>) {
+        let o = AddOptions::create(
+            &mut self.fb,
+            &AddOptionsArgs {
+                fused_activation_function: act,
+                ..Default::default()
+            },
+        );
+        (BuiltinOptions::AddOptions, o.as_union_value())
+    }
+
+    fn mul_options(
+        &mut self,
+        act: ActivationFunctionType,
+    ) -> (BuiltinOptions, WIPOffset<UnionWIPOffset>) {
+        let o = MulOptions::create(
+            &mut self.fb,
+            &MulOptionsArgs {
+                fused_activation_function: act,
+            },
+        );
+        (BuiltinOptions::MulOptions, o.as_union_value())
+    }
+
+    /// Conv or depthwise conv (with bias), activation fused when TFLite can fuse it.
+    fn conv(
+        &mut self,
+        x: i32,
+        c: &Conv2d,
+        kernel: &[f32],
+        bias: &[f32],
+        out: Shape,
+        act: Activation,
+        name: &str,
+    ) -> i32 {
+        let (k, cout) = (c.kernel, c.out_channels);
+        let out_shape = out.nhwc();
+        let fused = Self::fused(act);
+        let (code, weights, options) = if c.is_depthwise() {
+            // HWIO with I = 1 is [kh][kw][C]: TFLite's [1, kh, kw, C].
+            let w = self.tensor(&format!("{name}_w"), &[1, k, k, cout], Some(kernel));
+            let o = DepthwiseConv2DOptions::create(
+                &mut self.fb,
+                &DepthwiseConv2DOptionsArgs {
+                    padding: Padding::SAME,
+                    stride_w: c.stride as i32,
+                    stride_h: c.stride as i32,
+                    depth_multiplier: 1,
+                    fused_activation_function: fused,
+                    dilation_w_factor: 1,
+                    dilation_h_factor: 1,
+                },
+            );
+            (
+                BuiltinOperator::DEPTHWISE_CONV_2D,
+                w,
+                (BuiltinOptions::DepthwiseConv2DOptions, o.as_union_value()),
+            )
+        } else {
+            let cin = c.in_channels / c.groups;
+            let mut ohwi = vec![0f32; kernel.len()];
+            for ky in 0..k {
+                for kx in 0..k {
+                    for ci in 0..cin {
+                        for co in 0..cout {
+                            ohwi[((co * k + ky) * k + kx) * cin + ci] =
+                                kernel[((ky * k + kx) * cin + ci) * cout + co];
+                        }
+                    }
+                }
+            }
+            let w = self.tensor(&format!("{name}_w"), &[cout, k, k, cin], Some(&ohwi));
+            let o = Conv2DOptions::create(
+                &mut self.fb,
+                &Conv2DOptionsArgs {
+                    padding: Padding::SAME,
+                    stride_w: c.stride as i32,
+                    stride_h: c.stride as i32,
+                    fused_activation_function: fused,
+                    dilation_w_factor: 1,
+                    dilation_h_factor: 1,
+                    ..Default::default()
+                },
+            );
+            (
+                BuiltinOperator::CONV_2D,
+                w,
+                (BuiltinOptions::Conv2DOptions, o.as_union_value()),
+            )
+        };
+        let b = self.tensor(&format!("{name}_b"), &[cout], Some(bias));
+        let y = self.tensor(&format!("{name}_out"), &out_shape, None);
+        self.op(code, &[x, weights, b], &[y], Some(options));
+        self.unfused_activation(y, act, &out_shape, &format!("{name}_act"))
+    }
+
+    /// Inference batch norm as y = x · scale + shift per channel, then the activation.
+    fn batch_norm(
+        &mut self,
+        x: i32,
+        bn: &BatchNorm,
+        shape: &[usize],
+        act: Activation,
+        name: &str,
+    ) -> i32 {
+        let scale: Vec<f32> = bn
+            .gamma
+            .iter()
+            .zip(&bn.var)
+            .map(|(g, v)| g / (v + bn.eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..scale.len())
+            .map(|c| bn.beta[c] - bn.mean[c] * scale[c])
+            .collect();
+        let c = scale.len();
+        let s = self.tensor(&format!("{name}_scale"), &[c], Some(&scale));
+        let scaled = self.tensor(&format!("{name}_scaled"), shape, None);
+        let mul = self.mul_options(ActivationFunctionType::NONE);
+        self.op(BuiltinOperator::MUL, &[x, s], &[scaled], Some(mul));
+        let t = self.tensor(&format!("{name}_shift"), &[c], Some(&shift));
+        let y = self.tensor(&format!("{name}_out"), shape, None);
+        let add = self.add_options(Self::fused(act));
+        self.op(BuiltinOperator::ADD, &[scaled, t], &[y], Some(add));
+        self.unfused_activation(y, act, shape, &format!("{name}_act"))
+    }
+
+    fn mean_hw(&mut self, x: i32, c: usize, name: &str) -> i32 {
+        let axes = self.int32_tensor(&format!("{name}_axes"), &[1, 2]);
+        let y = self.tensor(name, &[1, 1, 1, c], None);
+        let o = ReducerOptions::create(&mut self.fb, &ReducerOptionsArgs { keep_dims: true });
+        self.op(
+            BuiltinOperator::MEAN,
+            &[x, axes],
+            &[y],
+            Some((BuiltinOptions::ReducerOptions, o.as_union_value())),
+        );
+        y
+    }
+
+    fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data = self.fb.create_vector(&bytes);
+        let b = Buffer::create(
+            &mut self.fb,
+            &BufferArgs {
+                data: Some(data),
+                ..Default::default()
+            },
+        );
+        self.buffers.push(b);
+        let buffer = self.buffers.len() as u32 - 1;
+        let shape = self.fb.create_vector(&[values.len() as i32]);
+        let name = self.fb.create_string(name);
+        let t = Tensor::create(
+            &mut self.fb,
+            &TensorArgs {
+                shape: Some(shape),
+                type_: TensorType::INT32,
+                buffer,
+                name: Some(name),
+                has_rank: true,
+                ..Default::default()
+            },
+        );
+        self.tensors.push(t);
+        self.tensors.len() as i32 - 1
+    }
+
+    /// FULLY_CONNECTED: TFLite weights are `[out][in]`; ours `[in][out]`.
+    fn fully_connected(
+        &mut self,
+        x: i32,
+        w: &[f32],
+        bias: &[f32],
+        k: usize,
+        n: usize,
+        act: Activation,
+        name: &str,
+    ) -> i32 {
+        let mut oi = vec![0f32; w.len()];
+        for i in 0..k {
+            for o in 0..n {
+                oi[o * k + i] = w[i * n + o];
+            }
+        }
+        let wt = self.tensor(&format!("{name}_w"), &[n, k], Some(&oi));
+        let b = self.tensor(&format!("{name}_b"), &[n], Some(bias));
+        let y = self.tensor(&format!("{name}_out"), &[1, n], None);
+        let o = FullyConnectedOptions::create(
+            &mut self.fb,
+            &FullyConnectedOptionsArgs {
+                fused_activation_function: Self::fused(act),
+                ..Default::default()
+            },
+        );
+        self.op(
+            BuiltinOperator::FULLY_CONNECTED,
+            &[x, wt, b],
+            &[y],
+            Some((BuiltinOptions::FullyConnectedOptions, o.as_union_value())),
+        );
+        self.unfused_activation(y, act, &[1, n], &format!("{name}_act"))
+    }
+}
+
+pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
+    let model = prepare(model, bn)?;
+    let graph = &model.graph;
+    let mut b = Builder::new();
+    let input = b.tensor(INPUT_NAME, &graph.input.nhwc(), None);
+    let mut ids: Vec<i32> = vec![input];
+    for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
+        let x = ids[node.inputs[0]];
+        let tag = node.name.as_str();
+        let out = match (&node.op, w) {
+            (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => match bn {
+                None => {
+                    let zeros = vec![0f32; c.out_channels];
+                    let bias = bias.as_deref().unwrap_or(&zeros);
+                    b.conv(x, c, kernel, bias, node.output, c.activation, tag)
+                }
+                Some(bn) => {
+                    let zeros = vec![0f32; c.out_channels];
+                    let y = b.conv(
+                        x,
+                        c,
+                        kernel,
+                        bias.as_deref().unwrap_or(&zeros),
+                        node.output,
+                        Activation::None,
+                        tag,
+                    );
+                    b.batch_norm(
+                        y,
+                        bn,
+                        &node.output.nhwc(),
+                        c.activation,
+                        &format!("{tag}_bn"),
+                    )
+                }
+            },
+            (
+                Op::SqueezeExcite(se),
+                NodeWeights::SqueezeExcite {
+                    reduce,
+                    reduce_bias,
+                    expand,
+                    expand_bias,
+                },
+            ) => {
+                let pooled = b.mean_hw(x, se.channels, &format!("{tag}_pool"));
+                let (c, s) = (se.channels, se.squeeze);
+                let one = Shape::new(1, 1, s);
+                let conv1 = pointwise(c, s);
+                let h = b.conv(
+                    pooled,
+                    &conv1,
+                    reduce,
+                    reduce_bias,
+                    one,
+                    Activation::Relu,
+                    &format!("{tag}_reduce"),
+                );
+                let conv2 = pointwise(s, c);
+                let g = b.conv(
+                    h,
+                    &conv2,
+                    expand,
+                    expand_bias,
+                    Shape::new(1, 1, c),
+                    Activation::HardSigmoid,
+                    &format!("{tag}_expand"),
+                );
+                let y = b.tensor(&format!("{tag}_out"), &node.output.nhwc(), None);
+                let mul = b.mul_options(ActivationFunctionType::NONE);
+                b.op(BuiltinOperator::MUL, &[x, g], &[y], Some(mul));
+                y
+            }
+            (Op::GlobalAvgPool, _) => b.mean_hw(x, node.output.c, tag),
+            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => b
+                .fully_connected(
+                    x,
+                    weight,
+                    bias,
+                    fc.in_features,
+                    fc.out_features,
+                    fc.activation,
+                    tag,
+                ),
+            (Op::Add, _) => {
+                let other = ids[node.inputs[1]];
+                let y = b.tensor(tag, &node.output.nhwc(), None);
+                let add = b.add_options(ActivationFunctionType::NONE);
+                b.op(BuiltinOperator::ADD, &[x, other], &[y], Some(add));
+                y
+            }
+            (op, _) => {
+                return Err(ExportError::Unsupported {
+                    format: "tflite",
+                    what: format!("{} ({op:?}) with these weights", node.name),
+                })
+            }
+        };
+        ids.push(out);
+    }
+    let output = *ids.last().expect("a graph has nodes");
+    Ok(finish(b, input, output, &model.name))
+}
+
+fn pointwise(cin: usize, cout: usize) -> Conv2d {
+    Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: 1,
+        stride: 1,
+        groups: 1,
+        padding: mobilebench_models::ir::Padding {
+            top: 0,
+            left: 0,
+            bottom: 0,
+            right: 0,
+        },
+        batch_norm: false,
+        bias: true,
+        activation: Activation::None,
+    }
+}
+
+fn finish(mut b: Builder, input: i32, output: i32, description: &str) -> Vec<u8> {
+    let fb = &mut b.fb;
+    let tensors = fb.create_vector(&b.tensors);
+    let operators = fb.create_vector(&b.operators);
+    let inputs = fb.create_vector(&[input]);
+    let outputs = fb.create_vector(&[output]);
+    let name = fb.create_string("main");
+    let subgraph = SubGraph::create(
+        fb,
+        &SubGraphArgs {
+            tensors: Some(tensors),
+            inputs: Some(inputs),
+            outputs: Some(outputs),
+            operators: Some(operators),
+            name: Some(name),
+        },
+    );
+    let subgraphs = fb.create_vector(&[subgraph]);
+    let codes: Vec<_> = b
+        .opcodes
+        .iter()
+        .map(|&code| {
+            OperatorCode::create(
+                fb,
+                &OperatorCodeArgs {
+                    // Codes below 127 are also written to the deprecated field old readers use.
+                    deprecated_builtin_code: code.0.min(127) as i8,
+                    custom_code: None,
+                    version: 1,
+                    builtin_code: code,
+                },
+            )
+        })
+        .collect();
+    let codes = fb.create_vector(&codes);
+    let buffers = fb.create_vector(&b.buffers);
+    let signature = {
+        let in_name = fb.create_string(INPUT_NAME);
+        let out_name = fb.create_string(OUTPUT_NAME);
+        let in_map = TensorMap::create(
+            fb,
+            &TensorMapArgs {
+                name: Some(in_name),
+                tensor_index: input as u32,
+            },
+        );
+        let out_map = TensorMap::create(
+            fb,
+            &TensorMapArgs {
+                name: Some(out_name),
+                tensor_index: output as u32,
+            },
+        );
+        let ins = fb.create_vector(&[in_map]);
+        let outs = fb.create_vector(&[out_map]);
+        let key = fb.create_string(SIGNATURE_KEY);
+        SignatureDef::create(
+            fb,
+            &SignatureDefArgs {
+                inputs: Some(ins),
+                outputs: Some(outs),
+                signature_key: Some(key),
+                subgraph_index: 0,
+            },
+        )
+    };
+    let signatures = fb.create_vector(&[signature]);
+    let description = fb.create_string(&format!(
+        "mobilebench {} {description}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let model = TfModel::create(
+        fb,
+        &ModelArgs {
+            version: 3,
+            operator_codes: Some(codes),
+            subgraphs: Some(subgraphs),
+            description: Some(description),
+            buffers: Some(buffers),
+            signature_defs: Some(signatures),
+            ..Default::default()
+        },
+    );
+    fb.finish(model, Some("TFL3"));
+    fb.finished_data().to_vec()
+}
