@@ -343,8 +343,3 @@ fn one_by_one(cin: usize, cout: usize) -> Conv2d {
         activation: Activation::None,
     }
 }
-
-#[cfg(test)]
-pub(crate) fn decode(bytes: &[u8]) -> ModelProto {
-    ModelProto::decode(bytes).expect("valid protobuf")
-}

@@ -177,16 +177,17 @@ impl<'f> Builder<'f> {
     }
 
     /// Conv or depthwise conv (with bias), activation fused when TFLite can fuse it.
+    /// `weights` is (kernel in HWIO, bias).
     fn conv(
         &mut self,
         x: i32,
         c: &Conv2d,
-        kernel: &[f32],
-        bias: &[f32],
+        weights: (&[f32], &[f32]),
         out: Shape,
         act: Activation,
         name: &str,
     ) -> i32 {
+        let (kernel, bias) = weights;
         let (k, cout) = (c.kernel, c.out_channels);
         let out_shape = out.nhwc();
         let fused = Self::fused(act);
@@ -371,15 +372,14 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 None => {
                     let zeros = vec![0f32; c.out_channels];
                     let bias = bias.as_deref().unwrap_or(&zeros);
-                    b.conv(x, c, kernel, bias, node.output, c.activation, tag)
+                    b.conv(x, c, (kernel, bias), node.output, c.activation, tag)
                 }
                 Some(bn) => {
                     let zeros = vec![0f32; c.out_channels];
                     let y = b.conv(
                         x,
                         c,
-                        kernel,
-                        bias.as_deref().unwrap_or(&zeros),
+                        (kernel, bias.as_deref().unwrap_or(&zeros)),
                         node.output,
                         Activation::None,
                         tag,
@@ -409,8 +409,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let h = b.conv(
                     pooled,
                     &conv1,
-                    reduce,
-                    reduce_bias,
+                    (reduce, reduce_bias),
                     one,
                     Activation::Relu,
                     &format!("{tag}_reduce"),
@@ -419,8 +418,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let g = b.conv(
                     h,
                     &conv2,
-                    expand,
-                    expand_bias,
+                    (expand, expand_bias),
                     Shape::new(1, 1, c),
                     Activation::HardSigmoid,
                     &format!("{tag}_expand"),
