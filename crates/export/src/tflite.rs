@@ -16,7 +16,7 @@ use tract_tflite::tflite::{
     SubGraphArgs, Tensor, TensorArgs, TensorMap, TensorMapArgs, TensorType,
 };
 
-use mobilebench_models::ir::{Activation, Conv2d, Op, Shape};
+use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Op, Shape};
 use mobilebench_models::weights::{BatchNorm, NodeWeights};
 use mobilebench_models::Model;
 
@@ -54,13 +54,7 @@ impl<'f> Builder<'f> {
                 assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
                 let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let data = self.fb.create_vector(&bytes);
-                let b = Buffer::create(
-                    &mut self.fb,
-                    &BufferArgs {
-                        data: Some(data),
-                        ..Default::default()
-                    },
-                );
+                let b = Buffer::create(&mut self.fb, &BufferArgs { data: Some(data) });
                 self.buffers.push(b);
                 self.buffers.len() as u32 - 1
             }
@@ -234,7 +228,6 @@ impl<'f> Builder<'f> {
                     fused_activation_function: fused,
                     dilation_w_factor: 1,
                     dilation_h_factor: 1,
-                    ..Default::default()
                 },
             );
             (
@@ -295,13 +288,7 @@ impl<'f> Builder<'f> {
     fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let data = self.fb.create_vector(&bytes);
-        let b = Buffer::create(
-            &mut self.fb,
-            &BufferArgs {
-                data: Some(data),
-                ..Default::default()
-            },
-        );
+        let b = Buffer::create(&mut self.fb, &BufferArgs { data: Some(data) });
         self.buffers.push(b);
         let buffer = self.buffers.len() as u32 - 1;
         let shape = self.fb.create_vector(&[values.len() as i32]);
@@ -325,13 +312,12 @@ impl<'f> Builder<'f> {
     fn fully_connected(
         &mut self,
         x: i32,
-        w: &[f32],
-        bias: &[f32],
-        k: usize,
-        n: usize,
-        act: Activation,
+        fc: &FullyConnected,
+        weights: (&[f32], &[f32]),
         name: &str,
     ) -> i32 {
+        let (w, bias) = weights;
+        let (k, n, act) = (fc.in_features, fc.out_features, fc.activation);
         let mut oi = vec![0f32; w.len()];
         for i in 0..k {
             for o in 0..n {
@@ -429,16 +415,9 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 y
             }
             (Op::GlobalAvgPool, _) => b.mean_hw(x, node.output.c, tag),
-            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => b
-                .fully_connected(
-                    x,
-                    weight,
-                    bias,
-                    fc.in_features,
-                    fc.out_features,
-                    fc.activation,
-                    tag,
-                ),
+            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+                b.fully_connected(x, fc, (weight, bias), tag)
+            }
             (Op::Add, _) => {
                 let other = ids[node.inputs[1]];
                 let y = b.tensor(tag, &node.output.nhwc(), None);
