@@ -1,5 +1,6 @@
 //! `bench`: measure how fast MobileNets run across inference runtimes and devices.
 
+mod agreement;
 mod list;
 mod probe;
 mod registry;
@@ -41,6 +42,9 @@ enum Cmd {
     Report(ReportArgs),
     /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
     Export(ExportArgs),
+    /// Fetch the runtimes (ONNX Runtime, LiteRT) from their PyPI wheels into the cache and
+    /// check that they load
+    Setup(SetupArgs),
     /// Internal: measure one pair and report JSON lines on stdout
     #[command(hide = true)]
     Worker {
@@ -67,11 +71,17 @@ enum ListCmd {
 struct RunArgs {
     /// Models: named sets (seed, default, all), globs over the published configs
     /// ('mobilenet_v2_*_224') or names with any width and resolution
-    /// (mobilenet_v3_small_0.25_64), comma-separated
-    #[arg(long, default_value = "default")]
-    models: String,
-    /// Backends, comma-separated, or `all` (see `bench list backends`)
-    #[arg(long, default_value = "native", value_delimiter = ',')]
+    /// (mobilenet_v3_small_0.25_64), comma-separated [default: `default`, or none when
+    /// --model-file is given]
+    #[arg(long)]
+    models: Option<String>,
+    /// Your own .onnx or .tflite file, run on every selected backend that reads its format
+    /// (repeatable)
+    #[arg(long = "model-file", value_name = "PATH")]
+    model_files: Vec<PathBuf>,
+    /// Backends, comma-separated, or `all` for every backend that is not test-only (see
+    /// `bench list backends`); runtimes missing from the cache are fetched first
+    #[arg(long, default_value = "all", value_delimiter = ',')]
     backends: Vec<String>,
     /// Device profile to run on (see `bench list devices`)
     #[arg(long, default_value = "local")]
@@ -94,7 +104,7 @@ struct RunArgs {
     out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "backends", "device", "quick"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "device", "quick"])]
     resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -102,6 +112,13 @@ struct RunArgs {
     /// Coefficient of variation above which a pair is flagged `noisy`
     #[arg(long, default_value_t = 0.10)]
     cv_threshold: f64,
+}
+
+#[derive(Args)]
+struct SetupArgs {
+    /// Platform to fetch for: linux-x86_64 or linux-aarch64 [default: this machine's]
+    #[arg(long)]
+    platform: Option<String>,
 }
 
 #[derive(Args)]
@@ -154,6 +171,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Run(args) => run(args)?,
         Cmd::Report(args) => report(&args.dirs, args.output.as_ref())?,
         Cmd::Export(args) => export(&args)?,
+        Cmd::Setup(args) => setup(args.platform.as_deref())?,
         Cmd::Worker { .. } => unreachable!("handled in main"),
     }
     Ok(())
@@ -164,7 +182,11 @@ fn run(args: RunArgs) -> Result<()> {
         Some(dir) => (dir.clone(), runner::manifest_for_resume(dir)?),
         None => {
             let device = mobilebench_devices::find(&args.device)?;
-            let models = sets::select(&args.models).context("--models")?;
+            let models = match (&args.models, args.model_files.is_empty()) {
+                (Some(spec), _) => sets::select(spec).context("--models")?,
+                (None, true) => sets::select("default")?,
+                (None, false) => Vec::new(),
+            };
             let backends = registry::select(&args.backends).context("--backends")?;
             let (warmup, runs) = if args.quick {
                 (10, 100)
@@ -187,6 +209,11 @@ fn run(args: RunArgs) -> Result<()> {
             let manifest = RunManifest {
                 device: device.name,
                 models: models.iter().map(|m| m.name()).collect(),
+                model_files: args
+                    .model_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
                 backends: backends.iter().map(|b| b.name().to_string()).collect(),
                 warmup,
                 runs,
@@ -203,7 +230,7 @@ fn run(args: RunArgs) -> Result<()> {
     eprintln!(
         "run directory {}: {} models × {} backends, {} warm-up + {} timed runs, core {}",
         dir.display(),
-        manifest.models.len(),
+        manifest.models.len() + manifest.model_files.len(),
         manifest.backends.len(),
         manifest.warmup,
         manifest.runs,
@@ -220,6 +247,33 @@ fn run(args: RunArgs) -> Result<()> {
     print!("{}", std::fs::read_to_string(&report_path)?);
     eprintln!("CSVs and report.md in {}", dir.display());
     outcome
+}
+
+fn setup(platform: Option<&str>) -> Result<()> {
+    use mobilebench_runtimes::{self as runtimes, Platform};
+    let host = Platform::host();
+    let platform = match platform {
+        Some(p) => Platform::parse(p)
+            .with_context(|| format!("--platform {p}: expected linux-x86_64 or linux-aarch64"))?,
+        None => host.context("no runtime wheels exist for this machine's architecture")?,
+    };
+    let mut failed = Vec::new();
+    for rt in runtimes::ALL {
+        match runtimes::ensure(rt, platform) {
+            Ok(i) => eprintln!("{}: {} in {}", rt.name, i.describe(), i.dir.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed.push(rt.name);
+            }
+        }
+    }
+    if Some(platform) == host {
+        print!("{}", list::backends());
+    }
+    if !failed.is_empty() {
+        bail!("could not provision {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 fn export(args: &ExportArgs) -> Result<()> {

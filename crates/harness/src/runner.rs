@@ -11,21 +11,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mobilebench_backend::{Availability, Backend, SourceKind};
+use mobilebench_backend::{Availability, Backend, FileFormat, SourceKind};
 use mobilebench_models::{count, ModelConfig};
 use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
 
+use crate::agreement::{self, Agreement, PreparedZoo, FP32_TOLERANCE};
 use crate::probe::{self, CoreState, Machine};
 use crate::registry;
 use crate::stats;
-use crate::worker::{Event, WorkerSpec};
-
-/// Outputs agreeing within this relative difference (max |a − b| / max |reference|) are
-/// "the same result". Measured: native against the naive reference differs by at most
-/// 1.3e-5 on whole models (f32 summation order and BN folding; see the native engine's
-/// tests), so 1e-4 leaves ~8× margin while any real error (wrong weights, layout, padding)
-/// is of order 1e-1.
-pub const AGREEMENT_TOLERANCE: f64 = 1e-4;
+use crate::worker::{Event, SourceSpec, WorkerSpec};
 /// A frequency change of more than this fraction during a pair flags it.
 const FREQ_CHANGE: f64 = 0.05;
 /// A temperature change of more than this (°C) during a pair flags it.
@@ -57,15 +51,53 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// One thing to measure: a zoo model or a user's model file.
+enum Item {
+    Zoo(ModelConfig),
+    File(PathBuf),
+}
+
+impl Item {
+    fn label(&self) -> String {
+        match self {
+            Item::Zoo(c) => c.name(),
+            Item::File(p) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+        }
+    }
+}
+
+fn file_format(path: &Path) -> Result<FileFormat> {
+    let format = FileFormat::from_path(path).with_context(|| {
+        format!(
+            "model file {}: unknown format (expected .onnx or .tflite)",
+            path.display()
+        )
+    })?;
+    let meta = std::fs::metadata(path).with_context(|| format!("model file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("model file {}: not a file", path.display());
+    }
+    Ok(format)
+}
+
+/// Where a pair's last output is kept, for agreement checks (also across `--resume`).
+fn output_path(dir: &Path, label: &str, backend: &str) -> PathBuf {
+    dir.join("outputs").join(format!("{label}__{backend}.f32"))
+}
+
 /// Runs every pair of the manifest not already measured in `ctx.dir`.
 pub fn run(ctx: &RunContext) -> Result<()> {
     let m = &ctx.manifest;
     let backends = registry::select(&m.backends)?;
-    let configs: Vec<ModelConfig> = m
+    let mut items: Vec<Item> = m
         .models
         .iter()
-        .map(|name| name.parse::<ModelConfig>())
+        .map(|name| name.parse::<ModelConfig>().map(Item::Zoo))
         .collect::<Result<_, _>>()?;
+    items.extend(m.model_files.iter().map(|p| Item::File(PathBuf::from(p))));
     let done: HashSet<(String, String)> = match results::read_run(&ctx.dir) {
         Ok(run) => run
             .summary
@@ -76,29 +108,99 @@ pub fn run(ctx: &RunContext) -> Result<()> {
         Err(results::ResultsError::NotARun(_)) => HashSet::new(),
         Err(e) => return Err(e.into()),
     };
+    registry::provision_missing(&backends);
     let machine = Machine::probe();
     let availability: Vec<Availability> = backends.iter().map(|b| b.availability()).collect();
+    std::fs::create_dir_all(ctx.dir.join("outputs")).context("cannot create the outputs folder")?;
     let mut writer = RunWriter::open(&ctx.dir)?;
-    let total = configs.len() * backends.len();
+    let total = items.len() * backends.len();
     let mut index = 0;
-    for config in &configs {
+    for item in &items {
+        let label = item.label();
+        let remaining = backends
+            .iter()
+            .any(|b| !done.contains(&(label.clone(), b.name().to_string())));
+        if !remaining {
+            index += backends.len();
+            eprintln!("{label}: every backend already measured in this run directory, skipped");
+            continue;
+        }
+        let mut item_ctx = match item {
+            Item::Zoo(config) => ItemContext::Zoo(Box::new(PreparedZoo::new(
+                *config,
+                m.weight_seed,
+                m.input_seed,
+            ))),
+            Item::File(path) => match file_format(path) {
+                Ok(format) => ItemContext::File {
+                    path: path.clone(),
+                    format,
+                    reference: first_reference(&ctx.dir, &label, &backends, &done),
+                },
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    let mut row = file_row(ctx, &machine, &label, path, "-");
+                    row.status = Some(Status::Failed);
+                    row.message = format!("{e:#}");
+                    writer.append_pair(&row, &[])?;
+                    index += backends.len();
+                    continue;
+                }
+            },
+        };
         for (backend, available) in backends.iter().zip(&availability) {
             index += 1;
-            let name = config.name();
-            let label = format!("[{index}/{total}] {name} × {}", backend.name());
-            if done.contains(&(name.clone(), backend.name().to_string())) {
-                eprintln!("{label}: already measured in this run directory, skipped");
+            let tag = format!("[{index}/{total}] {label} × {}", backend.name());
+            if done.contains(&(label.clone(), backend.name().to_string())) {
+                eprintln!("{tag}: already measured in this run directory, skipped");
                 continue;
             }
-            let (row, samples) =
-                measure_pair(ctx, &machine, config, backend.as_ref(), available, &label);
+            let Some(row_and_samples) = measure_pair(
+                ctx,
+                &machine,
+                &mut item_ctx,
+                backend.as_ref(),
+                available,
+                &tag,
+            )?
+            else {
+                continue;
+            };
+            let (row, samples) = row_and_samples;
             writer
                 .append_pair(&row, &samples)
-                .with_context(|| format!("cannot record {label}"))?;
-            eprintln!("{label}: {}", one_line(&row));
+                .with_context(|| format!("cannot record {tag}"))?;
+            eprintln!("{tag}: {}", one_line(&row));
         }
     }
     Ok(())
+}
+
+/// Per-item state shared by its pairs.
+enum ItemContext {
+    Zoo(Box<PreparedZoo>),
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        /// The first backend that ran this file, and its output.
+        reference: Option<(String, Vec<f32>)>,
+    },
+}
+
+/// On `--resume`, the reference of a file is the output of the first backend already done.
+fn first_reference(
+    dir: &Path,
+    label: &str,
+    backends: &[Box<dyn Backend>],
+    done: &HashSet<(String, String)>,
+) -> Option<(String, Vec<f32>)> {
+    backends.iter().find_map(|b| {
+        if !done.contains(&(label.to_string(), b.name().to_string())) {
+            return None;
+        }
+        let out = agreement::read_output(&output_path(dir, label, b.name())).ok()?;
+        Some((b.name().to_string(), out))
+    })
 }
 
 fn one_line(row: &SummaryRow) -> String {
@@ -123,22 +225,36 @@ fn one_line(row: &SummaryRow) -> String {
     }
 }
 
-fn base_row(
-    ctx: &RunContext,
-    machine: &Machine,
-    config: &ModelConfig,
-    backend: &dyn Backend,
-) -> SummaryRow {
+fn zoo_row(ctx: &RunContext, machine: &Machine, config: &ModelConfig, backend: &str) -> SummaryRow {
     let counts = count(&config.graph());
     SummaryRow {
-        device: ctx.manifest.device.clone(),
-        model: config.name(),
-        backend: backend.name().to_string(),
-        started_at: now_rfc3339(),
         source: "zoo".into(),
         input_shape: format!("1x{0}x{0}x3", config.resolution),
         macs: Some(counts.macs),
         params: Some(counts.params),
+        ..common_row(ctx, machine, &config.name(), backend)
+    }
+}
+
+fn file_row(
+    ctx: &RunContext,
+    machine: &Machine,
+    label: &str,
+    path: &Path,
+    backend: &str,
+) -> SummaryRow {
+    SummaryRow {
+        source: path.display().to_string(),
+        ..common_row(ctx, machine, label, backend)
+    }
+}
+
+fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -> SummaryRow {
+    SummaryRow {
+        device: ctx.manifest.device.clone(),
+        model: label.to_string(),
+        backend: backend.to_string(),
+        started_at: now_rfc3339(),
         warmup: ctx.manifest.warmup,
         runs: ctx.manifest.runs,
         core: ctx.manifest.core,
@@ -154,44 +270,107 @@ fn base_row(
     }
 }
 
+/// Measures one pair; `None` when the backend does not read this kind of file (said on
+/// stderr, no row: a user's .onnx simply has no LiteRT pair).
 fn measure_pair(
     ctx: &RunContext,
     machine: &Machine,
-    config: &ModelConfig,
+    item: &mut ItemContext,
     backend: &dyn Backend,
     availability: &Availability,
-    label: &str,
-) -> (SummaryRow, Vec<SampleRow>) {
-    let mut row = base_row(ctx, machine, config, backend);
+    tag: &str,
+) -> Result<Option<(SummaryRow, Vec<SampleRow>)>> {
+    let name = backend.name();
+    let (mut row, source) = match item {
+        ItemContext::Zoo(prepared) => {
+            let row = zoo_row(ctx, machine, &prepared.config, name);
+            let models_dir = ctx.dir.join("models");
+            (row, prepared.source_for(backend, &models_dir)?)
+        }
+        ItemContext::File { path, format, .. } => {
+            if !backend.accepts(SourceKind::File(*format)) {
+                eprintln!("{tag}: {name} does not read {format:?} files, skipped");
+                return Ok(None);
+            }
+            let label = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut row = file_row(ctx, machine, &label, path, name);
+            row.message = "MACs and params are not computed for model files".into();
+            let source = SourceSpec::File {
+                path: path.clone(),
+                format: *format,
+            };
+            (row, Some(source))
+        }
+    };
     if let Availability::Unavailable { reason } = availability {
         row.status = Some(Status::Unavailable);
         row.message = reason.clone();
-        return (row, Vec::new());
+        return Ok(Some((row, Vec::new())));
     }
-    if !backend.accepts(SourceKind::Zoo) {
+    let Some(source) = source else {
         row.status = Some(Status::Unavailable);
-        row.message = format!("{} does not take zoo models", backend.name());
-        return (row, Vec::new());
-    }
+        row.message = format!("{name} takes neither zoo models nor a format they export to");
+        return Ok(Some((row, Vec::new())));
+    };
+    let output = output_path(&ctx.dir, &row.model, name);
     let spec = WorkerSpec {
-        model: config.name(),
-        backend: backend.name().to_string(),
+        backend: name.to_string(),
+        source,
         core: ctx.manifest.core,
         warmup: ctx.manifest.warmup,
         runs: ctx.manifest.runs,
         weight_seed: ctx.manifest.weight_seed,
         input_seed: ctx.manifest.input_seed,
+        output_path: output.clone(),
     };
-    match run_worker(&spec, label) {
-        Ok(outcome) => {
-            let samples = fill_row(&mut row, &outcome, ctx.manifest.cv_threshold);
-            (row, samples)
-        }
+    let note = std::mem::take(&mut row.message);
+    let samples = match run_worker(&spec, tag) {
+        Ok(outcome) => fill_row(&mut row, &outcome, ctx.manifest.cv_threshold),
         Err(e) => {
             row.status = Some(Status::Failed);
             row.message = format!("{e:#}");
-            (row, Vec::new())
+            Vec::new()
         }
+    };
+    if row.is_ok() {
+        row.message = note;
+        if !backend.is_test_only() {
+            let out = agreement::read_output(&output)?;
+            let agreement = match item {
+                ItemContext::Zoo(prepared) => prepared.agreement(name, &out),
+                ItemContext::File { reference, .. } => match reference {
+                    Some((first, expected)) => agreement::compare(first, expected, &out),
+                    None => {
+                        *reference = Some((name.to_string(), out.clone()));
+                        agreement::compare(
+                            &format!("{name} (itself: first backend to run this file)"),
+                            &out,
+                            &out,
+                        )
+                    }
+                },
+            };
+            record_agreement(&mut row, &agreement);
+        } else {
+            row.reference = "none (test-only backend computes nothing)".into();
+        }
+    }
+    Ok(Some((row, samples)))
+}
+
+fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
+    row.reference = a.reference.clone();
+    row.max_abs_diff = Some(a.max_abs_diff);
+    row.max_rel_diff = Some(a.max_rel_diff);
+    if a.max_rel_diff > FP32_TOLERANCE {
+        row.flags = if row.flags.is_empty() {
+            "disagrees".into()
+        } else {
+            format!("{};disagrees", row.flags)
+        };
     }
 }
 
@@ -313,7 +492,11 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
             } => {
                 row.init_ms = Some(*init_ns as f64 / 1e6);
                 row.first_inference_ms = Some(*first_inference_ns as f64 / 1e6);
-                row.input_shape = input_shape.map(|d| d.to_string()).join("x");
+                row.input_shape = input_shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x");
                 row.library_version = settings.library_version.clone();
                 row.threads = Some(settings.threads);
                 row.precision = settings.precision.clone();
@@ -323,23 +506,11 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
             Event::Finished {
                 samples_ns,
                 peak_rss_kib,
-                agreement,
                 after,
             } => {
                 row.peak_rss_mb = peak_rss_kib.map(|k| k as f64 / 1024.0);
                 row.freq_after_mhz = after.freq_mhz;
                 row.temp_after_c = after.temp_c;
-                match agreement {
-                    Some(a) => {
-                        row.reference = a.reference.clone();
-                        row.max_abs_diff = Some(a.max_abs_diff);
-                        row.max_rel_diff = Some(a.max_rel_diff);
-                        if a.max_rel_diff > AGREEMENT_TOLERANCE {
-                            flags.push("disagrees");
-                        }
-                    }
-                    None => row.reference = "none (test-only backend computes nothing)".into(),
-                }
                 if let Some(s) = stats::summarize_ns(samples_ns) {
                     row.mean_ms = Some(to_ns(s.mean));
                     row.std_ms = Some(to_ns(s.std));
@@ -382,7 +553,8 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
             }
             Event::Failed { message } => {
                 row.status = Some(Status::Failed);
-                row.message = message.clone();
+                // One line: the first line of the error chain, which names the file and cause.
+                row.message = message.lines().next().unwrap_or_default().to_string();
             }
             Event::Progress { .. } => {}
         }

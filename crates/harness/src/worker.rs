@@ -2,39 +2,42 @@
 //! `bench worker --spec JSON`. It pins itself, loads, times and reports JSON lines on stdout,
 //! so a runtime that crashes takes down this process only.
 
-use std::hint::black_box;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mobilebench_backend::{BackendSettings, ModelSource};
-use mobilebench_models::{reference, synthetic_input, Model, ModelConfig};
-use mobilebench_native::Engine;
+use mobilebench_backend::{BackendSettings, FileFormat, ModelSource};
+use mobilebench_models::{synthetic_for_shape, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{peak_rss_kib, pin_current_thread, CoreState};
 use crate::registry;
 
+/// What the worker loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SourceSpec {
+    /// A zoo model, built here from its name and the weight seed.
+    Zoo { name: String },
+    /// A model file (a zoo model exported by the parent, or the user's).
+    File { path: PathBuf, format: FileFormat },
+}
+
 /// What the parent asks one worker to measure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
-    pub model: String,
     pub backend: String,
+    pub source: SourceSpec,
     pub core: Option<usize>,
     pub warmup: u32,
     pub runs: u32,
     pub weight_seed: u64,
     pub input_seed: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Agreement {
-    pub reference: String,
-    pub max_abs_diff: f64,
-    pub max_rel_diff: f64,
+    /// Where to write the last output (raw little-endian f32), for the agreement check.
+    pub output_path: PathBuf,
 }
 
 /// The worker → parent protocol: one JSON object per stdout line.
@@ -49,7 +52,7 @@ pub enum Event {
     Loaded {
         init_ns: u64,
         first_inference_ns: u64,
-        input_shape: [usize; 4],
+        input_shape: Vec<usize>,
         settings: BackendSettings,
     },
     /// Runs done so far, warm-up and timed together.
@@ -59,7 +62,6 @@ pub enum Event {
     Finished {
         samples_ns: Vec<u64>,
         peak_rss_kib: Option<u64>,
-        agreement: Option<Agreement>,
         after: CoreState,
     },
     Failed {
@@ -136,9 +138,21 @@ impl Drop for ProgressReporter {
 
 fn measure(spec: &WorkerSpec) -> Result<()> {
     let backend = registry::find(&spec.backend)?;
-    let config: ModelConfig = spec.model.parse()?;
-    let model = Model::from_config(&config, spec.weight_seed);
-    let input = synthetic_input(model.graph.input, spec.input_seed);
+    let zoo_model = match &spec.source {
+        SourceSpec::Zoo { name } => Some(Model::from_config(
+            &name.parse::<ModelConfig>()?,
+            spec.weight_seed,
+        )),
+        SourceSpec::File { .. } => None,
+    };
+    let source = match (&spec.source, &zoo_model) {
+        (SourceSpec::File { path, format }, _) => ModelSource::File {
+            path,
+            format: *format,
+        },
+        (SourceSpec::Zoo { .. }, Some(model)) => ModelSource::Zoo(model),
+        (SourceSpec::Zoo { .. }, None) => unreachable!("built above"),
+    };
     let progress = ProgressReporter::start();
 
     let core = spec.core;
@@ -150,19 +164,20 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         before: CoreState::probe(state_core),
     });
 
-    let source = ModelSource::Zoo(&model);
     let start = Instant::now();
     let mut session = backend.load(&source)?;
     let init = start.elapsed();
-    let expected = model.graph.input.nhwc();
-    if session.input_shape() != expected {
-        bail!(
-            "{} expects input {:?}, the model is {:?}",
-            spec.backend,
-            session.input_shape(),
-            expected
-        );
+    let input_shape = session.input_shape();
+    if let Some(model) = &zoo_model {
+        let expected = model.graph.input.nhwc().to_vec();
+        if input_shape != expected {
+            bail!(
+                "{} expects input {input_shape:?}, the model is {expected:?}",
+                spec.backend
+            );
+        }
     }
+    let input = synthetic_for_shape(&input_shape, spec.input_seed);
     let mut output = vec![0f32; session.output_len()];
     let start = Instant::now();
     session.run(&input, &mut output)?;
@@ -170,7 +185,7 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     emit(&Event::Loaded {
         init_ns: init.as_nanos() as u64,
         first_inference_ns: first.as_nanos() as u64,
-        input_shape: expected,
+        input_shape,
         settings: session.settings(),
     });
 
@@ -190,46 +205,15 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
             .done
             .store(spec.warmup + i as u32 + 1, Ordering::Relaxed);
     }
-    black_box(&output);
     drop(progress);
     let after = CoreState::probe(state_core);
-    let agreement =
-        (!backend.is_test_only()).then(|| agreement(&spec.backend, &model, &input, &output));
+    let bytes: Vec<u8> = output.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&spec.output_path, bytes)
+        .with_context(|| format!("cannot write {}", spec.output_path.display()))?;
     emit(&Event::Finished {
         samples_ns: samples,
         peak_rss_kib: peak_rss_kib(),
-        agreement,
         after,
     });
     Ok(())
-}
-
-/// Compares a backend's output with the reference on the same weights and input: the native
-/// engine for every other backend, and the naive reference evaluator for native itself.
-fn agreement(backend: &str, model: &Model, input: &[f32], output: &[f32]) -> Agreement {
-    let (reference, expected) = if backend == "native" {
-        (
-            "naive-reference",
-            reference::evaluate(&model.graph, &model.weights, input),
-        )
-    } else {
-        let mut engine = Engine::new(model);
-        let mut out = vec![0f32; engine.output_len()];
-        engine.run(input, &mut out);
-        ("native", out)
-    };
-    let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-    let max_abs = output
-        .iter()
-        .zip(&expected)
-        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
-    Agreement {
-        reference: reference.to_string(),
-        max_abs_diff: max_abs,
-        max_rel_diff: if scale > 0.0 {
-            max_abs / scale
-        } else {
-            max_abs
-        },
-    }
 }

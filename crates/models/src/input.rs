@@ -38,3 +38,46 @@ mod tests {
         assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
     }
 }
+
+/// The same image for a model file's declared input shape: NHWC `[1, H, W, C]` (C ≤ 4) is
+/// exactly [`synthetic_input`]; NCHW `[1, C, H, W]` is that image transposed; any other
+/// shape gets the image's values in order. Every backend of a file sees the same values.
+pub fn synthetic_for_shape(shape: &[usize], seed: u64) -> Vec<f32> {
+    let len: usize = shape.iter().product();
+    match *shape {
+        [1, h, w, c] if c <= 4 => synthetic_input(Shape::new(h, w, c), seed),
+        [1, c, h, w] if c <= 4 => {
+            let nhwc = synthetic_input(Shape::new(h, w, c), seed);
+            let mut out = vec![0.0; len];
+            for y in 0..h {
+                for x in 0..w {
+                    for ch in 0..c {
+                        out[(ch * h + y) * w + x] = nhwc[(y * w + x) * c + ch];
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            let side = (len as f64).sqrt().ceil() as usize;
+            let mut v = synthetic_input(Shape::new(side.max(1), side.max(1), 1), seed);
+            v.truncate(len);
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn layouts_hold_the_same_image() {
+        let nhwc = synthetic_for_shape(&[1, 5, 7, 3], 9);
+        assert_eq!(nhwc, synthetic_input(Shape::new(5, 7, 3), 9));
+        let nchw = synthetic_for_shape(&[1, 3, 5, 7], 9);
+        // pixel (y=2, x=4), channel 1 in both layouts
+        assert_eq!(nchw[(5 + 2) * 7 + 4], nhwc[(2 * 7 + 4) * 3 + 1]);
+        assert_eq!(synthetic_for_shape(&[2, 10], 1).len(), 20);
+    }
+}

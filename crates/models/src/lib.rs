@@ -12,7 +12,7 @@ pub mod weights;
 pub mod zoo;
 
 pub use counting::{count, Counts};
-pub use input::{synthetic_input, DEFAULT_INPUT_SEED};
+pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
 pub use weights::{Model, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};

@@ -130,7 +130,11 @@ pub struct PairKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
     pub device: String,
+    /// Zoo models (canonical names).
     pub models: Vec<String>,
+    /// The user's model files (`--model-file`).
+    #[serde(default)]
+    pub model_files: Vec<String>,
     pub backends: Vec<String>,
     pub warmup: u32,
     pub runs: u32,

@@ -94,6 +94,7 @@ fn manifest_round_trip() {
     let m = RunManifest {
         device: "local".into(),
         models: vec!["mobilenet_v1_1.0_224".into()],
+        model_files: vec![],
         backends: vec!["native".into()],
         warmup: 50,
         runs: 1000,

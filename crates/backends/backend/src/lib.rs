@@ -146,8 +146,9 @@ pub trait Backend: Send + Sync {
 
 /// A loaded model, ready to run. `run` must not allocate: the runner calls it in the timed loop.
 pub trait Session {
-    /// NHWC input shape (batch first).
-    fn input_shape(&self) -> [usize; 4];
+    /// The input tensor's shape as the model declares it (NHWC `[1, H, W, 3]` for zoo
+    /// models; a user's file may differ).
+    fn input_shape(&self) -> Vec<usize>;
     /// Number of output values (logits).
     fn output_len(&self) -> usize;
     /// One inference from `input` into `output` (both preallocated by the caller).

@@ -52,8 +52,8 @@ struct NoopSession {
 }
 
 impl Session for NoopSession {
-    fn input_shape(&self) -> [usize; 4] {
-        self.input
+    fn input_shape(&self) -> Vec<usize> {
+        self.input.to_vec()
     }
     fn output_len(&self) -> usize {
         self.output_len

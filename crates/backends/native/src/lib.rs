@@ -52,8 +52,8 @@ struct NativeSession {
 }
 
 impl Session for NativeSession {
-    fn input_shape(&self) -> [usize; 4] {
-        self.input_shape
+    fn input_shape(&self) -> Vec<usize> {
+        self.input_shape.to_vec()
     }
     fn output_len(&self) -> usize {
         self.engine.output_len()

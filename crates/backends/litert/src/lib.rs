@@ -1,0 +1,414 @@
+//! `litert-builtin` and `litert-xnnpack`: TensorFlow Lite (LiteRT 2.3.0) on one CPU thread,
+//! through LiteRT's C API in `libLiteRt.so`, loaded at run time from the provisioned PyPI
+//! wheel. `builtin` runs TFLite's own kernels (`kernel_mode = "builtin"`); `xnnpack` the
+//! XNNPACK delegate (LiteRT's default CPU path). Whether the model was fully delegated is
+//! recorded in the settings column.
+
+mod ffi;
+
+use std::ffi::{c_void, CString};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use mobilebench_backend::{
+    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
+    Session, SourceKind,
+};
+use mobilebench_runtimes::{self as runtimes, Installed, Platform, LITERT};
+
+use ffi::{Api, Handle, RankedTensorType, STATUS_OK};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKernels {
+    /// TFLite's builtin kernels, no delegate.
+    Builtin,
+    /// The XNNPACK delegate.
+    Xnnpack,
+}
+
+pub struct LiteRtBackend {
+    pub kernels: CpuKernels,
+}
+
+fn installed() -> Result<Installed, String> {
+    let platform = Platform::host().ok_or("no LiteRT wheel for this architecture")?;
+    runtimes::locate(&LITERT, platform).ok_or_else(|| {
+        format!(
+            "LiteRT {} is not provisioned for {}: run `bench setup` (needs python3 with pip and PyPI)",
+            LITERT.version,
+            platform.name()
+        )
+    })
+}
+
+/// The API, loaded once per process.
+fn api() -> Result<&'static Api, String> {
+    static API: OnceLock<Result<Api, String>> = OnceLock::new();
+    API.get_or_init(|| Api::load(&installed()?.main_library(&LITERT)))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Backend for LiteRtBackend {
+    fn name(&self) -> &'static str {
+        match self.kernels {
+            CpuKernels::Builtin => "litert-builtin",
+            CpuKernels::Xnnpack => "litert-xnnpack",
+        }
+    }
+    fn engine(&self) -> &'static str {
+        "litert"
+    }
+    fn description(&self) -> &'static str {
+        match self.kernels {
+            CpuKernels::Builtin => "LiteRT (TFLite) builtin CPU kernels, no delegate, 1 thread",
+            CpuKernels::Xnnpack => "LiteRT (TFLite) with the XNNPACK delegate, 1 thread",
+        }
+    }
+    fn availability(&self) -> Availability {
+        match installed().and_then(|i| api().map(|_| i)) {
+            Ok(i) => Availability::Available {
+                detail: i.describe(),
+            },
+            Err(reason) => Availability::Unavailable { reason },
+        }
+    }
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::File(FileFormat::Tflite)
+    }
+    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+        let ModelSource::File {
+            path,
+            format: FileFormat::Tflite,
+        } = source
+        else {
+            return Err(BackendError::Unsupported {
+                backend: self.name().into(),
+                source_desc: source.describe(),
+                why: "takes .tflite files (zoo models are exported first)".into(),
+            });
+        };
+        let api = api().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        let version = installed().map(|i| i.describe()).unwrap_or_default();
+        LiteRtSession::new(api, path, self.kernels, version)
+            .map(|s| Box::new(s) as Box<dyn Session>)
+            .map_err(|why| BackendError::Load {
+                backend: self.name().into(),
+                path: path.to_path_buf(),
+                why,
+            })
+    }
+}
+
+fn check(status: ffi::Status, what: &str) -> Result<(), String> {
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(format!("{what} failed (LiteRT status {status})"))
+    }
+}
+
+/// Owns every LiteRT object of one loaded model; `Drop` releases them in reverse order.
+struct LiteRtSession {
+    api: &'static Api,
+    env: Handle,
+    model: Handle,
+    compiled: Handle,
+    input: Handle,
+    output: Handle,
+    input_shape: Vec<usize>,
+    input_len: usize,
+    output_len: usize,
+    kernels: CpuKernels,
+    fully_delegated: bool,
+    version: String,
+}
+
+impl LiteRtSession {
+    fn new(
+        api: &'static Api,
+        path: &Path,
+        kernels: CpuKernels,
+        version: String,
+    ) -> Result<Self, String> {
+        let mut s = LiteRtSession {
+            api,
+            env: std::ptr::null_mut(),
+            model: std::ptr::null_mut(),
+            compiled: std::ptr::null_mut(),
+            input: std::ptr::null_mut(),
+            output: std::ptr::null_mut(),
+            input_shape: Vec::new(),
+            input_len: 0,
+            output_len: 0,
+            kernels,
+            fully_delegated: false,
+            version,
+        };
+        // Everything below is released by Drop on any early return.
+        s.build(path)?;
+        Ok(s)
+    }
+
+    fn build(&mut self, path: &Path) -> Result<(), String> {
+        let api = self.api;
+        let env_options = [
+            // CPU only: do not probe GPU/NPU accelerator libraries.
+            ffi::EnvOption {
+                tag: ffi::ENV_AUTO_REGISTER_ACCELERATORS,
+                value: ffi::Any {
+                    kind: ffi::ANY_INT,
+                    value: ffi::HW_CPU as u64,
+                },
+            },
+            ffi::EnvOption {
+                tag: ffi::ENV_MIN_LOG_SEVERITY,
+                value: ffi::Any {
+                    kind: ffi::ANY_INT,
+                    value: ffi::LOG_ERROR,
+                },
+            },
+        ];
+        // SAFETY (this block): every call follows LiteRT's C API contract; out-pointers point at
+        // live fields; handles are checked for success before use and released in Drop.
+        unsafe {
+            check(
+                (api.create_environment)(2, env_options.as_ptr(), &mut self.env),
+                "creating the environment",
+            )?;
+            let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|_| "path contains a NUL byte")?;
+            check(
+                (api.create_model_from_file)(self.env, c_path.as_ptr(), &mut self.model),
+                "reading the model (not a valid .tflite file?)",
+            )?;
+            let mut signature: Handle = std::ptr::null_mut();
+            check(
+                (api.get_model_signature)(self.model, 0, &mut signature),
+                "reading the model's signature",
+            )?;
+            let (mut n_in, mut n_out) = (0usize, 0usize);
+            check(
+                (api.get_num_signature_inputs)(signature, &mut n_in),
+                "counting inputs",
+            )?;
+            check(
+                (api.get_num_signature_outputs)(signature, &mut n_out),
+                "counting outputs",
+            )?;
+            if n_in != 1 || n_out < 1 {
+                return Err(format!(
+                    "expected one input and at least one output, the model has {n_in} and {n_out}"
+                ));
+            }
+            let input_type = self.tensor_type(signature, true)?;
+            let output_type = self.tensor_type(signature, false)?;
+            self.input_shape = fixed_shape(&input_type, "input")?;
+            self.input_len = self.input_shape.iter().product();
+            self.output_len = fixed_shape(&output_type, "output")?.iter().product();
+
+            let mut options: Handle = std::ptr::null_mut();
+            check((api.create_options)(&mut options), "creating options")?;
+            let result = self.compile(options);
+            (api.destroy_options)(options);
+            result?;
+
+            let mut req: Handle = std::ptr::null_mut();
+            check(
+                (api.input_requirements)(self.compiled, 0, 0, &mut req),
+                "input buffer requirements",
+            )?;
+            check(
+                (api.create_managed_buffer)(self.env, &input_type, req, &mut self.input),
+                "allocating the input buffer",
+            )?;
+            check(
+                (api.output_requirements)(self.compiled, 0, 0, &mut req),
+                "output buffer requirements",
+            )?;
+            check(
+                (api.create_managed_buffer)(self.env, &output_type, req, &mut self.output),
+                "allocating the output buffer",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// `signature` is a live signature of `self.model`.
+    unsafe fn tensor_type(
+        &self,
+        signature: Handle,
+        input: bool,
+    ) -> Result<RankedTensorType, String> {
+        let mut tensor: Handle = std::ptr::null_mut();
+        let get = if input {
+            self.api.get_signature_input
+        } else {
+            self.api.get_signature_output
+        };
+        check(get(signature, 0, &mut tensor), "reading a signature tensor")?;
+        let mut t = RankedTensorType::zeroed();
+        check(
+            (self.api.get_ranked_tensor_type)(tensor, &mut t),
+            "reading a tensor type",
+        )?;
+        if t.element_type != ffi::ELEMENT_FLOAT32 {
+            let what = if input { "input" } else { "output" };
+            return Err(format!(
+                "the model's {what} is not float32 (element type {})",
+                t.element_type
+            ));
+        }
+        Ok(t)
+    }
+
+    /// # Safety
+    /// `options` is a live options object.
+    unsafe fn compile(&mut self, options: Handle) -> Result<(), String> {
+        let api = self.api;
+        check(
+            (api.set_hardware_accelerators)(options, ffi::HW_CPU),
+            "selecting the CPU",
+        )?;
+        let payload = match self.kernels {
+            CpuKernels::Builtin => "num_threads = 1\nkernel_mode = \"builtin\"\n",
+            CpuKernels::Xnnpack => "num_threads = 1\n",
+        };
+        // LiteRT frees the payload with the deleter we pass: allocate it with the C allocator.
+        let raw = libc::malloc(payload.len() + 1) as *mut u8;
+        if raw.is_null() {
+            return Err("out of memory".into());
+        }
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), raw, payload.len());
+        *raw.add(payload.len()) = 0;
+        let mut opaque: Handle = std::ptr::null_mut();
+        let status = (api.create_opaque_options)(
+            c"xnnpack".as_ptr(),
+            raw as *mut c_void,
+            Some(free_payload),
+            &mut opaque,
+        );
+        if status != STATUS_OK {
+            libc::free(raw as *mut c_void);
+            return Err(format!(
+                "creating CPU options failed (LiteRT status {status})"
+            ));
+        }
+        check(
+            (api.add_opaque_options)(options, opaque),
+            "adding CPU options",
+        )?;
+        check(
+            (api.create_compiled_model)(self.env, self.model, options, &mut self.compiled),
+            "compiling the model",
+        )?;
+        let mut full = false;
+        if (api.is_fully_accelerated)(self.compiled, &mut full) == STATUS_OK {
+            self.fully_delegated = full;
+        }
+        Ok(())
+    }
+}
+
+unsafe extern "C" fn free_payload(p: *mut c_void) {
+    // SAFETY: the payload was allocated with libc::malloc in `compile`.
+    unsafe { libc::free(p) }
+}
+
+fn fixed_shape(t: &RankedTensorType, what: &str) -> Result<Vec<usize>, String> {
+    let shape = t.shape();
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("the model's {what} has a dynamic or empty dimension: {shape:?}"))
+}
+
+impl Session for LiteRtSession {
+    fn input_shape(&self) -> Vec<usize> {
+        self.input_shape.clone()
+    }
+    fn output_len(&self) -> usize {
+        self.output_len
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        check_lengths(input, output, self.input_len, self.output_len)?;
+        let api = self.api;
+        let fail = |why: String| BackendError::Run {
+            backend: match self.kernels {
+                CpuKernels::Builtin => "litert-builtin".into(),
+                CpuKernels::Xnnpack => "litert-xnnpack".into(),
+            },
+            why,
+        };
+        // SAFETY: buffers are live, host-memory, and at least input/output length floats long
+        // (they were created from the model's own tensor types).
+        unsafe {
+            let mut p: *mut c_void = std::ptr::null_mut();
+            check(
+                (api.lock_buffer)(self.input, &mut p, ffi::LOCK_WRITE),
+                "locking the input",
+            )
+            .map_err(fail)?;
+            std::ptr::copy_nonoverlapping(input.as_ptr(), p as *mut f32, input.len());
+            check((api.unlock_buffer)(self.input), "unlocking the input").map_err(fail)?;
+            check(
+                (api.run_compiled_model)(self.compiled, 0, 1, &mut self.input, 1, &mut self.output),
+                "running the model",
+            )
+            .map_err(fail)?;
+            check(
+                (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ),
+                "locking the output",
+            )
+            .map_err(fail)?;
+            std::ptr::copy_nonoverlapping(p as *const f32, output.as_mut_ptr(), output.len());
+            check((api.unlock_buffer)(self.output), "unlocking the output").map_err(fail)?;
+        }
+        Ok(())
+    }
+    fn settings(&self) -> BackendSettings {
+        let mode = match self.kernels {
+            CpuKernels::Builtin => "kernel_mode=builtin",
+            CpuKernels::Xnnpack => "delegate=xnnpack",
+        };
+        BackendSettings {
+            library_version: self.version.clone(),
+            threads: 1,
+            precision: "fp32".into(),
+            adapter: "cpu".into(),
+            settings: format!(
+                "{mode};num_threads=1;fully_delegated={}",
+                self.fully_delegated
+            ),
+        }
+    }
+}
+
+impl Drop for LiteRtSession {
+    fn drop(&mut self) {
+        let api = self.api;
+        // SAFETY: each handle is either null (never created) or owned by this session.
+        unsafe {
+            if !self.input.is_null() {
+                (api.destroy_buffer)(self.input);
+            }
+            if !self.output.is_null() {
+                (api.destroy_buffer)(self.output);
+            }
+            if !self.compiled.is_null() {
+                (api.destroy_compiled_model)(self.compiled);
+            }
+            if !self.model.is_null() {
+                (api.destroy_model)(self.model);
+            }
+            if !self.env.is_null() {
+                (api.destroy_environment)(self.env);
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `onnxruntime`: ONNX Runtime's CPU execution provider on one thread, through `ort` with the
+//! library loaded at run time from the provisioned PyPI wheel (`bench setup`).
+//!
+//! Settings: intra-op and inter-op threads 1, sequential execution, graph optimisation level
+//! 3 (its NCHWc layout transformation halves MobileNet latency against levels 1-2). Inputs and
+//! outputs are bound once (IoBinding) to preallocated tensors, so a run copies the input in,
+//! runs, and copies the output out.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use mobilebench_backend::{
+    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
+    Session as BenchSession, SourceKind,
+};
+use mobilebench_runtimes::{self as runtimes, Installed, Platform, ONNXRUNTIME};
+use ort::memory::Allocator;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{Tensor, ValueType};
+
+const NAME: &str = "onnxruntime";
+
+pub struct OnnxRuntimeBackend;
+
+fn installed() -> Result<Installed, String> {
+    let platform = Platform::host().ok_or("no ONNX Runtime wheel for this architecture")?;
+    runtimes::locate(&ONNXRUNTIME, platform).ok_or_else(|| {
+        format!(
+            "ONNX Runtime {} is not provisioned for {}: run `bench setup` (needs python3 with pip and PyPI)",
+            ONNXRUNTIME.version,
+            platform.name()
+        )
+    })
+}
+
+/// The process-wide environment, created on first use from the provisioned library (after
+/// the worker has pinned itself, so ORT's threads inherit the core).
+fn environment() -> Result<&'static ort::environment::Environment, String> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = installed()?.main_library(&ONNXRUNTIME);
+        ort::init_from(&lib)
+            .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
+            .with_name("mobilebench")
+            .build()
+            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+impl Backend for OnnxRuntimeBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn engine(&self) -> &'static str {
+        NAME
+    }
+    fn description(&self) -> &'static str {
+        "ONNX Runtime CPU execution provider, 1 thread, optimisation level 3"
+    }
+    fn availability(&self) -> Availability {
+        match installed() {
+            Ok(i) => match check_loadable(&i.main_library(&ONNXRUNTIME)) {
+                Ok(()) => Availability::Available {
+                    detail: i.describe(),
+                },
+                Err(reason) => Availability::Unavailable { reason },
+            },
+            Err(reason) => Availability::Unavailable { reason },
+        }
+    }
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::File(FileFormat::Onnx)
+    }
+    fn load(&self, source: &ModelSource) -> Result<Box<dyn BenchSession>, BackendError> {
+        let ModelSource::File {
+            path,
+            format: FileFormat::Onnx,
+        } = source
+        else {
+            return Err(BackendError::Unsupported {
+                backend: NAME.into(),
+                source_desc: source.describe(),
+                why: "takes .onnx files (zoo models are exported first)".into(),
+            });
+        };
+        let fail = |why: String| BackendError::Load {
+            backend: NAME.into(),
+            path: path.to_path_buf(),
+            why,
+        };
+        let env = environment().map_err(|reason| BackendError::Unavailable {
+            backend: NAME.into(),
+            reason,
+        })?;
+        let version = installed().map(|i| i.describe()).unwrap_or_default();
+        OrtSession::new(env, path, version)
+            .map_err(fail)
+            .map(|s| Box::new(s) as Box<dyn BenchSession>)
+    }
+}
+
+fn check_loadable(lib: &Path) -> Result<(), String> {
+    // SAFETY: loading ONNX Runtime runs only its library initialisers.
+    unsafe { libloading::Library::new(lib) }
+        .map(drop)
+        .map_err(|e| format!("{} does not load: {e}", lib.display()))
+}
+
+/// A fixed tensor shape from a model's declared one: a dynamic batch becomes 1; any other
+/// dynamic dimension is an error (benchmarks need a fixed input).
+fn fixed_shape(ty: &ValueType, what: &str) -> Result<Vec<usize>, String> {
+    let ValueType::Tensor { shape, .. } = ty else {
+        return Err(format!("the model's {what} is not a tensor"));
+    };
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| match (i, d) {
+            (_, d) if d > 0 => Ok(d as usize),
+            (0, _) => Ok(1),
+            _ => Err(format!(
+                "the model's {what} has a dynamic dimension {i}: {shape:?}"
+            )),
+        })
+        .collect()
+}
+
+struct OrtSession {
+    session: Session,
+    binding: ort::session::IoBinding,
+    input: Tensor<f32>,
+    output: Tensor<f32>,
+    input_shape: Vec<usize>,
+    output_len: usize,
+    version: String,
+}
+
+impl OrtSession {
+    fn new(
+        env: &ort::environment::Environment,
+        path: &Path,
+        version: String,
+    ) -> Result<Self, String> {
+        let e = |e: ort::Error| e.to_string();
+        let session = Session::builder(env)
+            .map_err(e)?
+            .with_intra_threads(1)
+            .map_err(|x| x.to_string())?
+            .with_inter_threads(1)
+            .map_err(|x| x.to_string())?
+            .with_parallel_execution(false)
+            .map_err(|x| x.to_string())?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|x| x.to_string())?
+            .commit_from_file(path)
+            .map_err(e)?;
+        if session.inputs().len() != 1 || session.outputs().is_empty() {
+            return Err(format!(
+                "expected one input and at least one output, the model has {} and {}",
+                session.inputs().len(),
+                session.outputs().len()
+            ));
+        }
+        let input_name = session.inputs()[0].name().to_string();
+        let output_name = session.outputs()[0].name().to_string();
+        let input_shape = fixed_shape(session.inputs()[0].dtype(), "input")?;
+        let output_shape = fixed_shape(session.outputs()[0].dtype(), "output")?;
+        let allocator = Allocator::default();
+        let input = Tensor::<f32>::new(&allocator, input_shape.clone()).map_err(e)?;
+        let mut output = Tensor::<f32>::new(&allocator, output_shape.clone()).map_err(e)?;
+        let mut binding = session.create_binding().map_err(e)?;
+        binding.bind_input(&input_name, &input).map_err(e)?;
+        binding.bind_output(&output_name, &mut output).map_err(e)?;
+        Ok(OrtSession {
+            session,
+            binding,
+            input,
+            output,
+            output_len: output_shape.iter().product(),
+            input_shape,
+            version,
+        })
+    }
+}
+
+impl BenchSession for OrtSession {
+    fn input_shape(&self) -> Vec<usize> {
+        self.input_shape.clone()
+    }
+    fn output_len(&self) -> usize {
+        self.output_len
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        check_lengths(
+            input,
+            output,
+            self.input_shape.iter().product(),
+            self.output_len,
+        )?;
+        let fail = |e: ort::Error| BackendError::Run {
+            backend: NAME.into(),
+            why: e.to_string(),
+        };
+        self.input
+            .try_extract_tensor_mut::<f32>()
+            .map_err(fail)?
+            .1
+            .copy_from_slice(input);
+        drop(self.session.run_binding(&self.binding).map_err(fail)?);
+        output.copy_from_slice(self.output.try_extract_tensor::<f32>().map_err(fail)?.1);
+        Ok(())
+    }
+    fn settings(&self) -> BackendSettings {
+        BackendSettings {
+            library_version: self.version.clone(),
+            threads: 1,
+            precision: "fp32".into(),
+            adapter: "cpu".into(),
+            settings:
+                "ep=cpu;intra_threads=1;inter_threads=1;execution=sequential;opt_level=3;io_binding"
+                    .into(),
+        }
+    }
+}

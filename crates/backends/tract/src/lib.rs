@@ -1,0 +1,148 @@
+//! `tract`: sonos' pure-Rust inference engine on the exported ONNX file (tract-onnx; not
+//! tract-tflite, whose MEAN runs in integer arithmetic and gives wrong MobileNet results).
+//! Optimised plan, one thread (tract runs single-threaded unless told otherwise).
+
+use std::sync::Arc;
+
+use mobilebench_backend::{
+    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
+    Session, SourceKind,
+};
+use tract_onnx::prelude::*;
+
+const NAME: &str = "tract";
+const VERSION: &str = "tract-onnx 0.23.9";
+
+pub struct TractBackend;
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn engine(&self) -> &'static str {
+        NAME
+    }
+    fn description(&self) -> &'static str {
+        "tract (pure-Rust ONNX inference), optimised plan, 1 thread"
+    }
+    fn availability(&self) -> Availability {
+        Availability::Available {
+            detail: format!("built in, {VERSION}"),
+        }
+    }
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::File(FileFormat::Onnx)
+    }
+    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+        let ModelSource::File {
+            path,
+            format: FileFormat::Onnx,
+        } = source
+        else {
+            return Err(BackendError::Unsupported {
+                backend: NAME.into(),
+                source_desc: source.describe(),
+                why: "takes .onnx files (zoo models are exported first)".into(),
+            });
+        };
+        let fail = |e: TractError| BackendError::Load {
+            backend: NAME.into(),
+            path: path.to_path_buf(),
+            why: format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let typed = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(fail)?
+            .into_typed()
+            .map_err(fail)?;
+        let shape: Vec<usize> = match typed.input_fact(0).map_err(fail)?.shape.as_concrete() {
+            Some(s) => s.to_vec(),
+            None => {
+                return Err(BackendError::Load {
+                    backend: NAME.into(),
+                    path: path.to_path_buf(),
+                    why: "the model's input has dynamic dimensions".into(),
+                })
+            }
+        };
+        let plan = typed
+            .into_optimized()
+            .map_err(fail)?
+            .into_runnable()
+            .map_err(fail)?;
+        let output_len = match plan
+            .model()
+            .output_fact(0)
+            .map_err(fail)?
+            .shape
+            .as_concrete()
+        {
+            Some(s) => s.iter().product(),
+            None => 0,
+        };
+        let state = plan.spawn().map_err(fail)?;
+        let input = Arc::new(Tensor::zero::<f32>(&shape).map_err(fail)?);
+        Ok(Box::new(TractSession {
+            state,
+            input,
+            shape,
+            output_len,
+        }))
+    }
+}
+
+struct TractSession {
+    state: TypedSimpleState,
+    /// Handed to tract as a shared constant each run; tract releases it when the run ends,
+    /// so the next run can write into it again without allocating.
+    input: Arc<Tensor>,
+    shape: Vec<usize>,
+    output_len: usize,
+}
+
+impl Session for TractSession {
+    fn input_shape(&self) -> Vec<usize> {
+        self.shape.clone()
+    }
+    fn output_len(&self) -> usize {
+        self.output_len
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        check_lengths(input, output, self.shape.iter().product(), self.output_len)?;
+        let fail = |e: TractError| BackendError::Run {
+            backend: NAME.into(),
+            why: e.to_string(),
+        };
+        match Arc::get_mut(&mut self.input) {
+            Some(t) => t
+                .try_as_plain_ram_mut()
+                .map_err(fail)?
+                .as_slice_mut::<f32>()
+                .map_err(fail)?
+                .copy_from_slice(input),
+            None => {
+                self.input = Arc::new(Tensor::from_shape(&self.shape, input).map_err(fail)?);
+            }
+        }
+        let outputs = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(fail)?;
+        let out = outputs[0].try_as_plain_ram().map_err(fail)?;
+        output.copy_from_slice(out.as_slice::<f32>().map_err(fail)?);
+        Ok(())
+    }
+    fn settings(&self) -> BackendSettings {
+        BackendSettings {
+            library_version: VERSION.into(),
+            threads: 1,
+            precision: "fp32".into(),
+            adapter: "cpu".into(),
+            settings: "source=onnx;plan=optimized".into(),
+        }
+    }
+}

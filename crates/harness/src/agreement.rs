@@ -1,0 +1,163 @@
+//! What each pair is fed and compared with: zoo models are exported once per file format into
+//! the run directory; outputs are compared with a reference on the same weights and input
+//! (the naive evaluator for `native`, the native engine for every other backend on a zoo
+//! model, the first backend that ran for a user's file).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mobilebench_backend::{Backend, FileFormat, SourceKind};
+use mobilebench_export::{BnMode, Format};
+use mobilebench_models::{reference, synthetic_input, Model, ModelConfig};
+use mobilebench_native::Engine;
+
+use crate::worker::SourceSpec;
+
+/// Outputs agreeing within this relative difference (max |a − b| / max |reference|) are
+/// "the same result" in fp32. Measured: native against the naive reference differs by at
+/// most 1.3e-5 on whole models (f32 summation order and BN folding; see the native engine's
+/// tests); the Python ONNX Runtime and LiteRT runs of our exported files differ from each
+/// other by 2e-6 to 8e-6. 1e-4 leaves a margin of 8× over the largest, while any real error
+/// (wrong weights, layout, padding) is of order 1e-1.
+pub const FP32_TOLERANCE: f64 = 1e-4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agreement {
+    pub reference: String,
+    pub max_abs_diff: f64,
+    pub max_rel_diff: f64,
+}
+
+pub fn compare(reference: &str, expected: &[f32], actual: &[f32]) -> Agreement {
+    let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let mut max_abs = if expected.len() == actual.len() {
+        0f64
+    } else {
+        f64::INFINITY
+    };
+    for (a, b) in actual.iter().zip(expected) {
+        max_abs = max_abs.max((*a as f64 - *b as f64).abs());
+    }
+    Agreement {
+        reference: reference.to_string(),
+        max_abs_diff: max_abs,
+        max_rel_diff: if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        },
+    }
+}
+
+pub fn read_output(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// A zoo model prepared for every backend of a run: built once, exported on demand, with
+/// its reference outputs computed on demand.
+pub struct PreparedZoo {
+    pub config: ModelConfig,
+    model: Model,
+    input: Vec<f32>,
+    exports: HashMap<&'static str, PathBuf>,
+    native: Option<Vec<f32>>,
+    naive: Option<Vec<f32>>,
+}
+
+impl PreparedZoo {
+    pub fn new(config: ModelConfig, weight_seed: u64, input_seed: u64) -> PreparedZoo {
+        let model = Model::from_config(&config, weight_seed);
+        let input = synthetic_input(model.graph.input, input_seed);
+        PreparedZoo {
+            config,
+            model,
+            input,
+            exports: HashMap::new(),
+            native: None,
+            naive: None,
+        }
+    }
+
+    /// How `backend` gets this model: directly, or as an exported file (written into
+    /// `models_dir` once). `None` when the backend takes neither.
+    pub fn source_for(
+        &mut self,
+        backend: &dyn Backend,
+        models_dir: &Path,
+    ) -> Result<Option<SourceSpec>> {
+        if backend.accepts(SourceKind::Zoo) {
+            return Ok(Some(SourceSpec::Zoo {
+                name: self.config.name(),
+            }));
+        }
+        for (format, file_format) in [
+            (Format::Onnx, FileFormat::Onnx),
+            (Format::Tflite, FileFormat::Tflite),
+        ] {
+            if backend.accepts(SourceKind::File(file_format)) {
+                let path = self.export(format, models_dir)?;
+                return Ok(Some(SourceSpec::File {
+                    path,
+                    format: file_format,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn export(&mut self, format: Format, dir: &Path) -> Result<PathBuf> {
+        if let Some(p) = self.exports.get(format.extension()) {
+            return Ok(p.clone());
+        }
+        let path = dir.join(format!("{}.{}", self.config.name(), format.extension()));
+        if !path.is_file() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let bytes = mobilebench_export::export(&self.model, format, BnMode::Fused)?;
+            // Write then rename, so an interrupted export never leaves a truncated model.
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, bytes)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        self.exports.insert(format.extension(), path.clone());
+        Ok(path)
+    }
+
+    /// `native` is checked against the naive evaluator, every other backend against native.
+    pub fn agreement(&mut self, backend: &str, output: &[f32]) -> Agreement {
+        if backend == "native" {
+            let expected = self.naive.get_or_insert_with(|| {
+                reference::evaluate(&self.model.graph, &self.model.weights, &self.input)
+            });
+            compare("naive-reference", expected, output)
+        } else {
+            let expected = self.native.get_or_insert_with(|| {
+                let mut engine = Engine::new(&self.model);
+                let mut out = vec![0f32; engine.output_len()];
+                engine.run(&self.input, &mut out);
+                out
+            });
+            compare("native", expected, output)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_scales_by_the_reference() {
+        let a = compare("r", &[2.0, -4.0], &[2.0, -3.0]);
+        assert_eq!(a.max_abs_diff, 1.0);
+        assert_eq!(a.max_rel_diff, 0.25);
+        assert!(compare("r", &[1.0, 2.0], &[1.0]).max_abs_diff.is_infinite());
+    }
+}
