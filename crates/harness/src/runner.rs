@@ -568,10 +568,19 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
             row.status = Some(Status::Ok);
         } else {
             row.status = Some(Status::Crashed);
+            let loaded = outcome
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Loaded { .. }));
+            let when = if loaded {
+                "while running"
+            } else {
+                "while loading the model"
+            };
             let how = match (outcome.status.signal(), outcome.status.code()) {
-                (Some(sig), _) => format!("crashed (signal {sig}, {})", signal_name(sig)),
-                (None, Some(code)) => format!("crashed (exit code {code})"),
-                (None, None) => "crashed".to_string(),
+                (Some(sig), _) => format!("crashed {when} (signal {sig}, {})", signal_name(sig)),
+                (None, Some(code)) => format!("crashed {when} (exit code {code})"),
+                (None, None) => format!("crashed {when}"),
             };
             let err = tail(&outcome.stderr);
             row.message = if err.is_empty() {

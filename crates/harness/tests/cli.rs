@@ -1,50 +1,13 @@
 //! Whole-command tests of the `bench` binary.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BENCH: &str = env!("CARGO_BIN_EXE_bench");
-
-fn bench(args: &[&str]) -> Output {
-    Command::new(BENCH).args(args).output().expect("bench runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The single run directory under `out/local/`.
-fn run_dir(out: &Path) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local"))
-        .expect("device folder")
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.pop().unwrap()
-}
-
-fn summary(dir: &Path) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    r.deserialize().map(|row| row.unwrap()).collect()
-}
-
-fn sample_counts(dir: &Path) -> HashMap<(String, String), usize> {
-    let mut counts = HashMap::new();
-    let mut r = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
-    for row in r.deserialize::<HashMap<String, String>>() {
-        let row = row.unwrap();
-        *counts
-            .entry((row["model"].clone(), row["backend"].clone()))
-            .or_default() += 1;
-    }
-    counts
-}
+use common::*;
 
 /// Last row per (model, backend): what readers see after a resume.
 fn final_status(dir: &Path) -> HashMap<String, String> {

@@ -92,6 +92,16 @@ impl Backend for LiteRtBackend {
             backend: self.name().into(),
             reason,
         })?;
+        // LiteRT trusts the flatbuffer and crashes on a damaged one: verify it first.
+        let load_error = |why: String| BackendError::Load {
+            backend: self.name().into(),
+            path: path.to_path_buf(),
+            why,
+        };
+        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        mobilebench_export::tflite::validate(&bytes)
+            .map_err(|e| load_error(format!("not a valid .tflite file: {e}")))?;
+        drop(bytes);
         let version = installed().map(|i| i.describe()).unwrap_or_default();
         LiteRtSession::new(api, path, self.kernels, version)
             .map(|s| Box::new(s) as Box<dyn Session>)

@@ -1,0 +1,54 @@
+//! Helpers shared by the whole-command tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+
+pub fn bench(args: &[&str]) -> Output {
+    Command::new(BENCH).args(args).output().expect("bench runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The single run directory under `out/local/`.
+pub fn run_dir(out: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local"))
+        .expect("device folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+pub fn summary(dir: &Path) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    r.deserialize().map(|row| row.unwrap()).collect()
+}
+
+pub fn sample_counts(dir: &Path) -> HashMap<(String, String), usize> {
+    let mut counts = HashMap::new();
+    let mut r = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
+    for row in r.deserialize::<HashMap<String, String>>() {
+        let row = row.unwrap();
+        *counts
+            .entry((row["model"].clone(), row["backend"].clone()))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// A Python interpreter named by an environment variable that `scripts/test` sets.
+pub fn python(var: &str, what: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with ./scripts/test, which installs {what}")
+    })
+}
