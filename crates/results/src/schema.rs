@@ -44,7 +44,7 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "message",
         "",
-        "why a pair is not ok (error, signal, missing runtime); empty when ok",
+        "why a pair is not ok (error, crash, missing runtime); on an ok pair, notes such as MACs not computed for a model file",
     ),
     col("started_at", "UTC", "when the pair started, RFC 3339"),
     col("source", "", "`zoo` or the model file's path"),
@@ -52,9 +52,9 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "macs",
         "MACs",
-        "multiply-accumulates counted from the IR (README convention)",
+        "multiply-accumulates counted from the IR (README convention); empty for model files",
     ),
-    col("params", "", "parameters of the BN-folded model"),
+    col("params", "", "parameters of the BN-folded model; empty for model files"),
     col("warmup", "runs", "untimed warm-up runs"),
     col("runs", "runs", "timed runs"),
     col("core", "", "CPU core the worker was pinned to"),
@@ -111,7 +111,7 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "reference",
         "",
-        "what the output was compared with (the native engine for zoo models)",
+        "what the output was compared with: the naive evaluator for native, the native engine for other backends on zoo models, the first backend to run a model file",
     ),
     col(
         "max_abs_diff",
