@@ -289,3 +289,50 @@ fn bad_files_give_one_line_errors_and_the_campaign_goes_on() {
         "the campaign went on"
     );
 }
+
+#[test]
+fn setup_fetches_aarch64_libraries_for_remote_devices() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(BENCH)
+        .args(["setup", "--platform", "linux-aarch64"])
+        .env("MOBILEBENCH_CACHE", cache.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for lib in [
+        "onnxruntime-1.31.1/libonnxruntime.so.1.31.1",
+        "litert-2.3.0/libLiteRt.so",
+    ] {
+        let path = cache.path().join("runtimes/linux-aarch64").join(lib);
+        let elf = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(
+            u16::from_le_bytes([elf[18], elf[19]]),
+            183,
+            "{lib} is not an aarch64 (EM_AARCH64) library"
+        );
+    }
+}
+
+#[test]
+fn a_missing_runtime_is_listed_unavailable_with_the_reason() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(BENCH)
+        .args(["list", "backends"])
+        .env("MOBILEBENCH_CACHE", empty.path())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    for backend in ["onnxruntime", "litert-xnnpack"] {
+        let line = text.lines().find(|l| l.starts_with(backend)).unwrap();
+        assert!(
+            line.contains("unavailable") && line.contains("run `bench setup`"),
+            "{line}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tract") && l.contains(" available")),
+        "{text}"
+    );
+}
