@@ -5,7 +5,7 @@ mod list;
 mod probe;
 mod registry;
 mod runner;
-mod stats;
+
 mod worker;
 
 use std::path::PathBuf;
@@ -38,8 +38,12 @@ enum Cmd {
     List(ListCmd),
     /// Measure every (model, backend) pair, one worker process per pair
     Run(RunArgs),
-    /// Print markdown latency tables (one per device) from run directories
+    /// Report run directories (any number of devices): tables on stdout, or with -o a folder
+    /// with README.md and SVG/PNG plots
     Report(ReportArgs),
+    /// Compare two run directories pair by pair: change of the median, bootstrap 95% CI,
+    /// verdict
+    Compare(CompareArgs),
     /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
     Export(ExportArgs),
     /// Fetch the runtimes (ONNX Runtime, LiteRT) from their PyPI wheels into the cache and
@@ -144,9 +148,29 @@ struct ReportArgs {
     /// Run directories (each holds summary.csv), from any number of devices
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
-    /// Write the markdown here instead of standard output
-    #[arg(long, short)]
+    /// Write DIR/README.md and the plots (SVG and PNG) here instead of printing the tables
+    #[arg(long, short, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Backend whose latency the model table shows [default: the fastest per device]
+    #[arg(long)]
+    backend: Option<String>,
+    /// Backend the speed-up plots are relative to
+    #[arg(long, default_value = "native")]
+    baseline: String,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The earlier run directory
+    old: PathBuf,
+    /// The later run directory
+    new: PathBuf,
+    /// Changes of the median smaller than this fraction are noise, whatever the CI says
+    #[arg(long, default_value_t = 0.01)]
+    noise: f64,
+    /// Exit with status 1 when any pair is significantly slower
+    #[arg(long)]
+    fail_on_regression: bool,
 }
 
 fn main() -> ExitCode {
@@ -169,7 +193,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::List(ListCmd::Backends) => print!("{}", list::backends()),
         Cmd::List(ListCmd::Devices) => print!("{}", list::devices()?),
         Cmd::Run(args) => run(args)?,
-        Cmd::Report(args) => report(&args.dirs, args.output.as_ref())?,
+        Cmd::Report(args) => report(&args)?,
+        Cmd::Compare(args) => {
+            if compare(&args)? && args.fail_on_regression {
+                bail!("a pair is significantly slower (--fail-on-regression)");
+            }
+        }
         Cmd::Export(args) => export(&args)?,
         Cmd::Setup(args) => setup(args.platform.as_deref())?,
         Cmd::Worker { .. } => unreachable!("handled in main"),
@@ -243,8 +272,10 @@ fn run(args: RunArgs) -> Result<()> {
     let outcome = runner::run(&ctx);
     // Whatever happened, what was measured is on disk: show it.
     let report_path = dir.join("report.md");
-    report(std::slice::from_ref(&dir), Some(&report_path))?;
-    print!("{}", std::fs::read_to_string(&report_path)?);
+    let tables = mobilebench_reports::latency_tables(&read_runs(std::slice::from_ref(&dir))?);
+    std::fs::write(&report_path, &tables)
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    print!("{tables}");
     eprintln!("CSVs and report.md in {}", dir.display());
     outcome
 }
@@ -292,7 +323,7 @@ fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn report(dirs: &[PathBuf], output: Option<&PathBuf>) -> Result<()> {
+fn read_runs(dirs: &[PathBuf]) -> Result<Vec<mobilebench_results::Run>> {
     let mut runs = Vec::new();
     for dir in dirs {
         let run = mobilebench_results::read_run(dir)?;
@@ -301,11 +332,38 @@ fn report(dirs: &[PathBuf], output: Option<&PathBuf>) -> Result<()> {
         }
         runs.push(run);
     }
-    let markdown = mobilebench_reports::latency_tables(&runs);
-    match output {
-        Some(path) => std::fs::write(path, &markdown)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{markdown}"),
+    Ok(runs)
+}
+
+fn report(args: &ReportArgs) -> Result<()> {
+    let runs = read_runs(&args.dirs)?;
+    let options = mobilebench_reports::ReportOptions {
+        backend: args.backend.clone(),
+        baseline: args.baseline.clone(),
+    };
+    match &args.output {
+        Some(dir) => {
+            let files = mobilebench_reports::write_report(&runs, &options, dir)?;
+            eprintln!("wrote {} files into {}", files.len(), dir.display());
+        }
+        None => print!("{}", mobilebench_reports::markdown(&runs, &options, &[])),
     }
     Ok(())
+}
+
+/// Prints the comparison; returns whether any pair is significantly slower.
+fn compare(args: &CompareArgs) -> Result<bool> {
+    use mobilebench_reports::compare::{self, Verdict};
+    let old = mobilebench_results::read_run(&args.old)?;
+    let new = mobilebench_results::read_run(&args.new)?;
+    let changes = compare::compare(&old, &new, args.noise);
+    if changes.is_empty() {
+        bail!(
+            "{} and {} share no pair measured ok in both (same device, model and backend)",
+            args.old.display(),
+            args.new.display()
+        );
+    }
+    print!("{}", compare::markdown(&changes));
+    Ok(changes.iter().any(|c| c.verdict == Verdict::Slower))
 }

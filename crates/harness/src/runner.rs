@@ -18,8 +18,8 @@ use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, St
 use crate::agreement::{self, Agreement, PreparedZoo, FP32_TOLERANCE};
 use crate::probe::{self, CoreState, Machine};
 use crate::registry;
-use crate::stats;
 use crate::worker::{Event, SourceSpec, WorkerSpec};
+use mobilebench_reports::stats;
 /// A frequency change of more than this fraction during a pair flags it.
 const FREQ_CHANGE: f64 = 0.05;
 /// A temperature change of more than this (°C) during a pair flags it.

@@ -324,3 +324,71 @@ fn bad_input_gets_a_clear_one_line_error_and_nothing_is_created() {
         "bad input must not create a run directory"
     );
 }
+
+/// A copy of a run directory whose samples of one model are scaled (a synthetic change for
+/// the comparison test).
+fn scaled_copy(dir: &Path, to: &Path, model: &str, factor: f64) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(dir.join("summary.csv"), to.join("summary.csv")).unwrap();
+    let mut r = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
+    let mut w = csv::Writer::from_path(to.join("samples.csv")).unwrap();
+    w.write_record(r.headers().unwrap()).unwrap();
+    for rec in r.records() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        if rec[1] == model {
+            rec[4] = ((rec[4].parse::<f64>().unwrap()) * factor)
+                .round()
+                .to_string();
+        }
+        w.write_record(&rec).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+#[test]
+fn compare_reports_a_slowdown_and_fails_on_regression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_96,mobilenet_v1_0.25_128",
+        "--backends",
+        "native",
+        "--warmup",
+        "5",
+        "--runs",
+        "300",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = run_dir(tmp.path());
+    let new = tmp.path().join("slower");
+    scaled_copy(&old, &new, "mobilenet_v3_small_0.25_96", 1.2);
+    let (o, n) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let plain = bench(&["compare", o, n]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let md = stdout(&plain);
+    let row = |model: &str| md.lines().find(|l| l.contains(model)).unwrap().to_string();
+    assert!(
+        row("mobilenet_v3_small_0.25_96").ends_with("| slower |"),
+        "{md}"
+    );
+    assert!(
+        row("mobilenet_v1_0.25_128").ends_with("| no significant change |"),
+        "{md}"
+    );
+    let strict = bench(&["compare", o, n, "--fail-on-regression"]);
+    assert!(
+        !strict.status.success(),
+        "a regression must fail the command"
+    );
+    assert!(
+        stderr(&strict).contains("significantly slower"),
+        "{}",
+        stderr(&strict)
+    );
+    assert!(bench(&["compare", o, o, "--fail-on-regression"])
+        .status
+        .success());
+}

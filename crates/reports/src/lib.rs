@@ -1,171 +1,135 @@
-//! Reports from results CSVs only (never re-running anything). For now: one markdown latency
-//! table per device, rows models, columns backends, cells the median in ms.
+//! The analysis and report stages: statistics of samples, markdown tables, plots, and
+//! comparisons of runs. Everything here reads results CSVs only and never re-runs anything;
+//! the same CSVs give byte-identical markdown.
 
-use std::collections::BTreeSet;
-use std::fmt::Write;
+pub mod compare;
+pub mod plots;
+pub mod stats;
+mod tables;
+
+use std::path::{Path, PathBuf};
 
 use mobilebench_results::{Run, SummaryRow};
 
-/// Formats a latency in ms: one decimal from 100 ms, two from 1 ms, three significant
-/// digits below (so a 30 ns overhead reads 0.0000300, not 0.0000).
-pub fn format_ms(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.1}")
-    } else if ms >= 1.0 {
-        format!("{ms:.2}")
-    } else if ms > 0.0 {
-        let decimals = (2.0 - ms.log10().floor()) as usize;
-        format!("{ms:.decimals$}")
-    } else {
-        "0".into()
+pub use tables::{device_table, format_ms, latency_tables, model_table, stats_table};
+
+/// How the report picks what it shows.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// The backend whose latency the model table shows; `None`: the fastest per device.
+    pub backend: Option<String>,
+    /// The backend speed-ups are relative to.
+    pub baseline: String,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            backend: None,
+            baseline: "native".into(),
+        }
     }
 }
 
-/// What a cell shows: the median, or why there is none.
-fn cell(row: Option<&SummaryRow>) -> String {
-    match row {
-        None => "–".into(),
-        Some(r) if r.is_ok() => {
-            let median = r.p50_ms.map_or("?".into(), format_ms);
-            if r.flags.is_empty() {
-                median
-            } else {
-                format!("{median} ⚠ {}", r.flag_list().join(", "))
-            }
-        }
-        Some(r) => r
-            .status
-            .map_or("?".into(), |s| format!("{s:?}").to_lowercase()),
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plot {path}: {why}")]
+    Plot { path: PathBuf, why: String },
+    #[error("no TrueType font for the plots ({0}); install fonts-dejavu-core")]
+    NoFont(String),
 }
 
-/// One latency table per device found in `runs` (devices and models in first-seen order,
-/// backends too), followed by a legend.
-pub fn latency_tables(runs: &[Run]) -> String {
-    let rows: Vec<&SummaryRow> = runs.iter().flat_map(|r| &r.summary).collect();
-    let mut devices: Vec<&str> = Vec::new();
-    for r in &rows {
-        if !devices.contains(&r.device.as_str()) {
-            devices.push(&r.device);
+/// The seed's V3 columns, in its order, with the seed's labels.
+pub const SEED_COLUMNS: [(&str, &str); 4] = [
+    ("mobilenet_v3_small_1.0_224", "Small"),
+    (
+        "mobilenet_v3_small_minimalistic_1.0_224",
+        "Small Minimalistic",
+    ),
+    ("mobilenet_v3_large_1.0_224", "Large"),
+    (
+        "mobilenet_v3_large_minimalistic_1.0_224",
+        "Large Minimalistic",
+    ),
+];
+
+/// Every summary row of the runs, in file order.
+pub(crate) fn all_rows(runs: &[Run]) -> Vec<&SummaryRow> {
+    runs.iter().flat_map(|r| &r.summary).collect()
+}
+
+/// Distinct values in first-seen order.
+pub(crate) fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
         }
     }
-    let mut out = String::new();
-    for device in devices {
-        let of_device: Vec<&SummaryRow> = rows
-            .iter()
-            .copied()
-            .filter(|r| r.device == device)
-            .collect();
-        let mut models: Vec<&str> = Vec::new();
-        let mut backends: Vec<&str> = Vec::new();
-        for r in &of_device {
-            if !models.contains(&r.model.as_str()) {
-                models.push(&r.model);
-            }
-            if !backends.contains(&r.backend.as_str()) {
-                backends.push(&r.backend);
-            }
-        }
-        let cpu: BTreeSet<&str> = of_device
-            .iter()
-            .map(|r| r.cpu_brand.as_str())
-            .filter(|c| !c.is_empty())
-            .collect();
-        let _ = writeln!(out, "### {device}\n");
-        if !cpu.is_empty() {
-            let _ = writeln!(
-                out,
-                "CPU: {}\n",
-                cpu.into_iter().collect::<Vec<_>>().join(", ")
-            );
-        }
-        let _ = writeln!(out, "Median latency (ms), one pinned core.\n");
-        let _ = writeln!(out, "| model | {} |", backends.join(" | "));
-        let _ = writeln!(out, "|---|{}", "---:|".repeat(backends.len()));
-        for model in &models {
-            let cells: Vec<String> = backends
-                .iter()
-                .map(|b| {
-                    cell(
-                        of_device
-                            .iter()
-                            .copied()
-                            .find(|r| r.model == *model && r.backend == *b),
-                    )
-                })
-                .collect();
-            let _ = writeln!(out, "| {model} | {} |", cells.join(" | "));
-        }
-        let _ = writeln!(out);
-    }
-    out.push_str(
-        "⚠ flags: noisy (coefficient of variation above the threshold), freq_changed, \
-         temp_changed, unpinned, disagrees (output differs from the reference); `–`: not run.\n",
-    );
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mobilebench_results::Status;
-
-    fn row(device: &str, model: &str, backend: &str, p50: f64, flags: &str) -> SummaryRow {
-        SummaryRow {
-            device: device.into(),
-            model: model.into(),
-            backend: backend.into(),
-            status: Some(Status::Ok),
-            p50_ms: Some(p50),
-            flags: flags.into(),
-            ..Default::default()
+/// The full markdown report; `plots` are the image files to embed (relative paths).
+pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> String {
+    let mut md = String::from("# mobilebench report\n\n");
+    let dirs: Vec<String> = runs
+        .iter()
+        .map(|r| format!("`{}`", r.dir.display()))
+        .collect();
+    md.push_str(&format!(
+        "From {}. Latencies are medians in ms on one pinned core.\n\n",
+        dirs.join(", ")
+    ));
+    md.push_str("## Devices (MobileNet V3 at 1.0/224)\n\n");
+    md.push_str(&device_table(runs));
+    md.push_str("\n## Models\n\n");
+    md.push_str(&model_table(runs, options));
+    if !plots.is_empty() {
+        md.push_str("\n## Plots\n\n");
+        for p in plots
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', " "))
+                .unwrap_or_default();
+            md.push_str(&format!("![{name}]({})\n\n", p.display()));
         }
     }
+    md.push_str("\n## Every pair\n\n");
+    md.push_str(&stats_table(runs));
+    md
+}
 
-    #[test]
-    fn table_cell_by_cell() {
-        let mut failed = row("local", "m2", "noop", 0.0, "");
-        failed.status = Some(Status::Crashed);
-        let run = Run {
-            dir: "x".into(),
-            summary: vec![
-                row("local", "m1", "native", 12.3456, ""),
-                row("local", "m1", "noop", 0.00012, "noisy"),
-                row("local", "m2", "native", 123.45, ""),
-                failed,
-            ],
-            samples: Default::default(),
-            skipped_rows: vec![],
-        };
-        let md = latency_tables(&[run]);
-        let lines: Vec<&str> = md.lines().collect();
-        assert!(lines.contains(&"| model | native | noop |"), "{md}");
-        assert!(lines.contains(&"| m1 | 12.35 | 0.000120 ⚠ noisy |"), "{md}");
-        assert!(lines.contains(&"| m2 | 123.5 | crashed |"), "{md}");
-    }
-
-    #[test]
-    fn latency_formatting() {
-        assert_eq!(format_ms(123.456), "123.5");
-        assert_eq!(format_ms(4.6507), "4.65");
-        assert_eq!(format_ms(0.5), "0.500");
-        assert_eq!(format_ms(0.00003), "0.0000300");
-        assert_eq!(format_ms(0.0), "0");
-    }
-
-    #[test]
-    fn one_table_per_device() {
-        let run = Run {
-            dir: "x".into(),
-            summary: vec![
-                row("a", "m", "native", 1.0, ""),
-                row("b", "m", "native", 2.0, ""),
-            ],
-            samples: Default::default(),
-            skipped_rows: vec![],
-        };
-        let md = latency_tables(&[run]);
-        assert!(md.contains("### a") && md.contains("### b"));
-        assert!(md.contains("| m | 1.00 |") && md.contains("| m | 2.00 |"));
-    }
+/// Writes `dir/README.md` and the plots (SVG and PNG) into `dir`.
+pub fn write_report(
+    runs: &[Run],
+    options: &ReportOptions,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let written = plots::write_all(runs, options, dir)?;
+    let relative: Vec<PathBuf> = written
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .collect();
+    let readme = dir.join("README.md");
+    std::fs::write(&readme, markdown(runs, options, &relative)).map_err(|source| {
+        ReportError::Io {
+            path: readme.clone(),
+            source,
+        }
+    })?;
+    let mut all = vec![readme];
+    all.extend(written);
+    Ok(all)
 }
