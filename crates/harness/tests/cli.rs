@@ -110,15 +110,37 @@ fn run_writes_complete_csvs_and_report_reads_them() {
         assert!(lo <= p50 && p50 <= hi && p50 > 0.0);
     }
     assert!(sample_counts(&dir).values().all(|&n| n == 40));
-    // The run printed the table; `bench report` reproduces it from the CSVs alone.
+    // The run wrote and printed its latency table; `bench report` builds the full report from
+    // the CSVs alone.
+    let table = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        table.contains("| model | native |") && stdout(&out).contains(&table),
+        "{table}"
+    );
     let report = bench(&["report", dir.to_str().unwrap()]);
     assert!(report.status.success(), "{}", stderr(&report));
     let md = stdout(&report);
-    assert!(md.contains("| model | native |"), "{md}");
     assert!(
-        md.contains("| mobilenet_v3_small_0.25_96 |") && md.contains("| mobilenet_v1_0.25_128 |")
+        md.contains("| mobilenet_v3_small_0.25_96 | 3.2 | 1.3 | – | "),
+        "{md}"
     );
-    assert_eq!(md, std::fs::read_to_string(dir.join("report.md")).unwrap());
+    assert!(
+        md.contains("| local | mobilenet_v1_0.25_128 | native | ok |"),
+        "{md}"
+    );
+    let out_dir = tmp.path().join("report");
+    let written = bench(&[
+        "report",
+        dir.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(written.status.success(), "{}", stderr(&written));
+    let readme = std::fs::read_to_string(out_dir.join("README.md")).unwrap();
+    assert!(
+        readme.contains("![latency distribution local](latency_distribution_local.png)"),
+        "{readme}"
+    );
 }
 
 /// Children of `parent` whose command line is a bench worker.
