@@ -242,8 +242,8 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
             ) => {
                 let pooled = b.node("GlobalAveragePool", &format!("{tag}_pool"), &[&x], vec![]);
                 let (c, s) = (se.channels, se.squeeze);
-                let conv1 = one_by_one(c, s);
-                let conv2 = one_by_one(s, c);
+                let conv1 = Conv2d::one_by_one_with_bias(c, s);
+                let conv2 = Conv2d::one_by_one_with_bias(s, c);
                 let h = b.conv(
                     &pooled,
                     &conv1,
@@ -322,24 +322,4 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
         ..Default::default()
     };
     Ok(proto.encode_to_vec())
-}
-
-/// A 1×1 stride-1 conv with bias, for SE's two layers on the pooled `[1, C, 1, 1]` value.
-fn one_by_one(cin: usize, cout: usize) -> Conv2d {
-    Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: 1,
-        stride: 1,
-        groups: 1,
-        padding: mobilebench_models::ir::Padding {
-            top: 0,
-            left: 0,
-            bottom: 0,
-            right: 0,
-        },
-        batch_norm: false,
-        bias: true,
-        activation: Activation::None,
-    }
 }

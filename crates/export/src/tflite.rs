@@ -48,11 +48,33 @@ impl<'f> Builder<'f> {
         }
     }
 
+    /// A float32 tensor: an activation (`data` None) or a constant.
     fn tensor(&mut self, name: &str, shape: &[usize], data: Option<&[f32]>) -> i32 {
-        let buffer = match data {
-            Some(values) => {
-                assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = data.map(|values| {
+            assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+        });
+        self.typed_tensor(name, shape, TensorType::FLOAT32, bytes)
+    }
+
+    fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.typed_tensor(name, &[values.len()], TensorType::INT32, Some(bytes))
+    }
+
+    /// Writes a tensor and, for a constant, its buffer; returns the tensor's index.
+    fn typed_tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        type_: TensorType,
+        bytes: Option<Vec<u8>>,
+    ) -> i32 {
+        let buffer = match bytes {
+            Some(bytes) => {
                 let data = self.fb.create_vector(&bytes);
                 let b = Buffer::create(&mut self.fb, &BufferArgs { data: Some(data) });
                 self.buffers.push(b);
@@ -67,7 +89,7 @@ impl<'f> Builder<'f> {
             &mut self.fb,
             &TensorArgs {
                 shape: Some(shape),
-                type_: TensorType::FLOAT32,
+                type_,
                 buffer,
                 name: Some(name),
                 has_rank: true,
@@ -285,29 +307,6 @@ impl<'f> Builder<'f> {
         y
     }
 
-    fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let data = self.fb.create_vector(&bytes);
-        let b = Buffer::create(&mut self.fb, &BufferArgs { data: Some(data) });
-        self.buffers.push(b);
-        let buffer = self.buffers.len() as u32 - 1;
-        let shape = self.fb.create_vector(&[values.len() as i32]);
-        let name = self.fb.create_string(name);
-        let t = Tensor::create(
-            &mut self.fb,
-            &TensorArgs {
-                shape: Some(shape),
-                type_: TensorType::INT32,
-                buffer,
-                name: Some(name),
-                has_rank: true,
-                ..Default::default()
-            },
-        );
-        self.tensors.push(t);
-        self.tensors.len() as i32 - 1
-    }
-
     /// FULLY_CONNECTED: TFLite weights are `[out][in]`; ours `[in][out]`.
     fn fully_connected(
         &mut self,
@@ -391,7 +390,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let pooled = b.mean_hw(x, se.channels, &format!("{tag}_pool"));
                 let (c, s) = (se.channels, se.squeeze);
                 let one = Shape::new(1, 1, s);
-                let conv1 = pointwise(c, s);
+                let conv1 = Conv2d::one_by_one_with_bias(c, s);
                 let h = b.conv(
                     pooled,
                     &conv1,
@@ -400,7 +399,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                     Activation::Relu,
                     &format!("{tag}_reduce"),
                 );
-                let conv2 = pointwise(s, c);
+                let conv2 = Conv2d::one_by_one_with_bias(s, c);
                 let g = b.conv(
                     h,
                     &conv2,
@@ -436,25 +435,6 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
     }
     let output = *ids.last().expect("a graph has nodes");
     Ok(finish(b, input, output, &model.name))
-}
-
-fn pointwise(cin: usize, cout: usize) -> Conv2d {
-    Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: 1,
-        stride: 1,
-        groups: 1,
-        padding: mobilebench_models::ir::Padding {
-            top: 0,
-            left: 0,
-            bottom: 0,
-            right: 0,
-        },
-        batch_norm: false,
-        bias: true,
-        activation: Activation::None,
-    }
 }
 
 fn finish(mut b: Builder, input: i32, output: i32, description: &str) -> Vec<u8> {

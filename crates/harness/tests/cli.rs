@@ -70,10 +70,10 @@ fn may_be_empty(column: &str, row: &HashMap<String, String>) -> bool {
     }
 }
 
-#[test]
-fn run_writes_complete_csvs_and_report_reads_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = bench(&[
+/// `bench run` of two small models on native, 3 warm-up runs, into `out`.
+fn run_two_small_models(out: &Path, runs: u32) -> std::process::Output {
+    let runs = runs.to_string();
+    bench(&[
         "run",
         "--models",
         "mobilenet_v3_small_0.25_96,mobilenet_v1_0.25_128",
@@ -82,10 +82,16 @@ fn run_writes_complete_csvs_and_report_reads_them() {
         "--warmup",
         "3",
         "--runs",
-        "40",
+        &runs,
         "--out",
-        tmp.path().to_str().unwrap(),
-    ]);
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn run_writes_complete_csvs_and_report_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_two_small_models(tmp.path(), 40);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = run_dir(tmp.path());
     let rows = summary(&dir);
@@ -370,19 +376,7 @@ fn scaled_copy(dir: &Path, to: &Path, model: &str, factor: f64) {
 #[test]
 fn compare_reports_a_slowdown_and_fails_on_regression() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = bench(&[
-        "run",
-        "--models",
-        "mobilenet_v3_small_0.25_96,mobilenet_v1_0.25_128",
-        "--backends",
-        "native",
-        "--warmup",
-        "5",
-        "--runs",
-        "300",
-        "--out",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let out = run_two_small_models(tmp.path(), 300);
     assert!(out.status.success(), "{}", stderr(&out));
     let old = run_dir(tmp.path());
     let new = tmp.path().join("slower");

@@ -104,6 +104,27 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// A 1×1 stride-1 convolution with bias and no BN: how exporters write SE's two layers on
+    /// a pooled value.
+    pub fn one_by_one_with_bias(in_channels: usize, out_channels: usize) -> Conv2d {
+        Conv2d {
+            in_channels,
+            out_channels,
+            kernel: 1,
+            stride: 1,
+            groups: 1,
+            padding: Padding {
+                top: 0,
+                left: 0,
+                bottom: 0,
+                right: 0,
+            },
+            batch_norm: false,
+            bias: true,
+            activation: Activation::None,
+        }
+    }
+
     pub fn is_depthwise(&self) -> bool {
         self.groups > 1 && self.groups == self.in_channels && self.out_channels == self.in_channels
     }

@@ -52,6 +52,19 @@ impl ModelSource<'_> {
         }
     }
 
+    /// The path of a file source of `format`, or the error a backend that reads only such
+    /// files returns for anything else.
+    pub fn require_file(&self, backend: &str, format: FileFormat) -> Result<&Path, BackendError> {
+        match self {
+            ModelSource::File { path, format: f } if *f == format => Ok(path),
+            _ => Err(BackendError::Unsupported {
+                backend: backend.into(),
+                source_desc: self.describe(),
+                why: format!("takes {format:?} files (zoo models are exported first)"),
+            }),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ModelSource::Zoo(m) => format!("zoo model {}", m.name),

@@ -77,17 +77,7 @@ impl Backend for LiteRtBackend {
         kind == SourceKind::File(FileFormat::Tflite)
     }
     fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
-        let ModelSource::File {
-            path,
-            format: FileFormat::Tflite,
-        } = source
-        else {
-            return Err(BackendError::Unsupported {
-                backend: self.name().into(),
-                source_desc: source.describe(),
-                why: "takes .tflite files (zoo models are exported first)".into(),
-            });
-        };
+        let path = source.require_file(self.name(), FileFormat::Tflite)?;
         let api = api().map_err(|reason| BackendError::Unavailable {
             backend: self.name().into(),
             reason,

@@ -75,17 +75,7 @@ impl Backend for OnnxRuntimeBackend {
         kind == SourceKind::File(FileFormat::Onnx)
     }
     fn load(&self, source: &ModelSource) -> Result<Box<dyn BenchSession>, BackendError> {
-        let ModelSource::File {
-            path,
-            format: FileFormat::Onnx,
-        } = source
-        else {
-            return Err(BackendError::Unsupported {
-                backend: NAME.into(),
-                source_desc: source.describe(),
-                why: "takes .onnx files (zoo models are exported first)".into(),
-            });
-        };
+        let path = source.require_file(NAME, FileFormat::Onnx)?;
         let fail = |why: String| BackendError::Load {
             backend: NAME.into(),
             path: path.to_path_buf(),

@@ -34,17 +34,7 @@ impl Backend for TractBackend {
         kind == SourceKind::File(FileFormat::Onnx)
     }
     fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
-        let ModelSource::File {
-            path,
-            format: FileFormat::Onnx,
-        } = source
-        else {
-            return Err(BackendError::Unsupported {
-                backend: NAME.into(),
-                source_desc: source.describe(),
-                why: "takes .onnx files (zoo models are exported first)".into(),
-            });
-        };
+        let path = source.require_file(NAME, FileFormat::Onnx)?;
         let fail = |e: TractError| BackendError::Load {
             backend: NAME.into(),
             path: path.to_path_buf(),
