@@ -4,6 +4,7 @@ mod agreement;
 mod list;
 mod probe;
 mod registry;
+mod remote;
 mod runner;
 
 mod worker;
@@ -52,8 +53,11 @@ enum Cmd {
     /// Internal: measure one pair and report JSON lines on stdout
     #[command(hide = true)]
     Worker {
+        #[arg(long, required_unless_present = "probe")]
+        spec: Option<String>,
+        /// Print one backend's availability as JSON
         #[arg(long)]
-        spec: String,
+        probe: Option<String>,
     },
 }
 
@@ -87,9 +91,11 @@ struct RunArgs {
     /// `bench list backends`); runtimes missing from the cache are fetched first
     #[arg(long, default_value = "all", value_delimiter = ',')]
     backends: Vec<String>,
-    /// Device profile to run on (see `bench list devices`)
-    #[arg(long, default_value = "local")]
-    device: String,
+    /// Device to run on: a profile name (see `bench list devices`) or a profile file's path;
+    /// repeat it to measure several devices at once (each device's pairs run one after
+    /// another, devices run concurrently, into one run directory)
+    #[arg(long = "device", default_value = "local")]
+    devices: Vec<String>,
     /// Core to pin each worker to [default: the fastest core by maximum frequency, highest
     /// index on ties]
     #[arg(long)]
@@ -108,7 +114,7 @@ struct RunArgs {
     out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "device", "quick"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick"])]
     resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -116,6 +122,21 @@ struct RunArgs {
     /// Coefficient of variation above which a pair is flagged `noisy`
     #[arg(long, default_value_t = 0.10)]
     cv_threshold: f64,
+    /// Internal (remote runs): use exactly this run directory, resuming it if it exists
+    #[arg(long, hide = true)]
+    run_dir: Option<PathBuf>,
+    /// Internal (remote runs): the device name to write into the rows
+    #[arg(long, hide = true)]
+    as_device: Option<String>,
+    /// Internal (remote runs): flag every row as measured under emulation
+    #[arg(long, hide = true)]
+    emulated: bool,
+    /// Internal (remote runs): print each finished pair on stdout
+    #[arg(long, hide = true)]
+    emit_rows: bool,
+    /// Internal (remote runs): start workers under this command (the device's emulator)
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    worker_prefix: Option<String>,
 }
 
 #[derive(Args)]
@@ -175,8 +196,15 @@ struct CompareArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::Worker { spec } = &cli.command {
-        return worker::main(spec);
+    match &cli.command {
+        Cmd::Worker {
+            probe: Some(backend),
+            ..
+        } => return worker::probe(backend),
+        Cmd::Worker {
+            spec: Some(spec), ..
+        } => return worker::main(spec),
+        _ => {}
     }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,77 +235,178 @@ fn dispatch(cmd: Cmd) -> Result<()> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let (dir, manifest) = match &args.resume {
-        Some(dir) => (dir.clone(), runner::manifest_for_resume(dir)?),
-        None => {
-            let device = mobilebench_devices::find(&args.device)?;
-            let models = match (&args.models, args.model_files.is_empty()) {
-                (Some(spec), _) => sets::select(spec).context("--models")?,
-                (None, true) => sets::select("default")?,
-                (None, false) => Vec::new(),
-            };
-            let backends = registry::select(&args.backends).context("--backends")?;
-            let (warmup, runs) = if args.quick {
-                (10, 100)
-            } else {
-                (args.warmup, args.runs)
-            };
-            if runs == 0 {
-                bail!("--runs must be at least 1");
-            }
-            let core = match args.core {
-                Some(c) if c >= probe::Machine::probe().cpu_cores => {
-                    bail!(
-                        "--core {c}: this machine has cores 0..{}",
-                        probe::Machine::probe().cpu_cores - 1
-                    )
+    use mobilebench_devices::DeviceKind;
+    // A run started by another machine on this one (a remote device) uses exactly the run
+    // directory it is given, resuming it when it already holds a plan.
+    let (dir, manifest, resuming) = match (&args.resume, &args.run_dir) {
+        (Some(dir), _) => (dir.clone(), runner::manifest_for_resume(dir)?, true),
+        (None, Some(dir)) if dir.join(mobilebench_results::MANIFEST_FILE).is_file() => {
+            (dir.clone(), runner::manifest_for_resume(dir)?, true)
+        }
+        _ => {
+            let manifest = new_manifest(&args)?;
+            let dir = match &args.run_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    mobilebench_results::write_manifest(dir, &manifest)?;
+                    dir.clone()
                 }
-                Some(c) => Some(c),
-                None => probe::fastest_core(),
+                None => {
+                    // Unreachable devices fail before a run directory is created.
+                    for profile in device_profiles(&manifest)? {
+                        if profile.kind == DeviceKind::Ssh {
+                            remote::Remote::new(&profile)?.check_reachable()?;
+                        }
+                    }
+                    runner::create_run_dir(&args.out, &manifest)?
+                }
             };
-            let manifest = RunManifest {
-                device: device.name,
-                models: models.iter().map(|m| m.name()).collect(),
-                model_files: args
-                    .model_files
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
-                backends: backends.iter().map(|b| b.name().to_string()).collect(),
-                warmup,
-                runs,
-                core,
-                weight_seed: args.seed,
-                input_seed: DEFAULT_INPUT_SEED,
-                cv_threshold: args.cv_threshold,
-                created_at: runner::now_rfc3339(),
-                command: std::env::args().collect::<Vec<_>>().join(" "),
-            };
-            (runner::create_run_dir(&args.out, &manifest)?, manifest)
+            (dir, manifest, false)
         }
     };
     eprintln!(
-        "run directory {}: {} models × {} backends, {} warm-up + {} timed runs, core {}",
+        "run directory {}{}: {} models × {} backends on {}, {} warm-up + {} timed runs",
         dir.display(),
+        if resuming { " (resumed)" } else { "" },
         manifest.models.len() + manifest.model_files.len(),
         manifest.backends.len(),
+        manifest.device,
         manifest.warmup,
         manifest.runs,
-        manifest.core.map_or("unpinned".into(), |c| c.to_string())
     );
-    let ctx = runner::RunContext {
-        dir: dir.clone(),
-        manifest,
-    };
-    let outcome = runner::run(&ctx);
+    let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
+    let profiles = device_profiles(&manifest)?;
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let outcomes: Vec<(String, Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = profiles
+            .iter()
+            .map(|profile| {
+                let (dir, writer, run_id, args) = (&dir, &writer, &run_id, &args);
+                let mut manifest = manifest.clone();
+                manifest.backends.retain(|b| profile.allows(b));
+                if args.as_device.is_none() {
+                    manifest.core = manifest.core.or(profile.core);
+                }
+                scope.spawn(move || {
+                    let result = match profile.kind {
+                        DeviceKind::Local => {
+                            let ctx = runner::RunContext {
+                                dir: dir.clone(),
+                                device: args
+                                    .as_device
+                                    .clone()
+                                    .unwrap_or_else(|| profile.name.clone()),
+                                emulated: args.emulated || profile.emulated,
+                                emit_rows: args.emit_rows,
+                                worker_prefix: args
+                                    .worker_prefix
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .split_whitespace()
+                                    .map(String::from)
+                                    .collect(),
+                                manifest,
+                            };
+                            runner::run(&ctx, writer)
+                        }
+                        DeviceKind::Ssh => remote::Remote::new(profile)
+                            .and_then(|r| r.run(&manifest, run_id, writer)),
+                    };
+                    (profile.name.clone(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a device thread panicked"))
+            .collect()
+    });
+    drop(writer);
     // Whatever happened, what was measured is on disk: show it.
     let report_path = dir.join("report.md");
     let tables = mobilebench_reports::latency_tables(&read_runs(std::slice::from_ref(&dir))?);
     std::fs::write(&report_path, &tables)
         .with_context(|| format!("cannot write {}", report_path.display()))?;
-    print!("{tables}");
+    if !args.emit_rows {
+        print!("{tables}");
+    }
     eprintln!("CSVs and report.md in {}", dir.display());
-    outcome
+    let failed: Vec<String> = outcomes
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// The profiles of a manifest's devices (`device` holds them comma-separated).
+fn device_profiles(manifest: &RunManifest) -> Result<Vec<mobilebench_devices::DeviceProfile>> {
+    manifest
+        .device
+        .split(',')
+        .map(|d| mobilebench_devices::find(d).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
+    let profiles = args
+        .devices
+        .iter()
+        .map(|d| mobilebench_devices::find(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let models = match (&args.models, args.model_files.is_empty()) {
+        (Some(spec), _) => sets::select(spec).context("--models")?,
+        (None, true) => sets::select("default")?,
+        (None, false) => Vec::new(),
+    };
+    let backends = registry::select(&args.backends).context("--backends")?;
+    let (warmup, runs) = if args.quick {
+        (10, 100)
+    } else {
+        (args.warmup, args.runs)
+    };
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let only_local = profiles
+        .iter()
+        .all(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let core = match args.core {
+        Some(c) if only_local && c >= probe::Machine::probe().cpu_cores => {
+            bail!(
+                "--core {c}: this machine has cores 0..{}",
+                probe::Machine::probe().cpu_cores - 1
+            )
+        }
+        Some(c) => Some(c),
+        None if only_local => probe::fastest_core(),
+        None => None,
+    };
+    Ok(RunManifest {
+        // Profiles given by path are recorded by path, so `--resume` finds them again.
+        device: args.devices.join(","),
+        models: models.iter().map(|m| m.name()).collect(),
+        model_files: args
+            .model_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        backends: backends.iter().map(|b| b.name().to_string()).collect(),
+        warmup,
+        runs,
+        core,
+        weight_seed: args.seed,
+        input_seed: DEFAULT_INPUT_SEED,
+        cv_threshold: args.cv_threshold,
+        created_at: runner::now_rfc3339(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
 }
 
 fn setup(platform: Option<&str>) -> Result<()> {

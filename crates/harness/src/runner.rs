@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -29,12 +30,93 @@ const TEMP_CHANGE_C: f64 = 5.0;
 pub struct RunContext {
     pub dir: PathBuf,
     pub manifest: RunManifest,
+    /// The device name written into every row.
+    pub device: String,
+    /// Measured under emulation: rows are flagged, and backends that cannot run there are
+    /// recorded unavailable.
+    pub emulated: bool,
+    /// Print each finished pair on stdout (for the machine that started this run remotely).
+    pub emit_rows: bool,
+    /// Run workers under this command (the device's emulator), e.g. `qemu-aarch64 -L ...`.
+    pub worker_prefix: Vec<String>,
+}
+
+/// Prints an already-recorded pair again for the machine that started this run.
+fn resend(ctx: &RunContext, model: &str, backend: &str) -> Result<()> {
+    let run = results::read_run(&ctx.dir)?;
+    let Some(row) = run
+        .summary
+        .iter()
+        .find(|r| r.model == model && r.backend == backend && r.device == ctx.device)
+    else {
+        return Ok(());
+    };
+    let samples: Vec<SampleRow> = run
+        .samples
+        .get(&row.key())
+        .map(|v| {
+            v.iter()
+                .enumerate()
+                .map(|(i, &ns)| SampleRow {
+                    device: row.device.clone(),
+                    model: row.model.clone(),
+                    backend: row.backend.clone(),
+                    iteration: i as u32,
+                    latency_ns: ns,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let msg = crate::remote::RowMessage {
+        summary: row.clone(),
+        samples,
+    };
+    println!(
+        "{}{}",
+        crate::remote::ROW_PREFIX,
+        serde_json::to_string(&msg)?
+    );
+    Ok(())
+}
+
+/// Appends a pair and, for a remote run, sends it to the machine that started the run.
+fn record(
+    ctx: &RunContext,
+    writer: &Mutex<RunWriter>,
+    row: &SummaryRow,
+    samples: &[SampleRow],
+) -> Result<()> {
+    writer
+        .lock()
+        .expect("writer lock")
+        .append_pair(row, samples)?;
+    if ctx.emit_rows {
+        let msg = crate::remote::RowMessage {
+            summary: row.clone(),
+            samples: samples.to_vec(),
+        };
+        println!(
+            "{}{}",
+            crate::remote::ROW_PREFIX,
+            serde_json::to_string(&msg)?
+        );
+    }
+    Ok(())
 }
 
 /// Creates `out/<device>/<UTC timestamp>/` with its manifest.
 pub fn create_run_dir(out: &Path, manifest: &RunManifest) -> Result<PathBuf> {
     let stamp = manifest.created_at.replace([':', '-'], "");
-    let base = out.join(&manifest.device).join(&stamp);
+    let devices: Vec<String> = manifest
+        .device
+        .split(',')
+        .map(|d| {
+            Path::new(d)
+                .file_stem()
+                .map_or(d.to_string(), |s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    let base = out.join(devices.join("+")).join(&stamp);
     let mut dir = base.clone();
     let mut n = 1;
     while dir.exists() {
@@ -89,7 +171,7 @@ fn output_path(dir: &Path, label: &str, backend: &str) -> PathBuf {
 }
 
 /// Runs every pair of the manifest not already measured in `ctx.dir`.
-pub fn run(ctx: &RunContext) -> Result<()> {
+pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let m = &ctx.manifest;
     let backends = registry::select(&m.backends)?;
     let mut items: Vec<Item> = m
@@ -102,7 +184,7 @@ pub fn run(ctx: &RunContext) -> Result<()> {
         Ok(run) => run
             .summary
             .iter()
-            .filter(|r| r.is_ok())
+            .filter(|r| r.is_ok() && r.device == ctx.device)
             .map(|r| (r.model.clone(), r.backend.clone()))
             .collect(),
         Err(results::ResultsError::NotARun(_)) => HashSet::new(),
@@ -110,9 +192,16 @@ pub fn run(ctx: &RunContext) -> Result<()> {
     };
     registry::provision_missing(&backends);
     let machine = Machine::probe();
-    let availability: Vec<Availability> = backends.iter().map(|b| b.availability()).collect();
+    let availability: Vec<Availability> = backends
+        .iter()
+        .map(|b| match b.engine() {
+            "litert" if ctx.emulated => Availability::Unavailable {
+                reason: "unavailable under emulation: LiteRT's CPU kernels read the host's /proc/cpuinfo under qemu-user and crash".into(),
+            },
+            _ => probe_availability(b.as_ref(), &ctx.worker_prefix),
+        })
+        .collect();
     std::fs::create_dir_all(ctx.dir.join("outputs")).context("cannot create the outputs folder")?;
-    let mut writer = RunWriter::open(&ctx.dir)?;
     let total = items.len() * backends.len();
     let mut index = 0;
     for item in &items {
@@ -142,7 +231,7 @@ pub fn run(ctx: &RunContext) -> Result<()> {
                     let mut row = file_row(ctx, &machine, &label, path, "-");
                     row.status = Some(Status::Failed);
                     row.message = format!("{e:#}");
-                    writer.append_pair(&row, &[])?;
+                    record(ctx, writer, &row, &[])?;
                     index += backends.len();
                     continue;
                 }
@@ -153,6 +242,10 @@ pub fn run(ctx: &RunContext) -> Result<()> {
             let tag = format!("[{index}/{total}] {label} × {}", backend.name());
             if done.contains(&(label.clone(), backend.name().to_string())) {
                 eprintln!("{tag}: already measured in this run directory, skipped");
+                if ctx.emit_rows {
+                    // The machine that started this run may have missed it (a dropped link).
+                    resend(ctx, &label, backend.name())?;
+                }
                 continue;
             }
             let Some(row_and_samples) = measure_pair(
@@ -167,9 +260,7 @@ pub fn run(ctx: &RunContext) -> Result<()> {
                 continue;
             };
             let (row, samples) = row_and_samples;
-            writer
-                .append_pair(&row, &samples)
-                .with_context(|| format!("cannot record {tag}"))?;
+            record(ctx, writer, &row, &samples).with_context(|| format!("cannot record {tag}"))?;
             eprintln!("{tag}: {}", one_line(&row));
         }
     }
@@ -251,7 +342,12 @@ fn file_row(
 
 fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -> SummaryRow {
     SummaryRow {
-        device: ctx.manifest.device.clone(),
+        device: ctx.device.clone(),
+        flags: if ctx.emulated {
+            "emulated".into()
+        } else {
+            String::new()
+        },
         model: label.to_string(),
         backend: backend.to_string(),
         started_at: now_rfc3339(),
@@ -327,7 +423,7 @@ fn measure_pair(
         output_path: output.clone(),
     };
     let note = std::mem::take(&mut row.message);
-    let samples = match run_worker(&spec, tag) {
+    let samples = match run_worker(&spec, tag, &ctx.worker_prefix) {
         Ok(outcome) => fill_row(&mut row, &outcome, ctx.manifest.cv_threshold),
         Err(e) => {
             row.status = Some(Status::Failed);
@@ -392,18 +488,69 @@ fn progress_bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
-fn run_worker(spec: &WorkerSpec, label: &str) -> Result<Outcome> {
+/// `bench worker ...` as a child process, through the device's run prefix (an emulator) if
+/// it has one: a worker is the same binary, and under qemu-user it must run under qemu too.
+pub fn worker_command(prefix: &[String]) -> Result<Command> {
     let exe =
         std::env::current_exe().context("cannot find the bench executable to start a worker")?;
-    let mut child = Command::new(&exe)
-        .arg("worker")
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.arg("worker");
+    Ok(cmd)
+}
+
+/// Whether a backend can run, asked of a child process when the check loads a runtime
+/// library: a library whose loading crashes (ONNX Runtime under qemu-user) then makes the
+/// backend unavailable instead of taking the campaign down.
+pub fn probe_availability(backend: &dyn Backend, prefix: &[String]) -> Availability {
+    if registry::runtime_of(backend).is_none() {
+        return backend.availability();
+    }
+    let out = worker_command(prefix).and_then(|mut c| {
+        c.args(["--probe", backend.name()])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot start the availability probe")
+    });
+    match out {
+        Ok(o) if o.status.success() => {
+            match serde_json::from_slice::<crate::worker::ProbeAnswer>(&o.stdout) {
+                Ok(answer) => answer.into(),
+                Err(e) => Availability::Unavailable {
+                    reason: format!("its availability probe answered nonsense: {e}"),
+                },
+            }
+        }
+        Ok(o) => Availability::Unavailable {
+            reason: match o.status.signal() {
+                Some(sig) => format!(
+                    "loading its runtime library crashed (signal {sig}, {})",
+                    signal_name(sig)
+                ),
+                None => format!("its availability probe failed ({})", o.status),
+            },
+        },
+        Err(e) => Availability::Unavailable {
+            reason: format!("{e:#}"),
+        },
+    }
+}
+
+fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<Outcome> {
+    let mut child = worker_command(prefix)?
         .arg("--spec")
         .arg(serde_json::to_string(spec)?)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start worker {}", exe.display()))?;
+        .context("cannot start a worker")?;
     let mut stderr_pipe = child.stderr.take().expect("piped");
     let stderr_thread = std::thread::spawn(move || {
         let mut text = String::new();
@@ -597,7 +744,14 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
     if row.status != Some(Status::Ok) {
         samples.clear();
     }
-    row.flags = flags.join(";");
+    // Keep flags set before the run (`emulated`).
+    let earlier: Vec<String> = row.flag_list().iter().map(|f| f.to_string()).collect();
+    row.flags = earlier
+        .iter()
+        .map(String::as_str)
+        .chain(flags)
+        .collect::<Vec<_>>()
+        .join(";");
     samples
 }
 

@@ -69,6 +69,43 @@ pub enum Event {
     },
 }
 
+/// What `bench worker --probe BACKEND` prints: the backend's availability, checked in a
+/// process of its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    pub available: bool,
+    pub text: String,
+}
+
+impl From<ProbeAnswer> for mobilebench_backend::Availability {
+    fn from(a: ProbeAnswer) -> Self {
+        if a.available {
+            mobilebench_backend::Availability::Available { detail: a.text }
+        } else {
+            mobilebench_backend::Availability::Unavailable { reason: a.text }
+        }
+    }
+}
+
+pub fn probe(backend: &str) -> ExitCode {
+    let answer = match registry::find(backend).map(|b| b.availability()) {
+        Ok(mobilebench_backend::Availability::Available { detail }) => ProbeAnswer {
+            available: true,
+            text: detail,
+        },
+        Ok(mobilebench_backend::Availability::Unavailable { reason }) => ProbeAnswer {
+            available: false,
+            text: reason,
+        },
+        Err(e) => ProbeAnswer {
+            available: false,
+            text: format!("{e:#}"),
+        },
+    };
+    println!("{}", serde_json::to_string(&answer).expect("serialises"));
+    ExitCode::SUCCESS
+}
+
 fn emit(event: &Event) {
     let line = serde_json::to_string(event).expect("events serialise");
     let mut out = std::io::stdout().lock();
