@@ -112,15 +112,20 @@ pub fn backends() -> String {
 
 pub fn devices() -> Result<String> {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:<8} description", "device", "kind");
+    let _ = writeln!(out, "{:<16} {:<6} description", "device", "kind");
     for d in mobilebench_devices::builtin()? {
-        let _ = writeln!(
-            out,
-            "{:<12} {:<8} {}",
-            d.name,
-            format!("{:?}", d.kind).to_lowercase(),
-            d.description
-        );
+        let kind = format!("{:?}", d.kind).to_lowercase();
+        let _ = writeln!(out, "{:<16} {kind:<6} {}", d.name, d.description);
+        if let Some(board) = &d.board {
+            let _ = writeln!(out, "{:<23} board: {board}", "");
+        }
+        if let (Some(core), Some(why)) = (d.core, &d.core_reason) {
+            let _ = writeln!(out, "{:<23} pins core {core}: {why}", "");
+        }
     }
+    let _ = writeln!(
+        out,
+        "\nA profile file's path works too: bench run --device my-board.toml"
+    );
     Ok(out)
 }
