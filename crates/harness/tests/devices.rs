@@ -208,6 +208,11 @@ fn emulated_devices_end_to_end_two_at_once_and_resume_after_a_dropped_link() {
     );
     let report = bench(&["report", dir.to_str().unwrap()]);
     let md = stdout(&report);
+    let note = md
+        .lines()
+        .find(|l| l.contains("measured under qemu user emulation. Those timings mean nothing"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(note.contains("qemu-a") && note.contains("qemu-b"), "{note}");
     // One latency column per device; every pair row carries the emulated flag.
     assert!(
         md.contains("| qemu-a (ms, fastest backend) | qemu-b (ms, fastest backend) |"),

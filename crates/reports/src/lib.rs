@@ -85,6 +85,18 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
         "From {}. Latencies are medians in ms on one pinned core.\n\n",
         dirs.join(", ")
     ));
+    let emulated = distinct(
+        all_rows(runs)
+            .into_iter()
+            .filter(|r| r.flag_list().contains(&"emulated"))
+            .map(|r| r.device.as_str()),
+    );
+    if !emulated.is_empty() {
+        md.push_str(&format!(
+            "**{}: measured under qemu user emulation. Those timings mean nothing**; the rows only show that the path works and the outputs agree.\n\n",
+            emulated.join(", ")
+        ));
+    }
     md.push_str("## Devices (MobileNet V3 at 1.0/224)\n\n");
     md.push_str(&device_table(runs));
     md.push_str("\n## Models\n\n");
