@@ -51,21 +51,10 @@ fn resend(ctx: &RunContext, model: &str, backend: &str) -> Result<()> {
     else {
         return Ok(());
     };
-    let samples: Vec<SampleRow> = run
+    let samples = run
         .samples
         .get(&row.key())
-        .map(|v| {
-            v.iter()
-                .enumerate()
-                .map(|(i, &ns)| SampleRow {
-                    device: row.device.clone(),
-                    model: row.model.clone(),
-                    backend: row.backend.clone(),
-                    iteration: i as u32,
-                    latency_ns: ns,
-                })
-                .collect()
-        })
+        .map(|v| row.sample_rows(v))
         .unwrap_or_default();
     let msg = crate::remote::RowMessage {
         summary: row.clone(),
@@ -686,17 +675,7 @@ fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<S
                         flags.push("temp_changed");
                     }
                 }
-                samples = samples_ns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &ns)| SampleRow {
-                        device: row.device.clone(),
-                        model: row.model.clone(),
-                        backend: row.backend.clone(),
-                        iteration: i as u32,
-                        latency_ns: ns,
-                    })
-                    .collect();
+                samples = row.sample_rows(samples_ns);
             }
             Event::Failed { message } => {
                 row.status = Some(Status::Failed);

@@ -104,6 +104,21 @@ pub struct SummaryRow {
 }
 
 impl SummaryRow {
+    /// The sample rows of this pair, one per latency in iteration order.
+    pub fn sample_rows(&self, latencies_ns: &[u64]) -> Vec<SampleRow> {
+        latencies_ns
+            .iter()
+            .enumerate()
+            .map(|(i, &ns)| SampleRow {
+                device: self.device.clone(),
+                model: self.model.clone(),
+                backend: self.backend.clone(),
+                iteration: i as u32,
+                latency_ns: ns,
+            })
+            .collect()
+    }
+
     pub fn key(&self) -> PairKey {
         PairKey {
             device: self.device.clone(),
