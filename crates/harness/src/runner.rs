@@ -42,8 +42,7 @@ pub struct RunContext {
 }
 
 /// Prints an already-recorded pair again for the machine that started this run.
-fn resend(ctx: &RunContext, model: &str, backend: &str) -> Result<()> {
-    let run = results::read_run(&ctx.dir)?;
+fn resend(ctx: &RunContext, run: &results::Run, model: &str, backend: &str) -> Result<()> {
     let Some(row) = run
         .summary
         .iter()
@@ -169,16 +168,18 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         .map(|name| name.parse::<ModelConfig>().map(Item::Zoo))
         .collect::<Result<_, _>>()?;
     items.extend(m.model_files.iter().map(|p| Item::File(PathBuf::from(p))));
-    let done: HashSet<(String, String)> = match results::read_run(&ctx.dir) {
-        Ok(run) => run
-            .summary
-            .iter()
-            .filter(|r| r.is_ok() && r.device == ctx.device)
-            .map(|r| (r.model.clone(), r.backend.clone()))
-            .collect(),
-        Err(results::ResultsError::NotARun(_)) => HashSet::new(),
+    // What this run directory already holds (read once: resumed remote runs resend from it).
+    let existing = match results::read_run(&ctx.dir) {
+        Ok(run) => Some(run),
+        Err(results::ResultsError::NotARun(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    let done: HashSet<(String, String)> = existing
+        .iter()
+        .flat_map(|run| &run.summary)
+        .filter(|r| r.is_ok() && r.device == ctx.device)
+        .map(|r| (r.model.clone(), r.backend.clone()))
+        .collect();
     registry::provision_missing(&backends);
     let machine = Machine::probe();
     let availability: Vec<Availability> = backends
@@ -233,7 +234,9 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                 eprintln!("{tag}: already measured in this run directory, skipped");
                 if ctx.emit_rows {
                     // The machine that started this run may have missed it (a dropped link).
-                    resend(ctx, &label, backend.name())?;
+                    if let Some(run) = &existing {
+                        resend(ctx, run, &label, backend.name())?;
+                    }
                 }
                 continue;
             }

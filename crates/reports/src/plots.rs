@@ -227,12 +227,20 @@ fn madds_vs_top1<DB: DrawingBackend + 'static>(root: &DrawingArea<DB, Shift>) ->
             .label(family.to_string())
             .legend(move |(x, y)| marker::<DB, _>(i, (x, y), 5, style));
     }
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// The series legend every plot draws: framed, on a translucent white box.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> PlotResult {
     chart
         .configure_series_labels()
-        .label_font((FONT, 15))
+        .label_font((FONT, 14))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .draw()
         .map_err(|e| e.to_string())
 }
@@ -325,14 +333,7 @@ fn latency_vs_top1<DB: DrawingBackend + 'static>(
                 .map(|f| Text::new(short(f.0), (f.1 * 1.06, f.2 + 0.25), (FONT, 13))),
         )
         .map_err(|e| e.to_string())?;
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| e.to_string())
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn distribution<DB: DrawingBackend + 'static>(
@@ -482,12 +483,5 @@ fn speedup<DB: DrawingBackend + 'static>(
             BLACK.stroke_width(1),
         ))
         .map_err(|e| e.to_string())?;
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| e.to_string())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
