@@ -151,29 +151,13 @@ fn run_writes_complete_csvs_and_report_reads_them() {
 
 /// Children of `parent` whose command line is a bench worker.
 fn worker_pids(parent: u32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let ppid: u32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-        if ppid == parent && cmdline.contains("worker") {
-            pids.push(pid);
-        }
-    }
-    pids
+    children(parent as i32)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("worker"))
+        })
+        .collect()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -182,11 +166,6 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn summary_rows(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("summary.csv"))
-        .map_or(0, |t| t.lines().count().saturating_sub(1))
 }
 
 fn spawn_run(out: &Path, models: &str, runs: &str) -> Child {

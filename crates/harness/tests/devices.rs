@@ -118,24 +118,10 @@ impl Drop for Sshd {
 }
 
 fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid: i32 = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        if ppid == pid {
-            out.push(p);
-            out.extend(descendants(p));
-        }
-    }
-    out
+    children(pid)
+        .into_iter()
+        .flat_map(|c| std::iter::once(c).chain(descendants(c)))
+        .collect()
 }
 
 /// The single run directory under `out/<device folder>/`.
@@ -289,11 +275,6 @@ fn emulated_devices_end_to_end_two_at_once_and_resume_after_a_dropped_link() {
         sample_counts(&dir2).values().all(|&n| n == 300),
         "no pair twice"
     );
-}
-
-fn summary_rows(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("summary.csv"))
-        .map_or(0, |t| t.lines().count().saturating_sub(1))
 }
 
 #[test]

@@ -52,3 +52,31 @@ pub fn python(var: &str, what: &str) -> String {
         panic!("{var} is not set: run the tests with ./scripts/test, which installs {what}")
     })
 }
+
+/// Rows in a run directory's summary.csv (0 before it exists).
+pub fn summary_rows(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("summary.csv"))
+        .map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+/// The direct children of `parent`, from /proc.
+pub fn children(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        let ppid: i32 = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent {
+            out.push(pid);
+        }
+    }
+    out
+}
