@@ -1,4 +1,7 @@
-//! Records the git commit and cargo profile the harness is built from (summary CSV columns).
+//! Records the git commit and cargo profile the harness is built from (summary CSV columns),
+//! and, with the tch backend, lets `bench` find libtorch at run time (see that crate's build
+//! script: an rpath to the libtorch it was linked against, and libtorch.so kept as a
+//! dependency so that a CUDA libtorch on LD_LIBRARY_PATH brings its CUDA library).
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -23,4 +26,8 @@ fn main() {
         println!("cargo:rerun-if-changed={git_dir}/index");
     }
     println!("cargo:rerun-if-changed=build.rs");
+    if let Ok(lib) = std::env::var("DEP_MOBILEBENCH_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch,--pop-state");
+    }
 }

@@ -7,29 +7,8 @@
 pub mod onnx;
 pub mod tflite;
 
-use mobilebench_models::Model;
-
-/// How batch norm reaches the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BnMode {
-    /// Folded into the convolutions' kernels and biases (what deployments ship).
-    #[default]
-    Fused,
-    /// Kept as separate ops after each convolution (BatchNormalization in ONNX; MUL + ADD in
-    /// TFLite, which has no batch-norm op).
-    Separate,
-}
-
-impl std::str::FromStr for BnMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fused" => Ok(BnMode::Fused),
-            "separate" => Ok(BnMode::Separate),
-            _ => Err(format!("`{s}`: expected `fused` or `separate`")),
-        }
-    }
-}
+pub use mobilebench_models::BnMode;
+use mobilebench_models::{Model, ModelError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -50,8 +29,8 @@ impl Format {
 pub enum ExportError {
     #[error("cannot export {what} to {format}")]
     Unsupported { format: &'static str, what: String },
-    #[error("--bn separate needs a model with batch norm, and {0} has none")]
-    NoBatchNorm(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 /// Exports `model` to `format` in memory.
@@ -64,9 +43,5 @@ pub fn export(model: &Model, format: Format, bn: BnMode) -> Result<Vec<u8>, Expo
 
 /// The model in the requested BN form.
 fn prepare(model: &Model, bn: BnMode) -> Result<Model, ExportError> {
-    match bn {
-        BnMode::Fused => Ok(model.fold_batch_norm()),
-        BnMode::Separate if model.has_batch_norm() => Ok(model.clone()),
-        BnMode::Separate => Err(ExportError::NoBatchNorm(model.name.clone())),
-    }
+    Ok(model.with_bn(bn)?)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mobilebench_backend::{Backend, FileFormat, SourceKind};
-use mobilebench_export::{BnMode, Format};
-use mobilebench_models::{reference, synthetic_input, Model, ModelConfig};
+use mobilebench_export::Format;
+use mobilebench_models::{reference, synthetic_input, BnMode, Model, ModelConfig};
 use mobilebench_native::Engine;
 
 use crate::worker::SourceSpec;
@@ -62,7 +62,9 @@ pub fn read_output(path: &Path) -> Result<Vec<f32>> {
 /// its reference outputs computed on demand.
 pub struct PreparedZoo {
     pub config: ModelConfig,
+    /// In the run's BN form (every backend gets this one).
     model: Model,
+    bn: BnMode,
     input: Vec<f32>,
     exports: HashMap<&'static str, PathBuf>,
     native: Option<Vec<f32>>,
@@ -70,17 +72,23 @@ pub struct PreparedZoo {
 }
 
 impl PreparedZoo {
-    pub fn new(config: ModelConfig, weight_seed: u64, input_seed: u64) -> PreparedZoo {
-        let model = Model::from_config(&config, weight_seed);
+    pub fn new(
+        config: ModelConfig,
+        weight_seed: u64,
+        input_seed: u64,
+        bn: BnMode,
+    ) -> Result<PreparedZoo> {
+        let model = Model::from_config(&config, weight_seed).with_bn(bn)?;
         let input = synthetic_input(model.graph.input, input_seed);
-        PreparedZoo {
+        Ok(PreparedZoo {
             config,
             model,
+            bn,
             input,
             exports: HashMap::new(),
             native: None,
             naive: None,
-        }
+        })
     }
 
     /// How `backend` gets this model: directly, or as an exported file (written into
@@ -118,7 +126,7 @@ impl PreparedZoo {
         if !path.is_file() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let bytes = mobilebench_export::export(&self.model, format, BnMode::Fused)?;
+            let bytes = mobilebench_export::export(&self.model, format, self.bn)?;
             // Write then rename, so an interrupted export never leaves a truncated model.
             let partial = path.with_extension("partial");
             std::fs::write(&partial, bytes)
@@ -130,8 +138,15 @@ impl PreparedZoo {
         Ok(path)
     }
 
-    /// `native` is checked against the naive evaluator, every other backend against native.
+    /// `native` is checked against the naive evaluator, every other backend against native;
+    /// of a batch's output, the first image (the batch-1 input) is compared.
     pub fn agreement(&mut self, backend: &str, output: &[f32]) -> Agreement {
+        let classes = self.model.graph.output().len();
+        if output.len() > classes && output.len().is_multiple_of(classes) {
+            let mut a = self.agreement(backend, &output[..classes]);
+            a.reference = format!("{} (first image of the batch)", a.reference);
+            return a;
+        }
         if backend == "native" {
             let expected = self.naive.get_or_insert_with(|| {
                 reference::evaluate(&self.model.graph, &self.model.weights, &self.input)

@@ -93,7 +93,7 @@ pub fn models(selection: &str) -> Result<String> {
 
 pub fn backends() -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<12} details", "backend", "status");
+    let _ = writeln!(out, "{:<18} {:<12} details", "backend", "status");
     for b in registry::all() {
         let (status, detail) = match crate::runner::probe_availability(b.as_ref(), &[]) {
             Availability::Available { detail } => ("available", detail),
@@ -104,8 +104,8 @@ pub fn backends() -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "{:<16} {:<12} {detail}{test_only}", b.name(), status);
-        let _ = writeln!(out, "{:<16} {:<12} {}", "", "", b.description());
+        let _ = writeln!(out, "{:<18} {:<12} {detail}{test_only}", b.name(), status);
+        let _ = writeln!(out, "{:<18} {:<12} {}", "", "", b.description());
     }
     out
 }

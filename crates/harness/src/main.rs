@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use mobilebench_models::{sets, DEFAULT_INPUT_SEED, DEFAULT_SEED};
+use mobilebench_backend::Mode;
+use mobilebench_models::{sets, BnMode, DEFAULT_INPUT_SEED, DEFAULT_SEED};
 use mobilebench_results::RunManifest;
 
 #[derive(Parser)]
@@ -48,7 +49,7 @@ enum Cmd {
     /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
     Export(ExportArgs),
     /// Fetch the runtimes (ONNX Runtime, LiteRT) from their PyPI wheels into the cache and
-    /// check that they load
+    /// check that they load (libtorch, needed at build time, comes from scripts/setup)
     Setup(SetupArgs),
     /// Internal: measure one pair and report JSON lines on stdout
     #[command(hide = true)]
@@ -77,7 +78,7 @@ enum ListCmd {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Models: named sets (seed, default, all), globs over the published configs
+    /// Models: named sets (seed, default, v3-widths, all), globs over the published configs
     /// ('mobilenet_v2_*_224') or names with any width and resolution
     /// (mobilenet_v3_small_0.25_64), comma-separated [default: `default`, or none when
     /// --model-file is given]
@@ -106,6 +107,20 @@ struct RunArgs {
     /// Timed runs per pair
     #[arg(long, default_value_t = 1000)]
     runs: u32,
+    /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy
+    /// loss, backward and an SGD update of every weight, in training mode). Backends without a
+    /// training step (all but the tch ones) are recorded unavailable, with the reason
+    #[arg(long, default_value = "infer")]
+    mode: Mode,
+    /// Images per timed run. The tch backends take any batch; the others run batch 1 only and
+    /// are recorded unavailable otherwise
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Batch norm folded into the convolutions (`fused`, what deployments ship) or kept as a
+    /// separate normalisation after each convolution (`separate`, what training frameworks
+    /// run). Applies to native, tch, and the files exported for the other runtimes
+    #[arg(long, default_value = "fused")]
+    bn: BnMode,
     /// Smoke run: 10 warm-up and 100 timed runs (overrides --warmup/--runs)
     #[arg(long)]
     quick: bool,
@@ -114,7 +129,7 @@ struct RunArgs {
     out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn"])]
     resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -158,7 +173,7 @@ struct ExportArgs {
     output: PathBuf,
     /// Batch norm folded into the convolutions (`fused`) or kept as separate ops (`separate`)
     #[arg(long, default_value = "fused")]
-    bn: mobilebench_export::BnMode,
+    bn: BnMode,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
@@ -266,7 +281,7 @@ fn run(args: RunArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "run directory {}{}: {} models × {} backends on {}, {} warm-up + {} timed runs",
+        "run directory {}{}: {} models × {} backends on {}, {} warm-up + {} timed runs ({}, batch {}, {} BN)",
         dir.display(),
         if resuming { " (resumed)" } else { "" },
         manifest.models.len() + manifest.model_files.len(),
@@ -274,6 +289,9 @@ fn run(args: RunArgs) -> Result<()> {
         manifest.device,
         manifest.warmup,
         manifest.runs,
+        manifest.mode,
+        manifest.batch,
+        manifest.bn,
     );
     let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
     let profiles = device_profiles(&manifest)?;
@@ -374,6 +392,9 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let only_local = profiles
         .iter()
         .all(|p| p.kind == mobilebench_devices::DeviceKind::Local);
@@ -398,6 +419,9 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
             .map(|p| p.display().to_string())
             .collect(),
         backends: backends.iter().map(|b| b.name().to_string()).collect(),
+        mode: args.mode.name().into(),
+        batch: args.batch,
+        bn: args.bn.name().into(),
         warmup,
         runs,
         core,
@@ -455,7 +479,7 @@ fn export(args: &ExportArgs) -> Result<()> {
 fn read_runs(dirs: &[PathBuf]) -> Result<Vec<mobilebench_results::Run>> {
     let mut runs = Vec::new();
     for dir in dirs {
-        let run = mobilebench_results::read_run(dir)?;
+        let run = mobilebench_results::read_run(dir)?.with_workload_labels();
         for skipped in &run.skipped_rows {
             eprintln!("warning: skipped an unreadable row at {skipped} (cut short by a crash?)");
         }
@@ -483,8 +507,8 @@ fn report(args: &ReportArgs) -> Result<()> {
 /// Prints the comparison; returns whether any pair is significantly slower.
 fn compare(args: &CompareArgs) -> Result<bool> {
     use mobilebench_reports::compare::{self, Verdict};
-    let old = mobilebench_results::read_run(&args.old)?;
-    let new = mobilebench_results::read_run(&args.new)?;
+    let old = mobilebench_results::read_run(&args.old)?.with_workload_labels();
+    let new = mobilebench_results::read_run(&args.new)?.with_workload_labels();
     let changes = compare::compare(&old, &new, args.noise);
     if changes.is_empty() {
         bail!(

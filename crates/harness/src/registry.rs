@@ -1,7 +1,10 @@
 //! The backends this build knows, in listing order. Adding a backend = one line here.
 
 use anyhow::{bail, Result};
-use mobilebench_backend::{noop::NoopBackend, Backend};
+use mobilebench_backend::{
+    noop::NoopBackend, Availability, Backend, BackendError, ModelSource, Session, SourceKind,
+    Workload,
+};
 use mobilebench_litert::{CpuKernels, LiteRtBackend};
 use mobilebench_native::NativeBackend;
 use mobilebench_onnxruntime::OnnxRuntimeBackend;
@@ -9,7 +12,7 @@ use mobilebench_runtimes::{self as runtimes, Platform, Runtime};
 use mobilebench_tract::TractBackend;
 
 pub fn all() -> Vec<Box<dyn Backend>> {
-    vec![
+    let cpu: Vec<Box<dyn Backend>> = vec![
         Box::new(NativeBackend),
         Box::new(OnnxRuntimeBackend),
         Box::new(LiteRtBackend {
@@ -19,8 +22,69 @@ pub fn all() -> Vec<Box<dyn Backend>> {
             kernels: CpuKernels::Xnnpack,
         }),
         Box::new(TractBackend),
-        Box::new(NoopBackend),
-    ]
+    ];
+    cpu.into_iter()
+        .chain(tch_backends())
+        .chain([Box::new(NoopBackend) as Box<dyn Backend>])
+        .collect()
+}
+
+#[cfg(feature = "tch")]
+fn tch_backends() -> Vec<Box<dyn Backend>> {
+    mobilebench_tch::TchBackend::all()
+        .into_iter()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .collect()
+}
+
+/// Without the feature the tch backends are still listed, unavailable, saying why.
+#[cfg(not(feature = "tch"))]
+fn tch_backends() -> Vec<Box<dyn Backend>> {
+    ["tch", "tch-channels-last", "tch-cuda"]
+        .into_iter()
+        .map(|name| {
+            Box::new(NotBuilt {
+                name,
+                engine: "tch",
+            }) as Box<dyn Backend>
+        })
+        .collect()
+}
+
+/// A backend this build left out (a cargo feature turned off).
+#[cfg_attr(feature = "tch", allow(dead_code))]
+struct NotBuilt {
+    name: &'static str,
+    engine: &'static str,
+}
+
+impl Backend for NotBuilt {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn engine(&self) -> &'static str {
+        self.engine
+    }
+    fn description(&self) -> &'static str {
+        "not in this build"
+    }
+    fn availability(&self) -> Availability {
+        Availability::Unavailable {
+            reason: format!(
+                "this bench was built without the `{}` feature (builds for other architectures leave libtorch out; on x86_64 run scripts/setup and build with default features)",
+                self.engine
+            ),
+        }
+    }
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::Zoo
+    }
+    fn load(&self, _: &ModelSource, _: &Workload) -> Result<Box<dyn Session>, BackendError> {
+        Err(BackendError::Unavailable {
+            backend: self.name.into(),
+            reason: "not in this build".into(),
+        })
+    }
 }
 
 /// The provisioned runtime a backend loads, if any.

@@ -149,6 +149,9 @@ impl<'a> Remote<'a> {
             "mobilebench-harness",
             "--bin",
             "bench",
+            // The tch backend links an x86_64 libtorch: devices get a build without it
+            // (its backends are then listed unavailable, with that reason).
+            "--no-default-features",
             "--target",
             &target.triple,
         ]);
@@ -291,6 +294,12 @@ impl<'a> Remote<'a> {
             manifest.runs.to_string(),
             "--seed".into(),
             manifest.weight_seed.to_string(),
+            "--mode".into(),
+            manifest.mode.clone(),
+            "--batch".into(),
+            manifest.batch.to_string(),
+            "--bn".into(),
+            manifest.bn.clone(),
             "--backends".into(),
             manifest.backends.join(","),
         ];

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mobilebench_backend::{Availability, Backend, FileFormat, SourceKind};
-use mobilebench_models::{count, ModelConfig};
+use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Workload};
+use mobilebench_models::{count, BnMode, ModelConfig};
 use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
 
 use crate::agreement::{self, Agreement, PreparedZoo, FP32_TOLERANCE};
@@ -209,7 +209,8 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                 *config,
                 m.weight_seed,
                 m.input_seed,
-            ))),
+                workload_of(m)?.1,
+            )?)),
             Item::File(path) => match file_format(path) {
                 Ok(format) => ItemContext::File {
                     path: path.clone(),
@@ -308,11 +309,19 @@ fn one_line(row: &SummaryRow) -> String {
     }
 }
 
+/// The manifest's workload and BN form, parsed.
+pub fn workload_of(m: &RunManifest) -> Result<(Workload, BnMode)> {
+    let mode = m.mode.parse::<Mode>().map_err(anyhow::Error::msg)?;
+    let bn = m.bn.parse::<BnMode>().map_err(anyhow::Error::msg)?;
+    let batch = usize::try_from(m.batch)?;
+    Ok((Workload { mode, batch }, bn))
+}
+
 fn zoo_row(ctx: &RunContext, machine: &Machine, config: &ModelConfig, backend: &str) -> SummaryRow {
     let counts = count(&config.graph());
     SummaryRow {
         source: "zoo".into(),
-        input_shape: format!("1x{0}x{0}x3", config.resolution),
+        input_shape: format!("{}x{1}x{1}x3", ctx.manifest.batch, config.resolution),
         macs: Some(counts.macs),
         params: Some(counts.params),
         ..common_row(ctx, machine, &config.name(), backend)
@@ -343,6 +352,9 @@ fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -
         model: label.to_string(),
         backend: backend.to_string(),
         started_at: now_rfc3339(),
+        mode: ctx.manifest.mode.clone(),
+        batch: ctx.manifest.batch,
+        bn: ctx.manifest.bn.clone(),
         warmup: ctx.manifest.warmup,
         runs: ctx.manifest.runs,
         core: ctx.manifest.core,
@@ -398,6 +410,15 @@ fn measure_pair(
         row.message = reason.clone();
         return Ok(Some((row, Vec::new())));
     }
+    let (workload, bn) = workload_of(&ctx.manifest)?;
+    if let Err(why) = backend.supports(&workload) {
+        row.status = Some(Status::Unavailable);
+        row.message = format!(
+            "{why} (--mode {} --batch {})",
+            ctx.manifest.mode, ctx.manifest.batch
+        );
+        return Ok(Some((row, Vec::new())));
+    }
     let Some(source) = source else {
         row.status = Some(Status::Unavailable);
         row.message = format!("{name} takes neither zoo models nor a format they export to");
@@ -412,6 +433,8 @@ fn measure_pair(
         runs: ctx.manifest.runs,
         weight_seed: ctx.manifest.weight_seed,
         input_seed: ctx.manifest.input_seed,
+        workload,
+        bn,
         output_path: output.clone(),
     };
     let note = std::mem::take(&mut row.message);
@@ -425,7 +448,10 @@ fn measure_pair(
     };
     if row.is_ok() {
         row.message = note;
-        if !backend.is_test_only() {
+        if workload.mode == Mode::Train {
+            row.reference =
+                "none: a training step changes the weights, so no engine has the same output (the tch tests check the step)".into();
+        } else if !backend.is_test_only() {
             let out = agreement::read_output(&output)?;
             let agreement = match item {
                 ItemContext::Zoo(prepared) => prepared.agreement(name, &out),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mobilebench_backend::{BackendSettings, FileFormat, ModelSource};
-use mobilebench_models::{synthetic_for_shape, Model, ModelConfig};
+use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, Workload};
+use mobilebench_models::{synthetic_for_shape, BnMode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{peak_rss_kib, pin_current_thread, CoreState};
@@ -36,6 +36,10 @@ pub struct WorkerSpec {
     pub runs: u32,
     pub weight_seed: u64,
     pub input_seed: u64,
+    /// What each iteration does, on how many images.
+    pub workload: Workload,
+    /// The batch-norm form zoo models are built in.
+    pub bn: BnMode,
     /// Where to write the last output (raw little-endian f32), for the agreement check.
     pub output_path: PathBuf,
 }
@@ -175,11 +179,13 @@ impl Drop for ProgressReporter {
 
 fn measure(spec: &WorkerSpec) -> Result<()> {
     let backend = registry::find(&spec.backend)?;
+    if let Err(why) = backend.supports(&spec.workload) {
+        bail!("{why}");
+    }
     let zoo_model = match &spec.source {
-        SourceSpec::Zoo { name } => Some(Model::from_config(
-            &name.parse::<ModelConfig>()?,
-            spec.weight_seed,
-        )),
+        SourceSpec::Zoo { name } => Some(
+            Model::from_config(&name.parse::<ModelConfig>()?, spec.weight_seed).with_bn(spec.bn)?,
+        ),
         SourceSpec::File { .. } => None,
     };
     let source = match (&spec.source, &zoo_model) {
@@ -202,11 +208,12 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     });
 
     let start = Instant::now();
-    let mut session = backend.load(&source)?;
+    let mut session = backend.load(&source, &spec.workload)?;
     let init = start.elapsed();
     let input_shape = session.input_shape();
     if let Some(model) = &zoo_model {
-        let expected = model.graph.input.nhwc().to_vec();
+        let mut expected = model.graph.input.nhwc().to_vec();
+        expected[0] = spec.workload.batch;
         if input_shape != expected {
             bail!(
                 "{} expects input {input_shape:?}, the model is {expected:?}",

@@ -40,12 +40,17 @@ mod tests {
 }
 
 /// The same image for a model file's declared input shape: NHWC `[1, H, W, C]` (C ≤ 4) is
-/// exactly [`synthetic_input`]; NCHW `[1, C, H, W]` is that image transposed; any other
-/// shape gets the image's values in order. Every backend of a file sees the same values.
+/// exactly [`synthetic_input`]; NCHW `[1, C, H, W]` is that image transposed; a batch
+/// `[N, H, W, C]` holds the images of seeds `seed..seed + N` (the first is the batch-1
+/// input); any other shape gets the image's values in order. Every backend of a file sees
+/// the same values.
 pub fn synthetic_for_shape(shape: &[usize], seed: u64) -> Vec<f32> {
     let len: usize = shape.iter().product();
     match *shape {
         [1, h, w, c] if c <= 4 => synthetic_input(Shape::new(h, w, c), seed),
+        [n, h, w, c] if c <= 4 && n > 1 => (0..n as u64)
+            .flat_map(|i| synthetic_input(Shape::new(h, w, c), seed + i))
+            .collect(),
         [1, c, h, w] if c <= 4 => {
             let nhwc = synthetic_input(Shape::new(h, w, c), seed);
             let mut out = vec![0.0; len];
@@ -79,5 +84,11 @@ mod shape_tests {
         // pixel (y=2, x=4), channel 1 in both layouts
         assert_eq!(nchw[(5 + 2) * 7 + 4], nhwc[(2 * 7 + 4) * 3 + 1]);
         assert_eq!(synthetic_for_shape(&[2, 10], 1).len(), 20);
+        let batch = synthetic_for_shape(&[3, 5, 7, 3], 9);
+        assert_eq!(batch[..nhwc.len()], nhwc[..]);
+        assert_eq!(
+            batch[2 * nhwc.len()..],
+            synthetic_input(Shape::new(5, 7, 3), 11)[..]
+        );
     }
 }

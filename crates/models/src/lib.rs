@@ -14,7 +14,7 @@ pub mod zoo;
 pub use counting::{count, Counts};
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
-pub use weights::{Model, DEFAULT_SEED};
+pub use weights::{BnMode, Model, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,4 +25,6 @@ pub enum ModelError {
     NoMatch(String),
     #[error("bad model pattern `{pattern}`: {why}")]
     BadPattern { pattern: String, why: String },
+    #[error("--bn separate needs a model with batch norm, and {0} has none")]
+    NoBatchNorm(String),
 }

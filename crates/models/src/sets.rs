@@ -8,6 +8,7 @@ use crate::ModelError;
 pub const NAMED_SETS: &[(&str, &str)] = &[
     ("seed", "V3 Small, Small-minimalistic, Large, Large-minimalistic at 1.0/224 (the TFLite device table)"),
     ("default", "`seed` + V2 1.0/224 + V1 1.0/224"),
+    ("v3-widths", "V3 Small and Large × width 0.25, 0.5, 1.0 at 224 (width sweeps)"),
     ("all", "every published float config (44)"),
 ];
 
@@ -37,6 +38,10 @@ pub fn select(spec: &str) -> Result<Vec<ModelConfig>, ModelError> {
                 v.push(ModelConfig::new(Family::V1, 1.0, 224));
                 v
             }
+            "v3-widths" => [Family::V3Small, Family::V3Large]
+                .into_iter()
+                .flat_map(|f| [0.25, 0.5, 1.0].map(|w| ModelConfig::new(f, w, 224)))
+                .collect(),
             "all" => published::models().into_iter().map(|m| m.config).collect(),
             _ if item.contains(['*', '?', '[']) => {
                 let pattern = glob::Pattern::new(item).map_err(|e| ModelError::BadPattern {
@@ -88,6 +93,17 @@ mod tests {
         );
         assert_eq!(names("default").len(), 6);
         assert_eq!(names("all").len(), 44);
+        assert_eq!(
+            names("v3-widths"),
+            [
+                "mobilenet_v3_small_0.25_224",
+                "mobilenet_v3_small_0.5_224",
+                "mobilenet_v3_small_1.0_224",
+                "mobilenet_v3_large_0.25_224",
+                "mobilenet_v3_large_0.5_224",
+                "mobilenet_v3_large_1.0_224",
+            ]
+        );
     }
 
     #[test]

@@ -58,6 +58,38 @@ pub struct Weights {
     pub nodes: Vec<NodeWeights>,
 }
 
+/// How batch norm reaches a backend: the `--bn` switch of `bench run` and `bench export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnMode {
+    /// Folded into the convolutions' kernels and biases (what deployments ship).
+    #[default]
+    Fused,
+    /// Kept as a separate normalisation after each convolution (what training frameworks
+    /// run): ONNX BatchNormalization, TFLite MUL + ADD, a separate pass in native and tch.
+    Separate,
+}
+
+impl BnMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BnMode::Fused => "fused",
+            BnMode::Separate => "separate",
+        }
+    }
+}
+
+impl std::str::FromStr for BnMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fused" => Ok(BnMode::Fused),
+            "separate" => Ok(BnMode::Separate),
+            _ => Err(format!("`{s}`: expected `fused` or `separate`")),
+        }
+    }
+}
+
 /// A graph with its weights: what every backend receives for a zoo model.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -110,6 +142,15 @@ impl Model {
             name: self.name.clone(),
             graph,
             weights,
+        }
+    }
+
+    /// The model in the requested BN form; `Separate` needs a model that still has its BNs.
+    pub fn with_bn(&self, bn: BnMode) -> Result<Model, crate::ModelError> {
+        match bn {
+            BnMode::Fused => Ok(self.fold_batch_norm()),
+            BnMode::Separate if self.has_batch_norm() => Ok(self.clone()),
+            BnMode::Separate => Err(crate::ModelError::NoBatchNorm(self.name.clone())),
         }
     }
 

@@ -56,6 +56,12 @@ pub struct SummaryRow {
     pub started_at: String,
     pub source: String,
     pub input_shape: String,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    #[serde(default = "default_bn")]
+    pub bn: String,
     pub macs: Option<u64>,
     pub params: Option<u64>,
     pub warmup: u32,
@@ -103,7 +109,34 @@ pub struct SummaryRow {
     pub probe_notes: String,
 }
 
+// Runs recorded before these columns existed were all inference on batch 1 with fused BN.
+fn default_mode() -> String {
+    "infer".into()
+}
+fn default_batch() -> u32 {
+    1
+}
+fn default_bn() -> String {
+    "fused".into()
+}
+
 impl SummaryRow {
+    /// What the pair timed, when it is not the default (inference, batch 1, fused BN), e.g.
+    /// `train, batch 4, separate BN`; empty otherwise.
+    pub fn workload(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.mode.is_empty() && self.mode != "infer" {
+            parts.push(self.mode.clone());
+        }
+        if self.batch > 1 {
+            parts.push(format!("batch {}", self.batch));
+        }
+        if !self.bn.is_empty() && self.bn != "fused" {
+            parts.push(format!("{} BN", self.bn));
+        }
+        parts.join(", ")
+    }
+
     /// The sample rows of this pair, one per latency in iteration order.
     pub fn sample_rows(&self, latencies_ns: &[u64]) -> Vec<SampleRow> {
         latencies_ns
@@ -151,6 +184,15 @@ pub struct RunManifest {
     #[serde(default)]
     pub model_files: Vec<String>,
     pub backends: Vec<String>,
+    /// `infer` or `train` (what one timed iteration does).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Images per iteration.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    /// `fused` or `separate` batch norm.
+    #[serde(default = "default_bn")]
+    pub bn: String,
     pub warmup: u32,
     pub runs: u32,
     pub core: Option<usize>,
@@ -276,6 +318,25 @@ pub struct Run {
 }
 
 impl Run {
+    /// The run with each backend named with its workload when that is not the default
+    /// (`tch (train, batch 4)`), so runs of different modes can be reported side by side.
+    pub fn with_workload_labels(mut self) -> Run {
+        let mut samples = HashMap::new();
+        for row in &mut self.summary {
+            let workload = row.workload();
+            if workload.is_empty() {
+                continue;
+            }
+            let key = row.key();
+            row.backend = format!("{} ({workload})", row.backend);
+            if let Some(s) = self.samples.remove(&key) {
+                samples.insert(row.key(), s);
+            }
+        }
+        self.samples.extend(samples);
+        self
+    }
+
     pub fn find(&self, model: &str, backend: &str) -> Option<&SummaryRow> {
         self.summary
             .iter()

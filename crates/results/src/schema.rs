@@ -50,6 +50,17 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("source", "", "`zoo` or the model file's path"),
     col("input_shape", "", "NHWC input shape, e.g. 1x224x224x3"),
     col(
+        "mode",
+        "",
+        "what one timed run is: `infer` (a forward pass) or `train` (forward, loss, backward, SGD update)",
+    ),
+    col("batch", "images", "images per timed run"),
+    col(
+        "bn",
+        "",
+        "batch norm `fused` into the convolutions or kept `separate` (--bn)",
+    ),
+    col(
         "macs",
         "MACs",
         "multiply-accumulates counted from the IR (README convention); empty for model files",

@@ -96,6 +96,9 @@ fn manifest_round_trip() {
         models: vec!["mobilenet_v1_1.0_224".into()],
         model_files: vec![],
         backends: vec!["native".into()],
+        mode: "train".into(),
+        batch: 4,
+        bn: "separate".into(),
         warmup: 50,
         runs: 1000,
         core: Some(1),
@@ -107,6 +110,44 @@ fn manifest_round_trip() {
     };
     write_manifest(dir.path(), &m).unwrap();
     assert_eq!(read_manifest(dir.path()).unwrap(), m);
+}
+
+#[test]
+fn older_manifests_and_summaries_read_as_inference_batch_1_fused() {
+    // A manifest written before mode/batch/bn existed.
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"device":"local","models":[],"backends":["native"],"warmup":1,"runs":2,
+        "core":null,"weight_seed":1,"input_seed":2,"cv_threshold":0.1,"created_at":"x","command":"y"}"#;
+    std::fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
+    let m = read_manifest(dir.path()).unwrap();
+    assert_eq!(
+        (m.mode.as_str(), m.batch, m.bn.as_str()),
+        ("infer", 1, "fused")
+    );
+}
+
+#[test]
+fn workload_labels_name_only_what_differs_from_the_default() {
+    let row = |mode: &str, batch: u32, bn: &str| SummaryRow {
+        device: "d".into(),
+        model: "m".into(),
+        backend: "tch".into(),
+        mode: mode.into(),
+        batch,
+        bn: bn.into(),
+        ..Default::default()
+    };
+    let mut run = Run {
+        dir: "r".into(),
+        summary: vec![row("infer", 1, "fused"), row("train", 4, "separate")],
+        samples: HashMap::new(),
+        skipped_rows: vec![],
+    };
+    run.samples.insert(run.summary[1].key(), vec![7]);
+    let run = run.with_workload_labels();
+    assert_eq!(run.summary[0].backend, "tch");
+    assert_eq!(run.summary[1].backend, "tch (train, batch 4, separate BN)");
+    assert_eq!(run.samples[&run.summary[1].key()], vec![7]);
 }
 
 #[test]

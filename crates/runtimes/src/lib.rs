@@ -14,6 +14,11 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+mod libtorch;
+pub use libtorch::{
+    ensure_libtorch, libtorch_dir, link_libtorch, locate_libtorch, Libtorch, LIBTORCH_VERSION,
+};
+
 /// A runtime pinned to one wheel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Runtime {
@@ -83,7 +88,7 @@ impl Platform {
         }
     }
 
-    /// The manylinux tags pip may pick, newest first (the wheels are built for 2.27/2.28).
+    /// The manylinux tags pip may pick, newest first (the wheels are built for 2.25 to 2.28).
     fn wheel_tags(self) -> Vec<String> {
         let arch = match self {
             Platform::LinuxX86_64 => "x86_64",
@@ -92,6 +97,7 @@ impl Platform {
         [
             "manylinux_2_28",
             "manylinux_2_27",
+            "manylinux_2_25",
             "manylinux_2_17",
             "manylinux2014",
         ]
@@ -156,6 +162,8 @@ pub enum RuntimeError {
     },
     #[error("{path}: not a readable wheel: {why}")]
     BadWheel { path: PathBuf, why: String },
+    #[error("libtorch: cannot build the empty libtorch.so stub: {why}")]
+    Stub { why: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -213,7 +221,49 @@ pub fn provision(runtime: &Runtime, platform: Platform) -> Result<Installed, Run
     let parent = target.parent().expect("install dir has a parent");
     fs::create_dir_all(parent).map_err(io(parent))?;
     let download = tempdir_in(parent, "download")?;
-    let spec = format!("{}=={}", runtime.distribution, runtime.version);
+    let wheel = download_wheel(
+        runtime.name,
+        runtime.distribution,
+        runtime.version,
+        platform,
+        &download,
+    )?;
+    let staging = tempdir_in(parent, "staging")?;
+    let libraries = extract(runtime, &wheel, &staging)?;
+    let installed = Installed {
+        name: runtime.name.into(),
+        distribution: runtime.distribution.into(),
+        version: runtime.version.into(),
+        platform,
+        wheel: file_name(&wheel),
+        libraries,
+        dir: target.clone(),
+    };
+    let manifest = serde_json::to_string_pretty(&installed).expect("serialises");
+    fs::write(staging.join(MANIFEST), manifest).map_err(io(&staging))?;
+    let _ = fs::remove_dir_all(&target);
+    fs::rename(&staging, &target).map_err(io(&target))?;
+    let _ = fs::remove_dir_all(&download);
+    Ok(installed)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `pip download`s one wheel of `distribution==version` for `platform` into `dir` and
+/// returns its path. `runtime` names what it is for, in errors.
+fn download_wheel(
+    runtime: &str,
+    distribution: &str,
+    version: &str,
+    platform: Platform,
+    dir: &Path,
+) -> Result<PathBuf, RuntimeError> {
+    let spec = format!("{distribution}=={version}");
     let mut cmd = Command::new("python3");
     cmd.args([
         "-m",
@@ -225,7 +275,7 @@ pub fn provision(runtime: &Runtime, platform: Platform) -> Result<Installed, Run
     ])
     .args(["--python-version", "3.11", "--implementation", "cp"])
     .arg("--dest")
-    .arg(&download);
+    .arg(dir);
     for tag in platform.wheel_tags() {
         cmd.args(["--platform", &tag]);
     }
@@ -235,22 +285,22 @@ pub fn provision(runtime: &Runtime, platform: Platform) -> Result<Installed, Run
         platform.wheel_tags()[0]
     );
     let output = cmd.output().map_err(|e| RuntimeError::NoPip {
-        runtime: runtime.name.into(),
+        runtime: runtime.into(),
         cmd: shown.clone(),
         why: e.to_string(),
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let _ = fs::remove_dir_all(&download);
+        let _ = fs::remove_dir_all(dir);
         if stderr.contains("No module named pip") {
             return Err(RuntimeError::NoPip {
-                runtime: runtime.name.into(),
+                runtime: runtime.into(),
                 cmd: shown,
                 why: "pip is not installed".into(),
             });
         }
         return Err(RuntimeError::Download {
-            runtime: runtime.name.into(),
+            runtime: runtime.into(),
             spec,
             platform: platform.name().into(),
             stderr: stderr
@@ -260,36 +310,19 @@ pub fn provision(runtime: &Runtime, platform: Platform) -> Result<Installed, Run
                 .to_string(),
         });
     }
-    let wheel = fs::read_dir(&download)
-        .map_err(io(&download))?
+    let prefix = distribution.replace('-', "_");
+    fs::read_dir(dir)
+        .map_err(io(dir))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "whl")
+                && file_name(p).to_ascii_lowercase().starts_with(&prefix)
+        })
         .ok_or_else(|| RuntimeError::BadWheel {
-            path: download.clone(),
-            why: "pip reported success but saved no wheel".into(),
-        })?;
-    let staging = tempdir_in(parent, "staging")?;
-    let libraries = extract(runtime, &wheel, &staging)?;
-    let installed = Installed {
-        name: runtime.name.into(),
-        distribution: runtime.distribution.into(),
-        version: runtime.version.into(),
-        platform,
-        wheel: wheel
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        libraries,
-        dir: target.clone(),
-    };
-    let manifest = serde_json::to_string_pretty(&installed).expect("serialises");
-    fs::write(staging.join(MANIFEST), manifest).map_err(io(&staging))?;
-    let _ = fs::remove_dir_all(&target);
-    fs::rename(&staging, &target).map_err(io(&target))?;
-    let _ = fs::remove_dir_all(&download);
-    Ok(installed)
+            path: dir.to_path_buf(),
+            why: format!("pip reported success but saved no {distribution} wheel"),
+        })
 }
 
 fn tempdir_in(parent: &Path, what: &str) -> Result<PathBuf, RuntimeError> {

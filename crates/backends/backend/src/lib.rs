@@ -73,6 +73,53 @@ impl ModelSource<'_> {
     }
 }
 
+/// What one timed iteration does: `bench run --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One forward pass (inference).
+    #[default]
+    Infer,
+    /// One training step: forward, loss, backward and an SGD update of every weight.
+    Train,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Infer => "infer",
+            Mode::Train => "train",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "infer" | "inference" => Ok(Mode::Infer),
+            "train" | "training" => Ok(Mode::Train),
+            _ => Err(format!("`{s}`: expected `infer` or `train`")),
+        }
+    }
+}
+
+/// The work a session does per iteration: the mode and the batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    pub mode: Mode,
+    pub batch: usize,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            mode: Mode::Infer,
+            batch: 1,
+        }
+    }
+}
+
 /// Whether a backend can run on this machine, and if not, why (in words a user can act on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Availability {
@@ -142,8 +189,27 @@ pub trait Backend: Send + Sync {
     fn availability(&self) -> Availability;
     /// Whether it takes this kind of source (a zoo IR, an .onnx, a .tflite).
     fn accepts(&self, kind: SourceKind) -> bool;
-    /// Prepares a session: parse, compile, allocate. The runner times this as init.
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError>;
+    /// Whether it can do `workload`, and if not, why. Most engines run inference on batch 1
+    /// only (exported files have a fixed batch of 1).
+    fn supports(&self, workload: &Workload) -> Result<(), String> {
+        if workload.mode == Mode::Train {
+            Err(format!(
+                "{} runs inference only (it has no backward pass)",
+                self.name()
+            ))
+        } else if workload.batch != 1 {
+            Err(format!("{} runs batch 1 only", self.name()))
+        } else {
+            Ok(())
+        }
+    }
+    /// Prepares a session for `workload` (which [`Backend::supports`] accepted): parse,
+    /// compile, allocate. The runner times this as init.
+    fn load(
+        &self,
+        source: &ModelSource,
+        workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError>;
     /// Test-only backends are left out of `all` and marked as such in listings.
     fn is_test_only(&self) -> bool {
         false
@@ -159,12 +225,13 @@ pub trait Backend: Send + Sync {
 
 /// A loaded model, ready to run. `run` must not allocate: the runner calls it in the timed loop.
 pub trait Session {
-    /// The input tensor's shape as the model declares it (NHWC `[1, H, W, 3]` for zoo
+    /// The input tensor's shape as the model declares it (NHWC `[batch, H, W, 3]` for zoo
     /// models; a user's file may differ).
     fn input_shape(&self) -> Vec<usize>;
-    /// Number of output values (logits).
+    /// Number of output values (logits, for the whole batch).
     fn output_len(&self) -> usize;
-    /// One inference from `input` into `output` (both preallocated by the caller).
+    /// One iteration from `input` into `output` (both preallocated by the caller): an
+    /// inference, or in train mode a training step whose forward pass's logits are written.
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError>;
     /// What to record about this session's configuration.
     fn settings(&self) -> BackendSettings;

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use crate::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
-    SourceKind,
+    SourceKind, Workload,
 };
 
 pub struct NoopBackend;
@@ -28,7 +28,11 @@ impl Backend for NoopBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::Zoo
     }
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError> {
         let ModelSource::Zoo(model) = source else {
             return Err(BackendError::Unsupported {
                 backend: self.name().into(),

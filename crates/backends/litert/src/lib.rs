@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use mobilebench_backend::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session, SourceKind,
+    Session, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, LITERT};
 
@@ -76,7 +76,11 @@ impl Backend for LiteRtBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Tflite)
     }
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError> {
         let path = source.require_file(self.name(), FileFormat::Tflite)?;
         let api = api().map_err(|reason| BackendError::Unavailable {
             backend: self.name().into(),

@@ -1,7 +1,7 @@
 //! The executor: the graph is planned once at load (BN folded, weights re-laid out, one
 //! kernel per node, activation buffers assigned by liveness), then run with no allocation.
 
-use mobilebench_models::ir::{Graph, Op, ValueId};
+use mobilebench_models::ir::{Activation, Conv2d, Graph, Op, ValueId};
 use mobilebench_models::weights::NodeWeights;
 use mobilebench_models::Model;
 
@@ -26,6 +26,8 @@ enum Src {
 
 struct Step {
     kernel: Kernel,
+    /// Separate batch norm (`--bn separate`): a second pass over the kernel's output.
+    batch_norm: Option<kernels::BatchNormPass>,
     inputs: Vec<(Src, usize)>,
     output: usize,
     output_len: usize,
@@ -40,15 +42,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Plans `model` (folding its batch norms first when it has them).
+    /// Plans `model` as given: batch norms it still has run as separate passes after their
+    /// convolutions (`--bn separate`); fold them first for the deployed form.
     pub fn new(model: &Model) -> Engine {
-        let folded;
-        let model = if model.has_batch_norm() {
-            folded = model.fold_batch_norm();
-            &folded
-        } else {
-            model
-        };
         let graph = &model.graph;
         let slots = assign_buffers(graph);
         let mut buffers: Vec<Vec<f32>> = Vec::new();
@@ -75,12 +71,13 @@ impl Engine {
                     (src, graph.value_shape(v).len())
                 })
                 .collect();
-            let kernel = plan_kernel(graph, i, w);
+            let (kernel, batch_norm) = plan_kernel(graph, i, w);
             if let Kernel::SqueezeExcite(se) = &kernel {
                 scratch_len = scratch_len.max(2 * se.channels + se.reduce.bias.len());
             }
             steps.push(Step {
                 kernel,
+                batch_norm,
                 inputs,
                 output: out_slot,
                 output_len: len,
@@ -126,6 +123,9 @@ impl Engine {
                 Kernel::FullyConnected(k) => kernels::matvec(a, &k.weight, &k.bias, k.act, dst),
                 Kernel::Add => kernels::add(a, read(step.inputs[1]), dst),
             }
+            if let Some(bn) = &step.batch_norm {
+                bn.run(dst);
+            }
             self.buffers[step.output] = out;
         }
         let last = self.steps.last().expect("a graph has nodes");
@@ -133,12 +133,15 @@ impl Engine {
     }
 }
 
-fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
+fn plan_kernel(
+    graph: &Graph,
+    i: usize,
+    w: &NodeWeights,
+) -> (Kernel, Option<kernels::BatchNormPass>) {
     let node = &graph.nodes[i];
     let input = graph.value_shape(node.inputs[0]);
-    match (&node.op, w) {
-        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, .. }) => {
-            let bias = bias.clone().unwrap_or_else(|| vec![0.0; c.out_channels]);
+    let kernel = match (&node.op, w) {
+        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
             let window = Window {
                 input,
                 output: node.output,
@@ -146,36 +149,16 @@ fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
                 stride: c.stride,
                 padding: c.padding,
             };
-            if c.is_pointwise() {
-                Kernel::Pointwise(Pointwise {
-                    pixels: input.h * input.w,
-                    cin: c.in_channels,
-                    cout: c.out_channels,
-                    weight: kernel.clone(),
-                    bias,
-                    act: c.activation,
-                })
-            } else if c.is_depthwise() {
-                // HWIO with I = 1 is already [kh][kw][c].
-                Kernel::Depthwise(Depthwise {
-                    window,
-                    weight: kernel.clone(),
-                    bias,
-                    act: c.activation,
-                })
-            } else {
-                assert_eq!(
-                    c.groups, 1,
-                    "grouped convolutions other than depthwise are not in the zoo"
-                );
-                Kernel::Direct(Direct {
-                    window,
-                    cout: c.out_channels,
-                    weight: kernel.clone(),
-                    bias,
-                    act: c.activation,
-                })
-            }
+            let bias = bias.clone().unwrap_or_else(|| vec![0.0; c.out_channels]);
+            return match bn {
+                // Unfolded BN: the convolution without its activation, then BN and the
+                // activation in a pass of their own.
+                Some(bn) => (
+                    plan_conv(c, window, kernel, bias, Activation::None),
+                    Some(kernels::BatchNormPass::new(bn, c.activation)),
+                ),
+                None => (plan_conv(c, window, kernel, bias, c.activation), None),
+            };
         }
         (
             Op::SqueezeExcite(se),
@@ -185,22 +168,19 @@ fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
                 expand,
                 expand_bias,
             },
-        ) => {
-            use mobilebench_models::ir::Activation;
-            Kernel::SqueezeExcite(SqueezeExcite {
-                channels: se.channels,
-                reduce: FullyConnected {
-                    weight: reduce.clone(),
-                    bias: reduce_bias.clone(),
-                    act: Activation::Relu,
-                },
-                expand: FullyConnected {
-                    weight: expand.clone(),
-                    bias: expand_bias.clone(),
-                    act: Activation::HardSigmoid,
-                },
-            })
-        }
+        ) => Kernel::SqueezeExcite(SqueezeExcite {
+            channels: se.channels,
+            reduce: FullyConnected {
+                weight: reduce.clone(),
+                bias: reduce_bias.clone(),
+                act: Activation::Relu,
+            },
+            expand: FullyConnected {
+                weight: expand.clone(),
+                bias: expand_bias.clone(),
+                act: Activation::HardSigmoid,
+            },
+        }),
         (Op::GlobalAvgPool, _) => Kernel::GlobalAvgPool { channels: input.c },
         (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
             Kernel::FullyConnected(FullyConnected {
@@ -211,6 +191,46 @@ fn plan_kernel(graph: &Graph, i: usize, w: &NodeWeights) -> Kernel {
         }
         (Op::Add, _) => Kernel::Add,
         (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+    };
+    (kernel, None)
+}
+
+fn plan_conv(
+    c: &Conv2d,
+    window: Window,
+    kernel: &[f32],
+    bias: Vec<f32>,
+    act: Activation,
+) -> Kernel {
+    if c.is_pointwise() {
+        Kernel::Pointwise(Pointwise {
+            pixels: window.input.h * window.input.w,
+            cin: c.in_channels,
+            cout: c.out_channels,
+            weight: kernel.to_vec(),
+            bias,
+            act,
+        })
+    } else if c.is_depthwise() {
+        // HWIO with I = 1 is already [kh][kw][c].
+        Kernel::Depthwise(Depthwise {
+            window,
+            weight: kernel.to_vec(),
+            bias,
+            act,
+        })
+    } else {
+        assert_eq!(
+            c.groups, 1,
+            "grouped convolutions other than depthwise are not in the zoo"
+        );
+        Kernel::Direct(Direct {
+            window,
+            cout: c.out_channels,
+            weight: kernel.to_vec(),
+            bias,
+            act,
+        })
     }
 }
 

@@ -217,3 +217,39 @@ pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
         *o = a + b;
     }
 }
+
+/// Inference batch norm as its own pass (`--bn separate`): per channel `x · s + t` with
+/// `s = γ / √(σ² + ε)` and `t = β − μ · s` precomputed at load (as eval-mode frameworks
+/// do), then the convolution's activation. NHWC, so the channel is the index modulo `c`.
+pub struct BatchNormPass {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    act: Activation,
+}
+
+impl BatchNormPass {
+    pub fn new(bn: &mobilebench_models::weights::BatchNorm, act: Activation) -> Self {
+        let scale: Vec<f32> = bn
+            .gamma
+            .iter()
+            .zip(&bn.var)
+            .map(|(g, v)| g / (v + bn.eps).sqrt())
+            .collect();
+        let shift = bn
+            .beta
+            .iter()
+            .zip(&bn.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        BatchNormPass { scale, shift, act }
+    }
+
+    pub fn run(&self, data: &mut [f32]) {
+        for pixel in data.chunks_exact_mut(self.scale.len()) {
+            for ((x, s), t) in pixel.iter_mut().zip(&self.scale).zip(&self.shift) {
+                *x = self.act.apply(*x * s + t);
+            }
+        }
+    }
+}

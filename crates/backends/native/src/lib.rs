@@ -1,12 +1,13 @@
-//! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread, batch norm folded
-//! at load, activations fused into the convolutions, pointwise convolutions as SGEMM.
+//! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread, activations fused
+//! into the convolutions (or into the batch-norm pass with `--bn separate`), pointwise
+//! convolutions as SGEMM.
 
 mod engine;
 mod kernels;
 
 use mobilebench_backend::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
-    SourceKind,
+    SourceKind, Workload,
 };
 
 pub use engine::Engine;
@@ -31,10 +32,15 @@ impl Backend for NativeBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::Zoo
     }
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError> {
         match source {
             ModelSource::Zoo(model) => Ok(Box::new(NativeSession {
                 engine: Engine::new(model),
+                bn_separate: model.has_batch_norm(),
                 input_shape: model.graph.input.nhwc(),
             })),
             ModelSource::File { .. } => Err(BackendError::Unsupported {
@@ -48,6 +54,7 @@ impl Backend for NativeBackend {
 
 struct NativeSession {
     engine: Engine,
+    bn_separate: bool,
     input_shape: [usize; 4],
 }
 
@@ -74,7 +81,14 @@ impl Session for NativeSession {
             threads: 1,
             precision: "fp32".into(),
             adapter: "cpu".into(),
-            settings: "bn=folded;pointwise=matrixmultiply-sgemm".into(),
+            settings: format!(
+                "bn={};pointwise=matrixmultiply-sgemm",
+                if self.bn_separate {
+                    "separate"
+                } else {
+                    "folded"
+                }
+            ),
         }
     }
 }

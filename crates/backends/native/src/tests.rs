@@ -2,14 +2,15 @@
 //!
 //! Tolerance: |native − reference| ≤ 1e-5 · max(1, max |reference|) per op, and 1e-4 for
 //! whole models. Both compute in f32 but sum in different orders (SGEMM blocks against a
-//! plain left-to-right loop) and the engine folds BN into the weights, so results differ by
+//! plain left-to-right loop) and BN is folded into the weights (`--bn fused`) or applied as
+//! a precomputed scale and shift (`--bn separate`); both forms are checked, and differ by
 //! rounding only: measured worst cases are given at the whole-model test; the bounds leave
 //! ~8× margin, while a real bug (a wrong tap, padding side or channel) gives errors of order
 //! 1e-1.
 
 use mobilebench_models::ir::{Activation, Graph, Shape};
 use mobilebench_models::weights::Weights;
-use mobilebench_models::{reference, sets::select, synthetic_input, Model};
+use mobilebench_models::{reference, sets::select, synthetic_input, BnMode, Model};
 
 use crate::Engine;
 
@@ -19,21 +20,35 @@ fn max_scaled_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// Checks the engine in both BN forms against the reference; returns the worse difference.
 fn check(model: &Model, tolerance: f32) -> f32 {
     let input = synthetic_input(model.graph.input, 5);
     let expected = reference::evaluate(&model.graph, &model.weights, &input);
+    [BnMode::Fused, BnMode::Separate]
+        .into_iter()
+        .filter(|bn| *bn == BnMode::Fused || model.has_batch_norm())
+        .map(|bn| check_form(&model.with_bn(bn).unwrap(), &input, &expected, tolerance))
+        .fold(0.0, f32::max)
+}
+
+fn check_form(model: &Model, input: &[f32], expected: &[f32], tolerance: f32) -> f32 {
     let mut engine = Engine::new(model);
     let mut out = vec![0.0; engine.output_len()];
-    engine.run(&input, &mut out);
-    let diff = max_scaled_diff(&out, &expected);
+    engine.run(input, &mut out);
+    let diff = max_scaled_diff(&out, expected);
+    let form = if model.has_batch_norm() {
+        "separate BN"
+    } else {
+        "fused BN"
+    };
     assert!(
         diff <= tolerance,
-        "{}: scaled diff {diff:e} > {tolerance:e}",
+        "{} ({form}): scaled diff {diff:e} > {tolerance:e}",
         model.name
     );
     // Run again: buffers are reused, so a stale-state bug shows as a different answer.
     let mut again = vec![0.0; engine.output_len()];
-    engine.run(&input, &mut again);
+    engine.run(input, &mut again);
     assert_eq!(out, again, "{}: second run differs", model.name);
     diff
 }

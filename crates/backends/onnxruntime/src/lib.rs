@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use mobilebench_backend::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session as BenchSession, SourceKind,
+    Session as BenchSession, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, ONNXRUNTIME};
 use ort::memory::Allocator;
@@ -74,7 +74,11 @@ impl Backend for OnnxRuntimeBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Onnx)
     }
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn BenchSession>, BackendError> {
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn BenchSession>, BackendError> {
         let path = source.require_file(NAME, FileFormat::Onnx)?;
         let fail = |why: String| BackendError::Load {
             backend: NAME.into(),

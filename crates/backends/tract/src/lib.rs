@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mobilebench_backend::{
     check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session, SourceKind,
+    Session, SourceKind, Workload,
 };
 use tract_onnx::prelude::*;
 
@@ -33,7 +33,11 @@ impl Backend for TractBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Onnx)
     }
-    fn load(&self, source: &ModelSource) -> Result<Box<dyn Session>, BackendError> {
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError> {
         let path = source.require_file(NAME, FileFormat::Onnx)?;
         let fail = |e: TractError| BackendError::Load {
             backend: NAME.into(),

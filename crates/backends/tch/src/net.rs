@@ -1,0 +1,342 @@
+//! A zoo model as libtorch tensors: weights converted once from the IR's layouts, then a
+//! forward pass over the node list with tch's ops (the same ops torchvision's MobileNets use:
+//! conv2d, batch_norm, hardswish, SE as two 1×1 convs, adaptive pooling, linear).
+
+use mobilebench_models::ir::{Activation, Conv2d, Op, Padding};
+use mobilebench_models::weights::{BatchNorm, NodeWeights};
+use mobilebench_models::Model;
+use tch::{Device, Kind, Tensor};
+
+/// How activations and conv weights are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Contiguous NCHW (PyTorch's default).
+    Contiguous,
+    /// NCHW logical shape with NHWC strides (`torch.channels_last`): what PyTorch's
+    /// `.to(memory_format=torch.channels_last)` makes, and what oneDNN's NHWC kernels take.
+    ChannelsLast,
+}
+
+/// A batch norm kept separate (`--bn separate`). The running statistics are plain tensors:
+/// training updates them in place, as `nn.BatchNorm2d` does.
+struct Bn {
+    gamma: Tensor,
+    beta: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    eps: f64,
+}
+
+enum Layer {
+    Conv {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        bn: Option<Bn>,
+        stride: i64,
+        groups: i64,
+        /// Symmetric padding goes to conv2d; TensorFlow's asymmetric SAME is an explicit pad.
+        padding: [i64; 2],
+        pad_first: Option<[i64; 4]>,
+        act: Activation,
+    },
+    SqueezeExcite {
+        reduce: Tensor,
+        reduce_bias: Tensor,
+        expand: Tensor,
+        expand_bias: Tensor,
+    },
+    GlobalAvgPool,
+    Linear {
+        weight: Tensor,
+        bias: Tensor,
+        act: Activation,
+    },
+    Add,
+}
+
+pub struct Net {
+    layers: Vec<(Layer, Vec<usize>)>,
+    /// When each value is read for the last time (so it can be dropped early).
+    last_use: Vec<Option<usize>>,
+    layout: Layout,
+}
+
+fn tensor(data: &[f32], shape: &[i64], device: Device) -> Tensor {
+    Tensor::from_slice(data).view(shape).to_device(device)
+}
+
+/// HWIO `[kh][kw][in/groups][out]` → OIHW, in the requested memory layout.
+fn conv_weight(kernel: &[f32], c: &Conv2d, layout: Layout, device: Device) -> Tensor {
+    let k = c.kernel as i64;
+    let hwio = Tensor::from_slice(kernel).view([
+        k,
+        k,
+        (c.in_channels / c.groups) as i64,
+        c.out_channels as i64,
+    ]);
+    let weight = match layout {
+        Layout::Contiguous => hwio.permute([3, 2, 0, 1]).contiguous(),
+        // OHWI in memory, viewed as OIHW: channels_last strides.
+        Layout::ChannelsLast => hwio
+            .permute([3, 0, 1, 2])
+            .contiguous()
+            .permute([0, 3, 1, 2]),
+    };
+    weight.to_device(device)
+}
+
+fn bn(bn: &BatchNorm, device: Device) -> Bn {
+    let n = bn.gamma.len() as i64;
+    Bn {
+        gamma: tensor(&bn.gamma, &[n], device),
+        beta: tensor(&bn.beta, &[n], device),
+        mean: tensor(&bn.mean, &[n], device),
+        var: tensor(&bn.var, &[n], device),
+        eps: f64::from(bn.eps),
+    }
+}
+
+fn padding(p: Padding) -> ([i64; 2], Option<[i64; 4]>) {
+    if p.top == p.bottom && p.left == p.right {
+        ([p.top as i64, p.left as i64], None)
+    } else {
+        // constant_pad_nd takes (left, right, top, bottom) for the last two dimensions.
+        let pad = [p.left, p.right, p.top, p.bottom].map(|v| v as i64);
+        ([0, 0], Some(pad))
+    }
+}
+
+fn activate(x: Tensor, act: Activation) -> Tensor {
+    let mut x = x;
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.relu_(),
+        Activation::Relu6 => x.clamp_(0.0, 6.0),
+        Activation::HardSwish => x.hardswish_(),
+        Activation::HardSigmoid => x.hardsigmoid_(),
+    }
+}
+
+impl Net {
+    /// Converts `model` (with or without its batch norms) for `device` in `layout`.
+    pub fn new(model: &Model, layout: Layout, device: Device) -> Net {
+        let graph = &model.graph;
+        let mut layers = Vec::with_capacity(graph.nodes.len());
+        for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
+            let layer = match (&node.op, w) {
+                (
+                    Op::Conv2d(c),
+                    NodeWeights::Conv {
+                        kernel,
+                        bias,
+                        bn: b,
+                    },
+                ) => {
+                    let (padding, pad_first) = padding(c.padding);
+                    Layer::Conv {
+                        weight: conv_weight(kernel, c, layout, device),
+                        bias: bias
+                            .as_ref()
+                            .map(|b| tensor(b, &[c.out_channels as i64], device)),
+                        bn: b.as_ref().map(|b| bn(b, device)),
+                        stride: c.stride as i64,
+                        groups: c.groups as i64,
+                        padding,
+                        pad_first,
+                        act: c.activation,
+                    }
+                }
+                (
+                    Op::SqueezeExcite(se),
+                    NodeWeights::SqueezeExcite {
+                        reduce,
+                        reduce_bias,
+                        expand,
+                        expand_bias,
+                    },
+                ) => {
+                    let (c, s) = (se.channels as i64, se.squeeze as i64);
+                    // `[in][out]` matrices as 1×1 conv weights `[out, in, 1, 1]`.
+                    let one_by_one = |m: &[f32], i: i64, o: i64| {
+                        Tensor::from_slice(m)
+                            .view([i, o])
+                            .transpose(0, 1)
+                            .contiguous()
+                            .view([o, i, 1, 1])
+                            .to_device(device)
+                    };
+                    Layer::SqueezeExcite {
+                        reduce: one_by_one(reduce, c, s),
+                        reduce_bias: tensor(reduce_bias, &[s], device),
+                        expand: one_by_one(expand, s, c),
+                        expand_bias: tensor(expand_bias, &[c], device),
+                    }
+                }
+                (Op::GlobalAvgPool, _) => Layer::GlobalAvgPool,
+                (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+                    let (i, o) = (fc.in_features as i64, fc.out_features as i64);
+                    Layer::Linear {
+                        // `[in][out]` → linear's `[out, in]`.
+                        weight: Tensor::from_slice(weight)
+                            .view([i, o])
+                            .transpose(0, 1)
+                            .contiguous()
+                            .to_device(device),
+                        bias: tensor(bias, &[o], device),
+                        act: fc.activation,
+                    }
+                }
+                (Op::Add, _) => Layer::Add,
+                (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+            };
+            layers.push((layer, node.inputs.clone()));
+        }
+        Net {
+            layers,
+            last_use: graph.last_uses(),
+            layout,
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Every trainable tensor (kernels, biases, BN's γ and β; not its running statistics).
+    pub fn parameters(&mut self) -> Vec<&mut Tensor> {
+        let mut out = Vec::new();
+        for (layer, _) in &mut self.layers {
+            match layer {
+                Layer::Conv {
+                    weight, bias, bn, ..
+                } => {
+                    out.push(weight);
+                    if let Some(b) = bias {
+                        out.push(b);
+                    }
+                    if let Some(bn) = bn {
+                        out.push(&mut bn.gamma);
+                        out.push(&mut bn.beta);
+                    }
+                }
+                Layer::SqueezeExcite {
+                    reduce,
+                    reduce_bias,
+                    expand,
+                    expand_bias,
+                } => out.extend([reduce, reduce_bias, expand, expand_bias]),
+                Layer::Linear { weight, bias, .. } => out.extend([weight, bias]),
+                Layer::GlobalAvgPool | Layer::Add => {}
+            }
+        }
+        out
+    }
+
+    /// The logits `[batch, classes]` for an NCHW-shaped `input`. `training` switches batch
+    /// norm to batch statistics (and updates its running statistics), as `model.train()`.
+    pub fn forward(&self, input: &Tensor, training: bool) -> Tensor {
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len() + 1);
+        values.push(Some(input.shallow_clone()));
+        for (i, (layer, inputs)) in self.layers.iter().enumerate() {
+            let x = values[inputs[0]]
+                .as_ref()
+                .expect("values are live until last use");
+            let y = match layer {
+                Layer::Conv {
+                    weight,
+                    bias,
+                    bn,
+                    stride,
+                    groups,
+                    padding,
+                    pad_first,
+                    act,
+                } => {
+                    let padded;
+                    let x = match pad_first {
+                        Some(pad) => {
+                            padded = x.constant_pad_nd(pad.as_slice());
+                            &padded
+                        }
+                        None => x,
+                    };
+                    let y = x.conv2d(
+                        weight,
+                        bias.as_ref(),
+                        [*stride; 2],
+                        *padding,
+                        [1, 1],
+                        *groups,
+                    );
+                    let y = match bn {
+                        Some(bn) => y.batch_norm(
+                            Some(&bn.gamma),
+                            Some(&bn.beta),
+                            Some(&bn.mean),
+                            Some(&bn.var),
+                            training,
+                            0.1,
+                            bn.eps,
+                            true,
+                        ),
+                        None => y,
+                    };
+                    activate(y, *act)
+                }
+                Layer::SqueezeExcite {
+                    reduce,
+                    reduce_bias,
+                    expand,
+                    expand_bias,
+                } => {
+                    let s = x
+                        .adaptive_avg_pool2d([1, 1])
+                        .conv2d(reduce, Some(reduce_bias), [1, 1], [0, 0], [1, 1], 1)
+                        .relu_()
+                        .conv2d(expand, Some(expand_bias), [1, 1], [0, 0], [1, 1], 1)
+                        .hardsigmoid_();
+                    x * s
+                }
+                Layer::GlobalAvgPool => x.adaptive_avg_pool2d([1, 1]),
+                Layer::Linear { weight, bias, act } => {
+                    let flat = if x.dim() > 2 {
+                        x.flatten(1, -1)
+                    } else {
+                        x.shallow_clone()
+                    };
+                    activate(flat.linear(weight, Some(bias)), *act)
+                }
+                Layer::Add => {
+                    let b = values[inputs[1]]
+                        .as_ref()
+                        .expect("values are live until last use");
+                    x + b
+                }
+            };
+            for &v in inputs {
+                if self.last_use[v] == Some(i) {
+                    values[v] = None;
+                }
+            }
+            values.push(Some(y));
+        }
+        let out = values.pop().flatten().expect("a graph has nodes");
+        if out.dim() > 2 {
+            out.flatten(1, -1)
+        } else {
+            out
+        }
+    }
+}
+
+/// Fills a preallocated NHWC host tensor from a slice (no allocation in the timed loop).
+pub fn fill(tensor: &mut Tensor, data: &[f32]) {
+    assert_eq!(tensor.kind(), Kind::Float);
+    assert_eq!(tensor.numel(), data.len());
+    assert!(tensor.is_contiguous() && tensor.device() == Device::Cpu);
+    // SAFETY: the tensor is a contiguous f32 CPU tensor of exactly data.len() elements,
+    // owned by the session and not aliased by anything running concurrently.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), tensor.data_ptr() as *mut f32, data.len());
+    }
+}

@@ -1,0 +1,300 @@
+//! libtorch for the `tch` backend, assembled CPU-only from PyPI wheels.
+//!
+//! The `torch` wheel is a CUDA build: its `libtorch.so` pulls in `libtorch_cuda.so` and
+//! gigabytes of CUDA libraries. A CPU-only folder needs only `libc10.so`, `libtorch_cpu.so`
+//! and `libgomp.so.1` from it, plus the two small CUDA libraries `libtorch_cpu.so` itself
+//! links (`libcudart.so.13`, `libcupti.so.13`, from their own wheels), the headers, and a
+//! `libtorch.so` with no content. That stub keeps the linker's `-ltorch` satisfied; where a
+//! real CUDA libtorch is put first on `LD_LIBRARY_PATH`, its `libtorch.so` loads instead and
+//! brings CUDA with it.
+//!
+//! Unlike the other runtimes, libtorch is needed at build time (tch compiles a C++ wrapper
+//! and links it), so it is provisioned by `scripts/setup` before cargo builds the harness,
+//! and `.cargo/config.toml` points `LIBTORCH` at the link that script makes.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{cache_root, download_wheel, file_name, io, tempdir_in, Platform, RuntimeError};
+
+/// The libtorch version tch 0.24 is built for.
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+
+/// What one wheel contributes: files copied to a folder of the install, and whole trees.
+struct Part {
+    distribution: &'static str,
+    version: &'static str,
+    /// `(member, destination folder)`.
+    files: &'static [(&'static str, &'static str)],
+    /// `(member prefix, destination folder)`: every file under the prefix, paths kept.
+    trees: &'static [(&'static str, &'static str)],
+}
+
+const PARTS: &[Part] = &[
+    Part {
+        distribution: "torch",
+        version: LIBTORCH_VERSION,
+        files: &[
+            ("torch/lib/libc10.so", "lib"),
+            ("torch/lib/libtorch_cpu.so", "lib"),
+            ("torch/lib/libgomp.so.1", "lib"),
+        ],
+        trees: &[("torch/include/", "include")],
+    },
+    // The versions torch 2.11.0's wheel requires (through `cuda-toolkit==13.0.2`).
+    Part {
+        distribution: "nvidia-cuda-runtime",
+        version: "13.0.96",
+        files: &[("nvidia/cu13/lib/libcudart.so.13", "lib")],
+        trees: &[],
+    },
+    Part {
+        distribution: "nvidia-cuda-cupti",
+        version: "13.0.85",
+        files: &[("nvidia/cu13/lib/libcupti.so.13", "lib")],
+        trees: &[],
+    },
+];
+
+const MANIFEST: &str = "libtorch.json";
+
+/// What `libtorch.json` records about an assembled folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Libtorch {
+    pub version: String,
+    pub platform: Platform,
+    /// The wheels it was assembled from.
+    pub wheels: Vec<String>,
+    /// Set when read back: the folder (what `LIBTORCH` points at).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl Libtorch {
+    pub fn lib_dir(&self) -> PathBuf {
+        self.dir.join("lib")
+    }
+}
+
+/// `CACHE/runtimes/<platform>/libtorch-<version>-cpu/`.
+pub fn libtorch_dir(platform: Platform) -> PathBuf {
+    cache_root()
+        .join("runtimes")
+        .join(platform.name())
+        .join(format!("libtorch-{LIBTORCH_VERSION}-cpu"))
+}
+
+/// The files a complete install has (relative to its folder), beyond the headers.
+const REQUIRED: &[&str] = &[
+    "lib/libc10.so",
+    "lib/libtorch_cpu.so",
+    "lib/libtorch.so",
+    "lib/libgomp.so.1",
+    "lib/libcudart.so.13",
+    "lib/libcupti.so.13",
+    "include/torch/torch.h",
+    "build-version",
+];
+
+/// The assembled libtorch, if it is complete in the cache.
+pub fn locate_libtorch(platform: Platform) -> Option<Libtorch> {
+    let dir = libtorch_dir(platform);
+    let text = fs::read_to_string(dir.join(MANIFEST)).ok()?;
+    let mut found: Libtorch = serde_json::from_str(&text).ok()?;
+    found.dir = dir;
+    let complete =
+        found.version == LIBTORCH_VERSION && REQUIRED.iter().all(|f| found.dir.join(f).exists());
+    complete.then_some(found)
+}
+
+/// The assembled libtorch, downloading and assembling it if it is not cached.
+pub fn ensure_libtorch(platform: Platform) -> Result<Libtorch, RuntimeError> {
+    match locate_libtorch(platform) {
+        Some(found) => Ok(found),
+        None => assemble(platform),
+    }
+}
+
+fn assemble(platform: Platform) -> Result<Libtorch, RuntimeError> {
+    let target = libtorch_dir(platform);
+    let parent = target.parent().expect("install dir has a parent");
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let download = tempdir_in(parent, "libtorch-download")?;
+    let staging = tempdir_in(parent, "libtorch-staging")?;
+    let mut wheels = Vec::new();
+    for part in PARTS {
+        let wheel = download_wheel(
+            "libtorch",
+            part.distribution,
+            part.version,
+            platform,
+            &download,
+        )?;
+        extract_part(part, &wheel, &staging)?;
+        wheels.push(file_name(&wheel));
+        // The torch wheel is 530 MB: do not keep it once extracted.
+        let _ = fs::remove_file(&wheel);
+    }
+    let lib = staging.join("lib");
+    build_stub(&lib)?;
+    // `-lgomp` (which tch's build asks for) must find the wheel's OpenMP, not a system one.
+    std::os::unix::fs::symlink("libgomp.so.1", lib.join("libgomp.so")).map_err(io(&lib))?;
+    // torch-sys checks this file against the version it was written for.
+    let version_file = staging.join("build-version");
+    fs::write(&version_file, format!("{LIBTORCH_VERSION}+cpu\n")).map_err(io(&version_file))?;
+    let found = Libtorch {
+        version: LIBTORCH_VERSION.into(),
+        platform,
+        wheels,
+        dir: target.clone(),
+    };
+    let manifest = serde_json::to_string_pretty(&found).expect("serialises");
+    fs::write(staging.join(MANIFEST), manifest).map_err(io(&staging))?;
+    let _ = fs::remove_dir_all(&target);
+    fs::rename(&staging, &target).map_err(io(&target))?;
+    let _ = fs::remove_dir_all(&download);
+    Ok(found)
+}
+
+/// Copies a part's files and trees out of its wheel, streaming (libtorch_cpu is 440 MB).
+fn extract_part(part: &Part, wheel: &Path, into: &Path) -> Result<(), RuntimeError> {
+    let bad = |why: String| RuntimeError::BadWheel {
+        path: wheel.to_path_buf(),
+        why,
+    };
+    let file = fs::File::open(wheel).map_err(io(wheel))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
+    let mut wanted: Vec<(usize, PathBuf)> = Vec::new();
+    for (member, folder) in part.files {
+        let index = archive
+            .index_for_name(member)
+            .ok_or_else(|| RuntimeError::MissingMember {
+                runtime: "libtorch".into(),
+                wheel: wheel.display().to_string(),
+                member: member.to_string(),
+            })?;
+        let name = Path::new(member).file_name().expect("members are files");
+        wanted.push((index, into.join(folder).join(name)));
+    }
+    for (prefix, folder) in part.trees {
+        let before = wanted.len();
+        for index in 0..archive.len() {
+            let Some(Ok(name)) = archive.name_for_index(index) else {
+                continue;
+            };
+            if let Some(rest) = name.strip_prefix(prefix) {
+                // Wheel members are relative paths; refuse anything that would climb out.
+                if !rest.is_empty() && !rest.ends_with('/') && !rest.contains("..") {
+                    wanted.push((index, into.join(folder).join(rest)));
+                }
+            }
+        }
+        if wanted.len() == before {
+            return Err(RuntimeError::MissingMember {
+                runtime: "libtorch".into(),
+                wheel: wheel.display().to_string(),
+                member: prefix.to_string(),
+            });
+        }
+    }
+    for (index, path) in wanted {
+        let mut entry = archive.by_index(index).map_err(|e| bad(e.to_string()))?;
+        let folder = path.parent().expect("joined paths have parents");
+        fs::create_dir_all(folder).map_err(io(folder))?;
+        let mut out = fs::File::create(&path).map_err(io(&path))?;
+        io::copy(&mut entry, &mut out).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// Compiles an empty shared library named `libtorch.so` (the C compiler is the one Rust
+/// links with, so it is present wherever this builds).
+fn build_stub(lib: &Path) -> Result<(), RuntimeError> {
+    let source = lib.join("libtorch_stub.c");
+    fs::write(
+        &source,
+        "/* stands in for libtorch.so, which would load libtorch_cuda */\n",
+    )
+    .map_err(io(&source))?;
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = lib.join("libtorch.so");
+    let result = Command::new(&compiler)
+        .args(["-shared", "-fPIC", "-Wl,-soname,libtorch.so", "-o"])
+        .arg(&output)
+        .arg(&source)
+        .output();
+    let _ = fs::remove_file(&source);
+    match result {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(RuntimeError::Stub {
+            why: format!(
+                "{compiler} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        }),
+        Err(e) => Err(RuntimeError::Stub {
+            why: format!("cannot run {compiler}: {e} (install a C compiler, e.g. Debian's gcc)"),
+        }),
+    }
+}
+
+/// Points `link` (a symlink, replaced if it exists) at the assembled folder: the fixed path
+/// `.cargo/config.toml` gives cargo as `LIBTORCH`.
+pub fn link_libtorch(found: &Libtorch, link: &Path) -> Result<(), RuntimeError> {
+    match fs::symlink_metadata(link) {
+        Ok(meta) if meta.file_type().is_symlink() => fs::remove_file(link).map_err(io(link))?,
+        Ok(_) => {
+            return Err(RuntimeError::Io {
+                path: link.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a symlink; move it away so setup can link libtorch here",
+                ),
+            })
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&found.dir, link).map_err(io(link))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_required_file_comes_from_a_part_or_setup() {
+        // Files setup makes itself: the stub, and the version file.
+        let made = ["lib/libtorch.so", "build-version"];
+        for required in REQUIRED {
+            let from_part = PARTS.iter().any(|p| {
+                p.files.iter().any(|(member, folder)| {
+                    let name = Path::new(member).file_name().unwrap().to_string_lossy();
+                    *required == format!("{folder}/{name}")
+                }) || p
+                    .trees
+                    .iter()
+                    .any(|(_, folder)| required.starts_with(&format!("{folder}/")))
+            });
+            assert!(
+                from_part || made.contains(required),
+                "{required} has no source"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stub_is_a_shared_library_named_libtorch() {
+        let dir = std::env::temp_dir().join(format!("mobilebench-stub-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        build_stub(&dir).unwrap();
+        let bytes = fs::read(dir.join("libtorch.so")).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        // ET_DYN: a shared object.
+        assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
