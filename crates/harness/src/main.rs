@@ -2,6 +2,7 @@
 
 mod agreement;
 mod list;
+mod outcome;
 mod probe;
 mod registry;
 mod remote;
