@@ -273,15 +273,7 @@ impl<'f> Builder<'f> {
         act: Activation,
         name: &str,
     ) -> i32 {
-        let scale: Vec<f32> = bn
-            .gamma
-            .iter()
-            .zip(&bn.var)
-            .map(|(g, v)| g / (v + bn.eps).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..scale.len())
-            .map(|c| bn.beta[c] - bn.mean[c] * scale[c])
-            .collect();
+        let (scale, shift) = bn.scale_shift();
         let c = scale.len();
         let s = self.tensor(&format!("{name}_scale"), &[c], Some(&scale));
         let scaled = self.tensor(&format!("{name}_scaled"), shape, None);

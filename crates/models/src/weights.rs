@@ -31,6 +31,23 @@ pub struct BatchNorm {
     pub eps: f32,
 }
 
+impl BatchNorm {
+    /// Inference batch norm as a per-channel affine map `x · scale + shift`, with
+    /// `scale = γ / √(σ² + ε)` and `shift = β − μ · scale`.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self
+            .gamma
+            .iter()
+            .zip(&self.var)
+            .map(|(g, v)| g / (v + self.eps).sqrt())
+            .collect();
+        let shift = (0..scale.len())
+            .map(|c| self.beta[c] - self.mean[c] * scale[c])
+            .collect();
+        (scale, shift)
+    }
+}
+
 /// The numbers of one node. Layouts: conv kernel HWIO (`[kh][kw][in/groups][out]`),
 /// FC and SE matrices `[in][out]`.
 #[derive(Debug, Clone, PartialEq)]

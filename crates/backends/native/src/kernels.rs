@@ -218,9 +218,8 @@ pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Inference batch norm as its own pass (`--bn separate`): per channel `x · s + t` with
-/// `s = γ / √(σ² + ε)` and `t = β − μ · s` precomputed at load (as eval-mode frameworks
-/// do), then the convolution's activation. NHWC, so the channel is the index modulo `c`.
+/// Inference batch norm as its own pass (`--bn separate`): per channel `x · scale + shift`
+/// precomputed at load (as eval-mode frameworks do), then the convolution's activation. NHWC, so the channel is the index modulo `c`.
 pub struct BatchNormPass {
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -229,19 +228,7 @@ pub struct BatchNormPass {
 
 impl BatchNormPass {
     pub fn new(bn: &mobilebench_models::weights::BatchNorm, act: Activation) -> Self {
-        let scale: Vec<f32> = bn
-            .gamma
-            .iter()
-            .zip(&bn.var)
-            .map(|(g, v)| g / (v + bn.eps).sqrt())
-            .collect();
-        let shift = bn
-            .beta
-            .iter()
-            .zip(&bn.mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
+        let (scale, shift) = bn.scale_shift();
         BatchNormPass { scale, shift, act }
     }
 
