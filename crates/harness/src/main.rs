@@ -294,6 +294,11 @@ fn run(args: RunArgs) -> Result<()> {
         manifest.batch,
         manifest.bn,
     );
+    if !resuming {
+        for note in registry::left_out_of_all(&args.backends) {
+            eprintln!("{note}");
+        }
+    }
     let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
     let profiles = device_profiles(&manifest)?;
     let run_id = dir

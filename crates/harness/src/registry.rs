@@ -5,25 +5,21 @@ use mobilebench_backend::{
     noop::NoopBackend, Availability, Backend, BackendError, ModelSource, Session, SourceKind,
     Workload,
 };
-use mobilebench_litert::{CpuKernels, LiteRtBackend};
+use mobilebench_litert::{Accelerator, LiteRtBackend};
 use mobilebench_native::NativeBackend;
 use mobilebench_onnxruntime::OnnxRuntimeBackend;
 use mobilebench_runtimes::{self as runtimes, Platform, Runtime};
 use mobilebench_tract::TractBackend;
 
 pub fn all() -> Vec<Box<dyn Backend>> {
-    let cpu: Vec<Box<dyn Backend>> = vec![
-        Box::new(NativeBackend),
-        Box::new(OnnxRuntimeBackend),
-        Box::new(LiteRtBackend {
-            kernels: CpuKernels::Builtin,
-        }),
-        Box::new(LiteRtBackend {
-            kernels: CpuKernels::Xnnpack,
-        }),
-        Box::new(TractBackend),
-    ];
+    let cpu: Vec<Box<dyn Backend>> = vec![Box::new(NativeBackend), Box::new(OnnxRuntimeBackend)];
+    let rest: Vec<Box<dyn Backend>> = vec![Box::new(TractBackend)];
+    let litert = Accelerator::ALL
+        .into_iter()
+        .map(|accelerator| Box::new(LiteRtBackend { accelerator }) as Box<dyn Backend>);
     cpu.into_iter()
+        .chain(litert)
+        .chain(rest)
         .chain(tch_backends())
         .chain([Box::new(NoopBackend) as Box<dyn Backend>])
         .collect()
@@ -137,12 +133,36 @@ pub fn find(name: &str) -> Result<Box<dyn Backend>> {
     }
 }
 
-/// Resolves `--backends`: names, or `all` for every backend that is not test-only.
+/// Why `all` in `requested` left backends out: those whose only adapter is software.
+pub fn left_out_of_all(requested: &[String]) -> Vec<String> {
+    if !requested.iter().any(|n| n.trim() == "all") {
+        return Vec::new();
+    }
+    all()
+        .iter()
+        .filter(|b| !b.is_test_only())
+        .filter_map(|b| {
+            b.software_adapter().map(|adapter| {
+                format!(
+                    "{}: left out of `all`: its only adapter here is the software rasteriser {adapter} (seconds per inference); name it in --backends to run it anyway",
+                    b.name()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Resolves `--backends`: names, or `all` for every backend that is not test-only and does
+/// not run on a software GPU adapter.
 pub fn select(names: &[String]) -> Result<Vec<Box<dyn Backend>>> {
     let mut out: Vec<Box<dyn Backend>> = Vec::new();
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let found = if name == "all" {
-            all().into_iter().filter(|b| !b.is_test_only()).collect()
+            all()
+                .into_iter()
+                .filter(|b| !b.is_test_only())
+                .filter(|b| b.software_adapter().is_none())
+                .collect()
         } else {
             vec![find(name)?]
         };

@@ -16,7 +16,7 @@ use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, W
 use mobilebench_models::{count, BnMode, ModelConfig};
 use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
 
-use crate::agreement::{self, Agreement, PreparedZoo, FP32_TOLERANCE};
+use crate::agreement::{self, Agreement, PreparedZoo};
 use crate::outcome::{fill_row, signal_name, Outcome};
 use crate::probe::{self, Machine};
 use crate::registry;
@@ -433,6 +433,12 @@ fn measure_pair(
         bn,
         output_path: output.clone(),
     };
+    if backend.software_adapter().is_some() {
+        row.flags = match row.flags.as_str() {
+            "" => "software".into(),
+            f => format!("{f};software"),
+        };
+    }
     let note = std::mem::take(&mut row.message);
     let samples = match run_worker(&spec, tag, &ctx.worker_prefix) {
         Ok(outcome) => fill_row(&mut row, &outcome, ctx.manifest.cv_threshold),
@@ -475,7 +481,7 @@ fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
     row.reference = a.reference.clone();
     row.max_abs_diff = Some(a.max_abs_diff);
     row.max_rel_diff = Some(a.max_rel_diff);
-    if a.max_rel_diff > FP32_TOLERANCE {
+    if a.max_rel_diff > agreement::tolerance(&row.precision) {
         row.flags = if row.flags.is_empty() {
             "disagrees".into()
         } else {

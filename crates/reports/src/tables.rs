@@ -107,7 +107,8 @@ pub fn latency_tables(runs: &[Run]) -> String {
     out.push_str(
         "⚠ flags: noisy (coefficient of variation above the threshold), freq_changed, \
          temp_changed, unpinned, disagrees (output differs from the reference), emulated \
-         (measured under qemu user emulation: the timing means nothing); `–`: not run.\n",
+         (measured under qemu user emulation: the timing means nothing), software (a CPU \
+         rasteriser stood in for the GPU); `–`: not run.\n",
     );
     out
 }

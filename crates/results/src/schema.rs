@@ -117,7 +117,7 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "flags",
         "",
-        "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees",
+        "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees, emulated, software (a software GPU adapter such as lavapipe)",
     ),
     col(
         "reference",

@@ -210,6 +210,12 @@ pub trait Backend: Send + Sync {
         source: &ModelSource,
         workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError>;
+    /// The name of the software adapter it would compute on (a CPU rasteriser standing in
+    /// for a GPU, e.g. lavapipe), if that is what this machine offers. Such a backend is
+    /// real but takes seconds per inference: `all` leaves it out and rows are flagged.
+    fn software_adapter(&self) -> Option<String> {
+        None
+    }
     /// Test-only backends are left out of `all` and marked as such in listings.
     fn is_test_only(&self) -> bool {
         false

@@ -14,6 +14,9 @@ pub type Handle = *mut c_void;
 pub type ParamIndex = usize;
 
 pub const HW_CPU: c_int = 1;
+pub const HW_GPU: c_int = 2;
+/// What `LiteRtLockTensorBuffer` returns when a GPU buffer is not ready in time.
+pub const STATUS_TIMEOUT: Status = 7;
 pub const LOCK_READ: c_int = 0;
 pub const LOCK_WRITE: c_int = 1;
 pub const ELEMENT_FLOAT32: c_int = 1;
@@ -27,6 +30,8 @@ pub struct Any {
 }
 
 pub const ANY_INT: c_int = 2;
+/// A `const char*` in the union.
+pub const ANY_STRING: c_int = 8;
 
 /// `LiteRtEnvOption`: a tag, then a `LiteRtAny` at offset 8 (24 bytes in all).
 #[repr(C)]
@@ -36,6 +41,8 @@ pub struct EnvOption {
     pub value: Any,
 }
 
+/// The folder the accelerator libraries (`libLiteRtWebGpuAccelerator.so`) are looked up in.
+pub const ENV_RUNTIME_LIBRARY_DIR: c_int = 22;
 pub const ENV_AUTO_REGISTER_ACCELERATORS: c_int = 24;
 pub const ENV_MIN_LOG_SEVERITY: c_int = 25;
 /// LiteRT log severities: verbose, info, warning, error, silent.

@@ -1,8 +1,9 @@
-//! `litert-builtin` and `litert-xnnpack`: TensorFlow Lite (LiteRT 2.3.0) on one CPU thread,
-//! through LiteRT's C API in `libLiteRt.so`, loaded at run time from the provisioned PyPI
-//! wheel. `builtin` runs TFLite's own kernels (`kernel_mode = "builtin"`); `xnnpack` the
-//! XNNPACK delegate (LiteRT's default CPU path). Whether the model was fully delegated is
-//! recorded in the settings column.
+//! `litert-builtin`, `litert-xnnpack`, `litert-gpu` and `litert-gpu-fp16`: TensorFlow Lite
+//! (LiteRT 2.3.0) through LiteRT's C API in `libLiteRt.so`, loaded at run time from the
+//! provisioned PyPI wheel. `builtin` runs TFLite's own kernels (`kernel_mode = "builtin"`) on
+//! one thread; `xnnpack` the XNNPACK delegate (LiteRT's default CPU path); the GPU variants
+//! LiteRT's WebGPU accelerator (Dawn over Vulkan) at fp32 or at its default fp16 precision.
+//! Whether the model was fully delegated is recorded in the settings column.
 
 mod ffi;
 
@@ -18,16 +19,47 @@ use mobilebench_runtimes::{self as runtimes, Installed, Platform, LITERT};
 
 use ffi::{Api, Handle, RankedTensorType, STATUS_OK};
 
+mod vulkan;
+
+/// How many times a timed-out lock of a GPU output is retried (each waits LiteRT's timeout).
+const LOCK_RETRIES: usize = 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuKernels {
+pub enum Accelerator {
     /// TFLite's builtin kernels, no delegate.
     Builtin,
     /// The XNNPACK delegate.
     Xnnpack,
+    /// The WebGPU accelerator, fp32 arithmetic.
+    Gpu,
+    /// The WebGPU accelerator at its default precision (fp16).
+    GpuFp16,
+}
+
+impl Accelerator {
+    pub const ALL: [Accelerator; 4] = [
+        Accelerator::Builtin,
+        Accelerator::Xnnpack,
+        Accelerator::Gpu,
+        Accelerator::GpuFp16,
+    ];
+
+    fn is_gpu(self) -> bool {
+        matches!(self, Accelerator::Gpu | Accelerator::GpuFp16)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Accelerator::Builtin => "litert-builtin",
+            Accelerator::Xnnpack => "litert-xnnpack",
+            Accelerator::Gpu => "litert-gpu",
+            Accelerator::GpuFp16 => "litert-gpu-fp16",
+        }
+    }
 }
 
 pub struct LiteRtBackend {
-    pub kernels: CpuKernels,
+    pub accelerator: Accelerator,
 }
 
 fn installed() -> Result<Installed, String> {
@@ -51,27 +83,40 @@ fn api() -> Result<&'static Api, String> {
 
 impl Backend for LiteRtBackend {
     fn name(&self) -> &'static str {
-        match self.kernels {
-            CpuKernels::Builtin => "litert-builtin",
-            CpuKernels::Xnnpack => "litert-xnnpack",
-        }
+        self.accelerator.name()
     }
     fn engine(&self) -> &'static str {
         "litert"
     }
     fn description(&self) -> &'static str {
-        match self.kernels {
-            CpuKernels::Builtin => "LiteRT (TFLite) builtin CPU kernels, no delegate, 1 thread",
-            CpuKernels::Xnnpack => "LiteRT (TFLite) with the XNNPACK delegate, 1 thread",
+        match self.accelerator {
+            Accelerator::Builtin => "LiteRT (TFLite) builtin CPU kernels, no delegate, 1 thread",
+            Accelerator::Xnnpack => "LiteRT (TFLite) with the XNNPACK delegate, 1 thread",
+            Accelerator::Gpu => "LiteRT's WebGPU accelerator (Vulkan), fp32 precision",
+            Accelerator::GpuFp16 => "LiteRT's WebGPU accelerator (Vulkan), default fp16 precision",
         }
     }
     fn availability(&self) -> Availability {
-        match installed().and_then(|i| api().map(|_| i)) {
-            Ok(i) => Availability::Available {
-                detail: i.describe(),
-            },
+        let found = installed().and_then(|i| api().map(|_| i));
+        let found = match (found, self.accelerator.is_gpu()) {
+            (Ok(i), true) => {
+                vulkan::adapter().map(|a| format!("{}; {}", i.describe(), a.describe()))
+            }
+            (found, _) => found.map(|i| i.describe()),
+        };
+        match found {
+            Ok(detail) => Availability::Available { detail },
             Err(reason) => Availability::Unavailable { reason },
         }
+    }
+    fn software_adapter(&self) -> Option<String> {
+        if !self.accelerator.is_gpu() {
+            return None;
+        }
+        vulkan::adapter()
+            .ok()
+            .filter(|a| a.software)
+            .map(|a| a.name)
     }
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Tflite)
@@ -96,8 +141,11 @@ impl Backend for LiteRtBackend {
         mobilebench_export::tflite::validate(&bytes)
             .map_err(|e| load_error(format!("not a valid .tflite file: {e}")))?;
         drop(bytes);
-        let version = installed().map(|i| i.describe()).unwrap_or_default();
-        LiteRtSession::new(api, path, self.kernels, version)
+        let installed = installed().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        LiteRtSession::new(api, path, self.accelerator, &installed)
             .map(|s| Box::new(s) as Box<dyn Session>)
             .map_err(|why| BackendError::Load {
                 backend: self.name().into(),
@@ -126,18 +174,28 @@ struct LiteRtSession {
     input_shape: Vec<usize>,
     input_len: usize,
     output_len: usize,
-    kernels: CpuKernels,
+    accelerator: Accelerator,
     fully_delegated: bool,
     version: String,
+    /// Where LiteRT finds its accelerator library (a C string the environment points at).
+    library_dir: CString,
+    adapter: String,
 }
 
 impl LiteRtSession {
     fn new(
         api: &'static Api,
         path: &Path,
-        kernels: CpuKernels,
-        version: String,
+        accelerator: Accelerator,
+        installed: &Installed,
     ) -> Result<Self, String> {
+        let library_dir = CString::new(installed.dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| "the runtime folder's path contains a NUL byte")?;
+        let adapter = if accelerator.is_gpu() {
+            vulkan::adapter()?.describe()
+        } else {
+            "cpu".into()
+        };
         let mut s = LiteRtSession {
             api,
             env: std::ptr::null_mut(),
@@ -148,9 +206,11 @@ impl LiteRtSession {
             input_shape: Vec::new(),
             input_len: 0,
             output_len: 0,
-            kernels,
+            accelerator,
             fully_delegated: false,
-            version,
+            version: installed.describe(),
+            library_dir,
+            adapter,
         };
         // Everything below is released by Drop on any early return.
         s.build(path)?;
@@ -159,13 +219,25 @@ impl LiteRtSession {
 
     fn build(&mut self, path: &Path) -> Result<(), String> {
         let api = self.api;
+        let accelerators = if self.accelerator.is_gpu() {
+            ffi::HW_GPU | ffi::HW_CPU
+        } else {
+            ffi::HW_CPU
+        };
         let env_options = [
-            // CPU only: do not probe GPU/NPU accelerator libraries.
+            // Only the accelerators wanted: do not probe NPU (or, for CPU, GPU) libraries.
             ffi::EnvOption {
                 tag: ffi::ENV_AUTO_REGISTER_ACCELERATORS,
                 value: ffi::Any {
                     kind: ffi::ANY_INT,
-                    value: ffi::HW_CPU as u64,
+                    value: accelerators as u64,
+                },
+            },
+            ffi::EnvOption {
+                tag: ffi::ENV_RUNTIME_LIBRARY_DIR,
+                value: ffi::Any {
+                    kind: ffi::ANY_STRING,
+                    value: self.library_dir.as_ptr() as u64,
                 },
             },
             ffi::EnvOption {
@@ -180,7 +252,11 @@ impl LiteRtSession {
         // live fields; handles are checked for success before use and released in Drop.
         unsafe {
             check(
-                (api.create_environment)(2, env_options.as_ptr(), &mut self.env),
+                (api.create_environment)(
+                    env_options.len() as i32,
+                    env_options.as_ptr(),
+                    &mut self.env,
+                ),
                 "creating the environment",
             )?;
             let c_path = CString::new(path.as_os_str().as_encoded_bytes())
@@ -274,38 +350,24 @@ impl LiteRtSession {
     /// `options` is a live options object.
     unsafe fn compile(&mut self, options: Handle) -> Result<(), String> {
         let api = self.api;
-        check(
-            (api.set_hardware_accelerators)(options, ffi::HW_CPU),
-            "selecting the CPU",
-        )?;
-        let payload = match self.kernels {
-            CpuKernels::Builtin => "num_threads = 1\nkernel_mode = \"builtin\"\n",
-            CpuKernels::Xnnpack => "num_threads = 1\n",
+        let (hardware, kind, payload) = match self.accelerator {
+            Accelerator::Builtin => (
+                ffi::HW_CPU,
+                c"xnnpack",
+                Some("num_threads = 1\nkernel_mode = \"builtin\"\n"),
+            ),
+            Accelerator::Xnnpack => (ffi::HW_CPU, c"xnnpack", Some("num_threads = 1\n")),
+            // precision 2 = fp32; the accelerator's default is fp16.
+            Accelerator::Gpu => (ffi::HW_GPU, c"gpu_options", Some("precision = 2\n")),
+            Accelerator::GpuFp16 => (ffi::HW_GPU, c"gpu_options", None),
         };
-        // LiteRT frees the payload with the deleter we pass: allocate it with the C allocator.
-        let raw = libc::malloc(payload.len() + 1) as *mut u8;
-        if raw.is_null() {
-            return Err("out of memory".into());
-        }
-        std::ptr::copy_nonoverlapping(payload.as_ptr(), raw, payload.len());
-        *raw.add(payload.len()) = 0;
-        let mut opaque: Handle = std::ptr::null_mut();
-        let status = (api.create_opaque_options)(
-            c"xnnpack".as_ptr(),
-            raw as *mut c_void,
-            Some(free_payload),
-            &mut opaque,
-        );
-        if status != STATUS_OK {
-            libc::free(raw as *mut c_void);
-            return Err(format!(
-                "creating CPU options failed (LiteRT status {status})"
-            ));
-        }
         check(
-            (api.add_opaque_options)(options, opaque),
-            "adding CPU options",
+            (api.set_hardware_accelerators)(options, hardware),
+            "selecting the accelerator",
         )?;
+        if let Some(payload) = payload {
+            self.add_options(options, kind, payload)?;
+        }
         check(
             (api.create_compiled_model)(self.env, self.model, options, &mut self.compiled),
             "compiling the model",
@@ -315,6 +377,43 @@ impl LiteRtSession {
             self.fully_delegated = full;
         }
         Ok(())
+    }
+
+    /// Adds opaque options of `kind` whose payload is TOML text.
+    ///
+    /// # Safety
+    /// `options` is a live options object.
+    unsafe fn add_options(
+        &self,
+        options: Handle,
+        kind: &std::ffi::CStr,
+        payload: &str,
+    ) -> Result<(), String> {
+        let api = self.api;
+        // LiteRT frees the payload with the deleter we pass: allocate it with the C allocator.
+        let raw = libc::malloc(payload.len() + 1) as *mut u8;
+        if raw.is_null() {
+            return Err("out of memory".into());
+        }
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), raw, payload.len());
+        *raw.add(payload.len()) = 0;
+        let mut opaque: Handle = std::ptr::null_mut();
+        let status = (api.create_opaque_options)(
+            kind.as_ptr(),
+            raw as *mut c_void,
+            Some(free_payload),
+            &mut opaque,
+        );
+        if status != STATUS_OK {
+            libc::free(raw as *mut c_void);
+            return Err(format!(
+                "creating {kind:?} options failed (LiteRT status {status})"
+            ));
+        }
+        check(
+            (api.add_opaque_options)(options, opaque),
+            "adding accelerator options",
+        )
     }
 }
 
@@ -343,10 +442,7 @@ impl Session for LiteRtSession {
         check_lengths(input, output, self.input_len, self.output_len)?;
         let api = self.api;
         let fail = |why: String| BackendError::Run {
-            backend: match self.kernels {
-                CpuKernels::Builtin => "litert-builtin".into(),
-                CpuKernels::Xnnpack => "litert-xnnpack".into(),
-            },
+            backend: self.accelerator.name().into(),
             why,
         };
         // SAFETY: buffers are live, host-memory, and at least input/output length floats long
@@ -365,30 +461,35 @@ impl Session for LiteRtSession {
                 "running the model",
             )
             .map_err(fail)?;
-            check(
-                (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ),
-                "locking the output",
-            )
-            .map_err(fail)?;
+            // On the GPU, running returns before the work is done and this lock waits for
+            // it; a cold first run (shader compilation) can outlast the lock's timeout.
+            let mut status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
+            for _ in 0..LOCK_RETRIES {
+                if status != ffi::STATUS_TIMEOUT {
+                    break;
+                }
+                (api.unlock_buffer)(self.output);
+                status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
+            }
+            check(status, "locking the output").map_err(fail)?;
             std::ptr::copy_nonoverlapping(p as *const f32, output.as_mut_ptr(), output.len());
             check((api.unlock_buffer)(self.output), "unlocking the output").map_err(fail)?;
         }
         Ok(())
     }
     fn settings(&self) -> BackendSettings {
-        let mode = match self.kernels {
-            CpuKernels::Builtin => "kernel_mode=builtin",
-            CpuKernels::Xnnpack => "delegate=xnnpack",
+        let (mode, precision) = match self.accelerator {
+            Accelerator::Builtin => ("kernel_mode=builtin;num_threads=1", "fp32"),
+            Accelerator::Xnnpack => ("delegate=xnnpack;num_threads=1", "fp32"),
+            Accelerator::Gpu => ("accelerator=webgpu;precision=fp32", "fp32"),
+            Accelerator::GpuFp16 => ("accelerator=webgpu;precision=default", "fp16"),
         };
         BackendSettings {
             library_version: self.version.clone(),
             threads: 1,
-            precision: "fp32".into(),
-            adapter: "cpu".into(),
-            settings: format!(
-                "{mode};num_threads=1;fully_delegated={}",
-                self.fully_delegated
-            ),
+            precision: precision.into(),
+            adapter: self.adapter.clone(),
+            settings: format!("{mode};fully_delegated={}", self.fully_delegated),
         }
     }
 }
