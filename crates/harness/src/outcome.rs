@@ -90,9 +90,13 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
             }
             Event::Finished {
                 samples_ns,
+                gpu_ns,
                 peak_rss_kib,
                 after,
             } => {
+                if let Some(g) = gpu_ns.as_deref().and_then(stats::summarize_ns) {
+                    row.gpu_p50_ms = Some(to_ns(g.p50));
+                }
                 row.peak_rss_mb = peak_rss_kib.map(|k| k as f64 / 1024.0);
                 row.freq_after_mhz = after.freq_mhz;
                 row.temp_after_c = after.temp_c;
@@ -124,7 +128,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
                         flags.push("temp_changed");
                     }
                 }
-                samples = row.sample_rows(samples_ns);
+                samples = row.sample_rows(samples_ns, gpu_ns.as_deref());
             }
             Event::Failed { message } => {
                 row.status = Some(Status::Failed);

@@ -49,7 +49,7 @@ fn resend(ctx: &RunContext, run: &results::Run, model: &str, backend: &str) -> R
     let samples = run
         .samples
         .get(&row.key())
-        .map(|v| row.sample_rows(v))
+        .map(|v| row.sample_rows(v, None))
         .unwrap_or_default();
     let msg = crate::remote::RowMessage {
         summary: row.clone(),

@@ -65,6 +65,9 @@ pub enum Event {
     },
     Finished {
         samples_ns: Vec<u64>,
+        /// GPU time of each timed run, when the session reports it.
+        #[serde(default)]
+        gpu_ns: Option<Vec<u64>>,
         peak_rss_kib: Option<u64>,
         after: CoreState,
     },
@@ -239,12 +242,19 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     }
     // One clock reading per iteration: each sample is the time between consecutive readings.
     let mut samples = vec![0u64; spec.runs as usize];
+    // GPU times, kept when the session reports them (after the warm-up, it either does or not).
+    let mut gpu = session
+        .last_device_time()
+        .map(|_| Vec::with_capacity(spec.runs as usize));
     let mut previous = Instant::now();
     for (i, sample) in samples.iter_mut().enumerate() {
         session.run(&input, &mut output)?;
         let now = Instant::now();
         *sample = (now - previous).as_nanos() as u64;
         previous = now;
+        if let (Some(g), Some(t)) = (gpu.as_mut(), session.last_device_time()) {
+            g.push(t.as_nanos() as u64);
+        }
         progress
             .done
             .store(spec.warmup + i as u32 + 1, Ordering::Relaxed);
@@ -256,6 +266,7 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         .with_context(|| format!("cannot write {}", spec.output_path.display()))?;
     emit(&Event::Finished {
         samples_ns: samples,
+        gpu_ns: gpu.filter(|g| g.len() == spec.runs as usize),
         peak_rss_kib: peak_rss_kib(),
         after,
     });

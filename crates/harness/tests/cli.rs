@@ -65,6 +65,8 @@ fn may_be_empty(column: &str, row: &HashMap<String, String>) -> bool {
         "governor" => false,
         "freq_max_mhz" => row["probe_notes"].contains("no cpufreq"),
         "temp_before_c" | "temp_after_c" => row["probe_notes"].contains("no thermal zones"),
+        // Only GPU backends with timestamp queries measure GPU time.
+        "gpu_p50_ms" => !row["settings"].contains("timestamps=true"),
         "probe_notes" => true,
         _ => false,
     }

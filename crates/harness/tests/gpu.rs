@@ -1,4 +1,4 @@
-//! The GPU backends on this machine's Vulkan adapter. The test command installs Mesa 25's
+//! The GPU backends (wgpu, litert-gpu, litert-gpu-fp16) on this machine's Vulkan adapter. The test command installs Mesa 25's
 //! lavapipe (software Vulkan), so these run everywhere the tests run; they fail, never skip,
 //! when no adapter is found. Tiny models keep software Vulkan quick (the first inference
 //! compiles shaders: about 10 s).
@@ -37,7 +37,7 @@ fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMap<St
 #[test]
 fn gpu_backends_are_listed_with_their_adapter() {
     let listing = stdout(&bench(&["list", "backends"]));
-    for name in ["litert-gpu ", "litert-gpu-fp16 "] {
+    for name in ["wgpu ", "litert-gpu ", "litert-gpu-fp16 "] {
         let line = listing
             .lines()
             .find(|l| l.starts_with(name))
@@ -68,6 +68,49 @@ fn litert_gpu_agrees_with_native_and_marks_the_software_adapter() {
     if gpu["adapter"].contains("software") {
         assert!(gpu["flags"].contains("software"), "{gpu:?}");
     }
+}
+
+/// The acceptance command: both GPU backends beside native on a tiny model.
+#[test]
+fn wgpu_and_litert_gpu_agree_with_native_and_record_the_adapter() {
+    let out = tempfile::tempdir().unwrap();
+    let result = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_64",
+        "--backends",
+        "wgpu,litert-gpu,native",
+        "--quick",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let dir = run_dir(out.path());
+    let rows = summary(&dir);
+    let wgpu = row(&rows, "wgpu");
+    assert_eq!(wgpu["status"], "ok", "{wgpu:?}");
+    // Measured 8e-6 at this size (the wgpu crate's tests: at most 2.5e-5 on 64 px models).
+    let diff: f64 = wgpu["max_rel_diff"].parse().unwrap();
+    assert!(diff <= 1e-4, "{diff:e}");
+    assert!(!wgpu["adapter"].is_empty(), "{wgpu:?}");
+    if wgpu["adapter"].ends_with("Cpu)") {
+        assert!(wgpu["flags"].contains("software"), "{wgpu:?}");
+    }
+    // Two times per run: wall, and GPU time where the adapter has timestamp queries.
+    if wgpu["settings"].contains("timestamps=true") {
+        let gpu: f64 = wgpu["gpu_p50_ms"].parse().unwrap();
+        let wall: f64 = wgpu["p50_ms"].parse().unwrap();
+        assert!(gpu > 0.0 && gpu <= wall, "gpu {gpu} wall {wall}");
+        let mut samples = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
+        let with_gpu = samples
+            .deserialize::<HashMap<String, String>>()
+            .map(Result::unwrap)
+            .filter(|r| r["backend"] == "wgpu" && !r["gpu_ns"].is_empty())
+            .count();
+        assert_eq!(with_gpu, 100);
+    }
+    assert_eq!(row(&rows, "litert-gpu")["status"], "ok");
+    assert_eq!(row(&rows, "native")["status"], "ok");
 }
 
 #[test]
@@ -113,7 +156,9 @@ fn all_leaves_software_gpu_adapters_out_and_says_why() {
         .lines()
         .any(|l| l.starts_with("litert-gpu ") && l.contains("software"));
     let rows = summary(&run_dir(out.path()));
-    let has_gpu_row = rows.iter().any(|r| r["backend"].starts_with("litert-gpu"));
+    let has_gpu_row = rows
+        .iter()
+        .any(|r| r["backend"].starts_with("litert-gpu") || r["backend"] == "wgpu");
     if software {
         assert!(!has_gpu_row, "software GPU rows in `all`: {rows:?}");
         assert!(

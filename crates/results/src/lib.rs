@@ -42,6 +42,9 @@ pub struct SampleRow {
     pub backend: String,
     pub iteration: u32,
     pub latency_ns: u64,
+    /// GPU time of that run from timestamp queries, where the backend has it.
+    #[serde(default)]
+    pub gpu_ns: Option<u64>,
 }
 
 /// One (model, backend) pair. Optional fields are empty when not measured (a failed pair)
@@ -78,6 +81,8 @@ pub struct SummaryRow {
     pub p90_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    #[serde(default)]
+    pub gpu_p50_ms: Option<f64>,
     pub cv: Option<f64>,
     pub median_ci_low_ms: Option<f64>,
     pub median_ci_high_ms: Option<f64>,
@@ -137,8 +142,9 @@ impl SummaryRow {
         parts.join(", ")
     }
 
-    /// The sample rows of this pair, one per latency in iteration order.
-    pub fn sample_rows(&self, latencies_ns: &[u64]) -> Vec<SampleRow> {
+    /// The sample rows of this pair, one per latency in iteration order, with the GPU times
+    /// where the backend measured them.
+    pub fn sample_rows(&self, latencies_ns: &[u64], gpu_ns: Option<&[u64]>) -> Vec<SampleRow> {
         latencies_ns
             .iter()
             .enumerate()
@@ -148,6 +154,7 @@ impl SummaryRow {
                 backend: self.backend.clone(),
                 iteration: i as u32,
                 latency_ns: ns,
+                gpu_ns: gpu_ns.and_then(|g| g.get(i).copied()),
             })
             .collect()
     }

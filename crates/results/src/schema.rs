@@ -34,6 +34,11 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
         "ns",
         "wall time of that run: difference of consecutive monotonic-clock readings",
     ),
+    col(
+        "gpu_ns",
+        "ns",
+        "GPU time of that run from timestamp queries (GPU backends whose adapter has them; empty otherwise)",
+    ),
 ];
 
 pub const SUMMARY_COLUMNS: &[Column] = &[
@@ -92,6 +97,11 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("p90_ms", "ms", "90th percentile"),
     col("p95_ms", "ms", "95th percentile"),
     col("p99_ms", "ms", "99th percentile"),
+    col(
+        "gpu_p50_ms",
+        "ms",
+        "median GPU time of the timed runs from timestamp queries (empty without them)",
+    ),
     col("cv", "", "coefficient of variation, std / mean"),
     col(
         "median_ci_low_ms",

@@ -19,6 +19,7 @@ fn sample(model: &str, i: u32) -> SampleRow {
         backend: "native".into(),
         iteration: i,
         latency_ns: 1000 + i as u64,
+        gpu_ns: None,
     }
 }
 

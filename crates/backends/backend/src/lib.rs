@@ -12,6 +12,24 @@ use serde::{Deserialize, Serialize};
 
 pub mod noop;
 
+/// Mesa writes its shader cache under ~/.cache and warns without XDG_RUNTIME_DIR: point both
+/// at folders of our own (only where the user has not set them). Call before any Vulkan
+/// driver loads, while the process has one thread.
+pub fn prepare_vulkan_environment() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let base = std::env::temp_dir().join(format!("mobilebench-vulkan-{uid}"));
+    for (var, dir) in [
+        ("XDG_RUNTIME_DIR", base.join("runtime")),
+        ("MESA_SHADER_CACHE_DIR", base.join("mesa-shader-cache")),
+    ] {
+        if std::env::var_os(var).is_none() && std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            std::env::set_var(var, &dir);
+        }
+    }
+}
+
 /// A model file format that runtimes read directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileFormat {

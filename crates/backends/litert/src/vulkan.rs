@@ -27,24 +27,6 @@ impl Adapter {
     }
 }
 
-/// Mesa writes its shader cache under ~/.cache and warns without XDG_RUNTIME_DIR: point both
-/// at folders of our own before the driver loads (only where the user has not set them).
-fn prepare_environment() {
-    let base =
-        std::env::temp_dir().join(format!("mobilebench-vulkan-{}", unsafe { libc::getuid() }));
-    for (var, dir) in [
-        ("XDG_RUNTIME_DIR", base.join("runtime")),
-        ("MESA_SHADER_CACHE_DIR", base.join("mesa-shader-cache")),
-    ] {
-        if std::env::var_os(var).is_none() && std::fs::create_dir_all(&dir).is_ok() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            // Set once, before any Vulkan thread exists.
-            std::env::set_var(var, &dir);
-        }
-    }
-}
-
 /// The adapter (cached for the process): the first hardware GPU, else a software one.
 pub fn adapter() -> Result<Adapter, String> {
     static ADAPTER: OnceLock<Result<Adapter, String>> = OnceLock::new();
@@ -52,7 +34,7 @@ pub fn adapter() -> Result<Adapter, String> {
 }
 
 fn find() -> Result<Adapter, String> {
-    prepare_environment();
+    mobilebench_backend::prepare_vulkan_environment();
     // SAFETY: loading the Vulkan loader runs only its initialisers.
     let entry = unsafe { ash::Entry::load() }.map_err(|e| {
         format!("no Vulkan loader ({e}): install libvulkan1 and a Vulkan driver (for software Vulkan on Debian 12: mesa-vulkan-drivers from bookworm-backports)")

@@ -1,0 +1,167 @@
+//! `wgpu`: mobilebench's GPU engine. The zoo IR (BN folded) as WGSL compute kernels — direct
+//! convolution for the stem and depthwise layers, a workgroup-tiled GEMM for pointwise
+//! layers, squeeze-excite, pooling, FC, residual add — run through wgpu on Vulkan. Weights
+//! are uploaded once at load; an iteration uploads the input, dispatches every kernel in one
+//! compute pass and reads the logits back. GPU time comes from timestamp queries where the
+//! adapter has them. libvulkan is loaded at run time: the binary builds without a driver.
+
+mod engine;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mobilebench_backend::{
+    check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
+    SourceKind, Workload,
+};
+
+pub use engine::{Engine, Gpu, Pointwise};
+
+/// The adapter wgpu picks here: Vulkan, high performance preferred.
+fn adapter() -> Result<&'static wgpu::Adapter, String> {
+    static ADAPTER: OnceLock<Result<wgpu::Adapter, String>> = OnceLock::new();
+    ADAPTER
+        .get_or_init(|| {
+            mobilebench_backend::prepare_vulkan_environment();
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: wgpu::Backends::VULKAN,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            }))
+            .map_err(|e| {
+                format!("no Vulkan adapter ({e}): install a GPU driver, or for software Vulkan on Debian 12 mesa-vulkan-drivers from bookworm-backports")
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`, for listings and the CSV.
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// A device and queue on the adapter, with timestamp queries when it has them.
+pub fn open() -> Result<Gpu, String> {
+    let adapter = adapter()?;
+    let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let required_features = if timestamps {
+        wgpu::Features::TIMESTAMP_QUERY
+    } else {
+        wgpu::Features::empty()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("mobilebench"),
+        required_features,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .map_err(|e| format!("cannot open the adapter: {e}"))?;
+    Ok(Gpu {
+        device,
+        queue,
+        info: adapter.get_info(),
+        timestamps,
+    })
+}
+
+pub struct WgpuBackend;
+
+impl Backend for WgpuBackend {
+    fn name(&self) -> &'static str {
+        "wgpu"
+    }
+    fn engine(&self) -> &'static str {
+        "wgpu"
+    }
+    fn description(&self) -> &'static str {
+        "mobilebench's WGSL engine through wgpu on Vulkan (tiled pointwise GEMM, BN folded, fp32)"
+    }
+    fn availability(&self) -> Availability {
+        match adapter() {
+            Ok(a) => Availability::Available {
+                detail: format!("wgpu 30, {}", describe(&a.get_info())),
+            },
+            Err(reason) => Availability::Unavailable { reason },
+        }
+    }
+    fn software_adapter(&self) -> Option<String> {
+        let info = adapter().ok()?.get_info();
+        (info.device_type == wgpu::DeviceType::Cpu).then_some(info.name)
+    }
+    fn accepts(&self, kind: SourceKind) -> bool {
+        kind == SourceKind::Zoo
+    }
+    fn load(
+        &self,
+        source: &ModelSource,
+        _workload: &Workload,
+    ) -> Result<Box<dyn Session>, BackendError> {
+        let ModelSource::Zoo(model) = source else {
+            return Err(BackendError::Unsupported {
+                backend: self.name().into(),
+                source_desc: source.describe(),
+                why: "the wgpu engine runs zoo models only (it has no file parser)".into(),
+            });
+        };
+        let gpu = open().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        Ok(Box::new(WgpuSession {
+            engine: Engine::new(gpu, model, Pointwise::Tiled),
+            input_shape: model.graph.input.nhwc().to_vec(),
+        }))
+    }
+}
+
+struct WgpuSession {
+    engine: Engine,
+    input_shape: Vec<usize>,
+}
+
+impl Session for WgpuSession {
+    fn input_shape(&self) -> Vec<usize> {
+        self.input_shape.clone()
+    }
+    fn output_len(&self) -> usize {
+        self.engine.output_len()
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        check_lengths(
+            input,
+            output,
+            self.engine.input_len(),
+            self.engine.output_len(),
+        )?;
+        self.engine
+            .run(input, output)
+            .map_err(|why| BackendError::Run {
+                backend: "wgpu".into(),
+                why,
+            })
+    }
+    fn settings(&self) -> BackendSettings {
+        let gpu = self.engine.gpu();
+        BackendSettings {
+            library_version: "wgpu 30".into(),
+            threads: 1,
+            precision: "fp32".into(),
+            adapter: describe(&gpu.info),
+            settings: format!(
+                "bn=folded;pointwise=tiled-32x32;timestamps={};driver={}",
+                gpu.timestamps,
+                gpu.info.driver_info.replace(';', ",")
+            ),
+        }
+    }
+    fn last_device_time(&self) -> Option<Duration> {
+        self.engine.last_gpu_time()
+    }
+}
+
+#[cfg(test)]
+mod tests;
