@@ -28,12 +28,6 @@ fn run(out: &Path, models: &str, backends: &str, runs: &str) -> Vec<HashMap<Stri
     summary(&run_dir(out))
 }
 
-fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMap<String, String> {
-    rows.iter()
-        .find(|r| r["backend"] == backend)
-        .unwrap_or_else(|| panic!("no {backend} row in {rows:?}"))
-}
-
 #[test]
 fn gpu_backends_are_listed_with_their_adapter() {
     let listing = stdout(&bench(&["list", "backends"]));

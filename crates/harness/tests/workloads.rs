@@ -33,12 +33,6 @@ fn run(out: &Path, backends: &str, extra: &[&str]) -> Vec<HashMap<String, String
     summary(&run_dir(out))
 }
 
-fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMap<String, String> {
-    rows.iter()
-        .find(|r| r["backend"] == backend)
-        .unwrap_or_else(|| panic!("no {backend} row in {rows:?}"))
-}
-
 fn assert_agrees(r: &HashMap<String, String>) {
     assert_eq!(r["status"], "ok", "{r:?}");
     let diff: f64 = r["max_rel_diff"].parse().unwrap();

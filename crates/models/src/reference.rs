@@ -6,6 +6,19 @@ use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Op, Shape, Sque
 use crate::weights::{BatchNorm, NodeWeights, Weights};
 
 /// Evaluates the whole graph; returns every value (index 0 is the input, `i + 1` node `i`).
+/// How far `actual` is from `expected`: the largest absolute difference divided by the
+/// largest magnitude of `expected` (the harness's `max_rel_diff`, and what the backends'
+/// tests bound).
+pub fn relative_difference(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "outputs of different lengths");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()))
+        / scale
+}
+
 pub fn evaluate_all(graph: &Graph, weights: &Weights, input: &[f32]) -> Vec<Vec<f32>> {
     assert_eq!(input.len(), graph.input.len(), "input length");
     let mut values = vec![input.to_vec()];

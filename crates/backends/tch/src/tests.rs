@@ -7,22 +7,13 @@
 //! layout, padding side or weight transpose gives errors of order 1e-1.
 
 use mobilebench_backend::{Availability, Backend, Mode, ModelSource, Session, Workload};
+use mobilebench_models::reference::relative_difference;
 use mobilebench_models::{sets::select, synthetic_input, BnMode, Model, ModelConfig};
 use mobilebench_native::Engine;
 
 use crate::{TchBackend, Variant};
 
 const TOLERANCE: f32 = 1e-4;
-
-fn scaled_diff(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()))
-        / scale
-}
 
 fn model(name: &str) -> Model {
     Model::from_config(&name.parse::<ModelConfig>().unwrap(), 3)
@@ -62,7 +53,7 @@ fn inference_matches_native_in_both_layouts_and_bn_forms() {
                 let mut s = session(variant, &m, Workload::default());
                 assert_eq!(s.input_shape(), m.graph.input.nhwc().to_vec());
                 let first = run(s.as_mut(), &input);
-                let diff = scaled_diff(&first, &expected);
+                let diff = relative_difference(&first, &expected);
                 eprintln!("{cfg} {bn:?} {variant:?}: scaled max diff {diff:e}");
                 assert!(diff <= TOLERANCE, "{cfg} {bn:?} {variant:?}: {diff:e}");
                 // Inference changes nothing: a second run is bit-identical.
@@ -91,7 +82,7 @@ fn a_batch_computes_each_image_independently() {
     let classes = both.len() / 2;
     for (image, input) in [(0, &a), (1, &b)] {
         let expected = native(&m, input);
-        let diff = scaled_diff(&both[image * classes..(image + 1) * classes], &expected);
+        let diff = relative_difference(&both[image * classes..(image + 1) * classes], &expected);
         assert!(diff <= TOLERANCE, "image {image}: {diff:e}");
     }
 }
@@ -132,7 +123,7 @@ fn training_steps_start_from_the_model_and_reduce_the_loss() {
             // No batch norm: the first training forward is the model's inference (the
             // update comes after it), so it matches native on each image.
             let image = &input[..input.len() / 2];
-            let diff = scaled_diff(&first[..classes], &native(&m, image));
+            let diff = relative_difference(&first[..classes], &native(&m, image));
             assert!(diff <= TOLERANCE, "first training forward: {diff:e}");
         }
         let mut losses = vec![cross_entropy(&first, classes, &targets)];

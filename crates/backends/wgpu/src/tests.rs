@@ -6,20 +6,12 @@
 //! summation order only; measured worst cases are printed (`-- --nocapture`).
 
 use mobilebench_models::ir::{Graph, Shape};
+use mobilebench_models::reference::relative_difference;
 use mobilebench_models::weights::Weights;
 use mobilebench_models::{sets::select, synthetic_input, BnMode, Model};
 use mobilebench_native::Engine as Native;
 
 use crate::{open, Engine, Pointwise};
-
-fn scaled_diff(actual: &[f32], expected: &[f32]) -> f32 {
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()))
-        / scale
-}
 
 #[test]
 fn whole_models_match_native_with_both_pointwise_kernels() {
@@ -36,7 +28,7 @@ fn whole_models_match_native_with_both_pointwise_kernels() {
             let mut engine = Engine::new(open().unwrap(), &model, pointwise);
             let mut out = vec![0.0; engine.output_len()];
             engine.run(&input, &mut out).unwrap();
-            let diff = scaled_diff(&out, &expected);
+            let diff = relative_difference(&out, &expected);
             eprintln!("{cfg} {pointwise:?}: scaled max diff {diff:e}");
             assert!(diff <= 1e-4, "{cfg} {pointwise:?}: {diff:e}");
             let mut again = vec![0.0; out.len()];
@@ -92,7 +84,7 @@ fn check_op(model: &Model) {
         let mut engine = Engine::new(open().unwrap(), model, pointwise);
         let mut out = vec![0.0; engine.output_len()];
         engine.run(&input, &mut out).unwrap();
-        let diff = scaled_diff(&out, &expected);
+        let diff = relative_difference(&out, &expected);
         assert!(diff <= 1e-5, "{} {pointwise:?}: {diff:e}", model.name);
     }
 }

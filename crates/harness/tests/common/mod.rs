@@ -80,3 +80,10 @@ pub fn children(parent: i32) -> Vec<i32> {
     }
     out
 }
+
+/// The summary row of `backend` (panics naming what is there if none).
+pub fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMap<String, String> {
+    rows.iter()
+        .find(|r| r["backend"] == backend)
+        .unwrap_or_else(|| panic!("no {backend} row in {rows:?}"))
+}
