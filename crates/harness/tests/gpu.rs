@@ -164,3 +164,26 @@ fn all_leaves_software_gpu_adapters_out_and_says_why() {
         assert!(has_gpu_row, "a hardware GPU must be in `all`");
     }
 }
+
+#[test]
+fn wgpu_says_it_does_not_keep_batch_norm_separate() {
+    let out = tempfile::tempdir().unwrap();
+    let result = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_64",
+        "--backends",
+        "wgpu",
+        "--bn",
+        "separate",
+        "--runs",
+        "1",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let rows = summary(&run_dir(out.path()));
+    let wgpu = row(&rows, "wgpu");
+    assert_eq!(wgpu["status"], "failed", "{wgpu:?}");
+    assert!(wgpu["message"].contains("folds batch norm"), "{wgpu:?}");
+}

@@ -175,7 +175,7 @@ fn layout_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Engine {
-    /// Plans `model` (its BNs folded first) on `gpu`.
+    /// Plans `model` on `gpu`, folding any batch norm it still has into the kernels.
     pub fn new(gpu: Gpu, model: &Model, pointwise: Pointwise) -> Engine {
         let folded = model.fold_batch_norm();
         let graph = &folded.graph;

@@ -107,6 +107,13 @@ impl Backend for WgpuBackend {
                 why: "the wgpu engine runs zoo models only (it has no file parser)".into(),
             });
         };
+        if model.has_batch_norm() {
+            return Err(BackendError::Unsupported {
+                backend: self.name().into(),
+                source_desc: source.describe(),
+                why: "the wgpu engine folds batch norm into its kernels; --bn separate applies to native, tch and the exported files".into(),
+            });
+        }
         let gpu = open().map_err(|reason| BackendError::Unavailable {
             backend: self.name().into(),
             reason,
