@@ -11,8 +11,7 @@ use std::path::Path;
 use common::*;
 
 fn run(out: &Path, models: &str, backends: &str, runs: &str) -> Vec<HashMap<String, String>> {
-    let result = bench(&[
-        "run",
+    let args = [
         "--models",
         models,
         "--backends",
@@ -21,10 +20,8 @@ fn run(out: &Path, models: &str, backends: &str, runs: &str) -> Vec<HashMap<Stri
         "1",
         "--runs",
         runs,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", stderr(&result));
+    ];
+    bench_run(out, &args);
     summary(&run_dir(out))
 }
 
@@ -68,17 +65,14 @@ fn litert_gpu_agrees_with_native_and_marks_the_software_adapter() {
 #[test]
 fn wgpu_and_litert_gpu_agree_with_native_and_record_the_adapter() {
     let out = tempfile::tempdir().unwrap();
-    let result = bench(&[
-        "run",
+    let args = [
         "--models",
         "mobilenet_v3_small_0.25_64",
         "--backends",
         "wgpu,litert-gpu,native",
         "--quick",
-        "-o",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", stderr(&result));
+    ];
+    bench_run(out.path(), &args);
     let dir = run_dir(out.path());
     let rows = summary(&dir);
     let wgpu = row(&rows, "wgpu");
@@ -131,8 +125,7 @@ fn litert_gpu_fp16_agrees_within_the_fp16_tolerance() {
 #[test]
 fn all_leaves_software_gpu_adapters_out_and_says_why() {
     let out = tempfile::tempdir().unwrap();
-    let result = bench(&[
-        "run",
+    let args = [
         "--models",
         "mobilenet_v3_small_0.25_64",
         "--backends",
@@ -141,10 +134,8 @@ fn all_leaves_software_gpu_adapters_out_and_says_why() {
         "0",
         "--runs",
         "1",
-        "-o",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", stderr(&result));
+    ];
+    let result = bench_run(out.path(), &args);
     let listing = stdout(&bench(&["list", "backends"]));
     let software = listing
         .lines()
@@ -168,8 +159,7 @@ fn all_leaves_software_gpu_adapters_out_and_says_why() {
 #[test]
 fn wgpu_says_it_does_not_keep_batch_norm_separate() {
     let out = tempfile::tempdir().unwrap();
-    let result = bench(&[
-        "run",
+    let args = [
         "--models",
         "mobilenet_v3_small_0.25_64",
         "--backends",
@@ -178,10 +168,8 @@ fn wgpu_says_it_does_not_keep_batch_norm_separate() {
         "separate",
         "--runs",
         "1",
-        "-o",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", stderr(&result));
+    ];
+    bench_run(out.path(), &args);
     let rows = summary(&run_dir(out.path()));
     let wgpu = row(&rows, "wgpu");
     assert_eq!(wgpu["status"], "failed", "{wgpu:?}");

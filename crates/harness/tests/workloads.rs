@@ -14,7 +14,6 @@ const FP32_TOLERANCE: f64 = 1e-4;
 
 fn run(out: &Path, backends: &str, extra: &[&str]) -> Vec<HashMap<String, String>> {
     let mut args = vec![
-        "run",
         "--models",
         "mobilenet_v3_small_0.25_128",
         "--backends",
@@ -23,13 +22,9 @@ fn run(out: &Path, backends: &str, extra: &[&str]) -> Vec<HashMap<String, String
         "2",
         "--runs",
         "5",
-        "-o",
     ];
-    let out_str = out.to_str().unwrap();
-    args.push(out_str);
     args.extend(extra);
-    let result = bench(&args);
-    assert!(result.status.success(), "{}", stderr(&result));
+    bench_run(out, &args);
     summary(&run_dir(out))
 }
 

@@ -87,3 +87,13 @@ pub fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMa
         .find(|r| r["backend"] == backend)
         .unwrap_or_else(|| panic!("no {backend} row in {rows:?}"))
 }
+
+/// `bench run ARGS -o OUT`, which must succeed; its output is returned (for stderr).
+pub fn bench_run(out: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend(["-o", out.to_str().unwrap()]);
+    let result = bench(&all);
+    assert!(result.status.success(), "{args:?}: {}", stderr(&result));
+    result
+}
