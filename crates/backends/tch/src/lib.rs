@@ -266,8 +266,13 @@ impl Session for TchSession {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
         check_lengths(input, output, self.host_input.numel(), self.output_len)?;
         fill(&mut self.host_input, input);
-        let logits = match self.targets.as_ref().map(Tensor::shallow_clone) {
-            Some(targets) => self.train_step(&targets)?,
+        // The labels are taken out for the step (it borrows the session) and put back.
+        let logits = match self.targets.take() {
+            Some(targets) => {
+                let step = self.train_step(&targets);
+                self.targets = Some(targets);
+                step?
+            }
             None => {
                 let _guard = tch::no_grad_guard();
                 self.net.forward(&self.input(), false)
