@@ -42,19 +42,68 @@ pub fn tolerance(precision: &str) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agreement {
     pub reference: String,
+    /// NaN when a value is not finite (`non_finite` says how many).
     pub max_abs_diff: f64,
     pub max_rel_diff: f64,
+    /// Non-finite values (NaN, ±inf) in the output, and in the reference.
+    pub non_finite: usize,
+    pub reference_non_finite: usize,
+    /// The output's length differs from the reference's: (output, reference).
+    pub lengths: Option<(usize, usize)>,
+}
+
+impl Agreement {
+    /// Why the output does not agree, if it does not: a length mismatch, any non-finite
+    /// value (which no tolerance excuses), or a difference beyond `tolerance`.
+    pub fn problem(&self, tolerance: f64) -> Option<String> {
+        if let Some((got, expected)) = self.lengths {
+            return Some(format!(
+                "the output has {got} values, the reference {expected}"
+            ));
+        }
+        if self.non_finite > 0 {
+            return Some(format!(
+                "{} of the output's values are not finite (NaN or infinite)",
+                self.non_finite
+            ));
+        }
+        if self.reference_non_finite > 0 {
+            return Some(format!(
+                "the reference ({}) has {} non-finite values: nothing to agree with",
+                self.reference, self.reference_non_finite
+            ));
+        }
+        // A NaN difference fails too.
+        (self.max_rel_diff.is_nan() || self.max_rel_diff > tolerance).then(|| {
+            format!(
+                "max relative difference {:.1e} from {} exceeds the tolerance {tolerance:.0e}",
+                self.max_rel_diff, self.reference
+            )
+        })
+    }
 }
 
 pub fn compare(reference: &str, expected: &[f32], actual: &[f32]) -> Agreement {
-    let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-    let mut max_abs = if expected.len() == actual.len() {
-        0f64
-    } else {
-        f64::INFINITY
-    };
+    let non_finite = actual.iter().filter(|v| !v.is_finite()).count();
+    let reference_non_finite = expected.iter().filter(|v| !v.is_finite()).count();
+    let scale = expected
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs() as f64));
+    // f64::max drops NaN; this keeps it.
+    let mut max_abs = 0f64;
     for (a, b) in actual.iter().zip(expected) {
-        max_abs = max_abs.max((*a as f64 - *b as f64).abs());
+        let d = (*a as f64 - *b as f64).abs();
+        if d.is_nan() || d > max_abs {
+            max_abs = d;
+            if d.is_nan() {
+                break;
+            }
+        }
+    }
+    let lengths = (expected.len() != actual.len()).then_some((actual.len(), expected.len()));
+    if lengths.is_some() {
+        max_abs = f64::INFINITY;
     }
     Agreement {
         reference: reference.to_string(),
@@ -64,6 +113,9 @@ pub fn compare(reference: &str, expected: &[f32], actual: &[f32]) -> Agreement {
         } else {
             max_abs
         },
+        non_finite,
+        reference_non_finite,
+        lengths,
     }
 }
 
@@ -191,5 +243,32 @@ mod tests {
         assert_eq!(a.max_abs_diff, 1.0);
         assert_eq!(a.max_rel_diff, 0.25);
         assert!(compare("r", &[1.0, 2.0], &[1.0]).max_abs_diff.is_infinite());
+        assert_eq!(
+            a.problem(FP32_TOLERANCE).map(|p| p.contains("exceeds")),
+            Some(true)
+        );
+        assert_eq!(
+            compare("r", &[2.0, -4.0], &[2.0, -4.0]).problem(FP32_TOLERANCE),
+            None
+        );
+    }
+
+    #[test]
+    fn non_finite_outputs_never_agree() {
+        let nan = compare("r", &[1.0, 2.0, 3.0], &[f32::NAN; 3]);
+        assert!(nan.max_rel_diff.is_nan());
+        assert_eq!(nan.non_finite, 3);
+        let why = nan.problem(FP32_TOLERANCE).unwrap();
+        assert!(
+            why.contains("3 of the output's values are not finite"),
+            "{why}"
+        );
+        // One NaN among good values, and an infinity, are caught as well.
+        let one = compare("r", &[1.0, 2.0, 3.0], &[1.0, f32::NAN, 3.0]);
+        assert!(one.problem(FP16_TOLERANCE).unwrap().contains("1 of"));
+        let inf = compare("r", &[1.0, 2.0], &[f32::INFINITY, 2.0]);
+        assert!(inf.problem(FP16_TOLERANCE).is_some());
+        let bad_reference = compare("r", &[f32::NAN, 2.0], &[1.0, 2.0]);
+        assert!(bad_reference.problem(FP32_TOLERANCE).is_some());
     }
 }

@@ -95,7 +95,7 @@ pub fn backends() -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{:<18} {:<12} details", "backend", "status");
     for b in registry::all() {
-        let (status, detail) = match crate::runner::probe_availability(b.as_ref(), &[]) {
+        let (status, detail) = match crate::children::probe_availability(b.as_ref(), &[]) {
             Availability::Available { detail } => ("available", detail),
             Availability::Unavailable { reason } => ("unavailable", reason),
         };

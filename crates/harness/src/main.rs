@@ -1,13 +1,15 @@
 //! `bench`: measure how fast MobileNets run across inference runtimes and devices.
 
 mod agreement;
+mod children;
 mod list;
 mod outcome;
 mod probe;
 mod registry;
 mod remote;
+mod rundir;
 mod runner;
-
+mod timing;
 mod worker;
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use mobilebench_backend::Mode;
+use mobilebench_backend::{Mode, Timing};
 use mobilebench_models::{sets, BnMode, DEFAULT_INPUT_SEED, DEFAULT_SEED};
 use mobilebench_results::RunManifest;
 
@@ -26,8 +28,10 @@ use mobilebench_results::RunManifest;
     about = "Measure how fast MobileNets run, across inference runtimes and devices",
     long_about = "Measure how fast MobileNets run, across inference runtimes and devices.\n\n\
         `bench run` measures every (model, backend) pair on one pinned core (50 warm-up and 1000 \
-        timed runs by default, the TFLite benchmark convention) and writes samples.csv and \
-        summary.csv into a run directory; `bench report` turns run directories into markdown."
+        timed runs by default: the protocol of the published MobileNetV3 TFLite device table; \
+        TFLite's own benchmark_model defaults to 1 warm-up and 50 runs) and writes samples.csv \
+        and summary.csv into a run directory; `bench report` turns run directories into \
+        markdown; `bench compare` judges two runs against their between-round spread."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,8 +48,8 @@ enum Cmd {
     /// Report run directories (any number of devices): tables on stdout, or with -o a folder
     /// with README.md and SVG/PNG plots
     Report(ReportArgs),
-    /// Compare two run directories pair by pair: change of the median, bootstrap 95% CI,
-    /// verdict
+    /// Compare two run directories pair by pair: change of the median of round medians,
+    /// judged against the between-round spread (run with --rounds), with a verdict
     Compare(CompareArgs),
     /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
     Export(ExportArgs),
@@ -102,12 +106,24 @@ struct RunArgs {
     /// index on ties]
     #[arg(long)]
     core: Option<usize>,
-    /// Untimed warm-up runs per pair
+    /// Untimed warm-up runs per pair and round (50: the published MobileNetV3 TFLite device
+    /// table's protocol)
     #[arg(long, default_value_t = 50)]
     warmup: u32,
-    /// Timed runs per pair
+    /// Timed runs per pair and round (1000: the same protocol; TFLite's benchmark_model
+    /// defaults to 50)
     #[arg(long, default_value_t = 1000)]
     runs: u32,
+    /// Measure every pair this many times, round-robin (A B C A B C ...), each time in a
+    /// fresh worker: the summary's p50_ms is then the median of round medians and round_cv
+    /// the between-round spread, which `bench compare` needs to tell change from drift
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Time input placement and output read inside every sample, for every backend alike
+    /// (default: the input is placed once before warm-up and the output read after the
+    /// loop, so a sample is the inference alone; the CSV's `timing` column says which)
+    #[arg(long)]
+    timed_io: bool,
     /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy
     /// loss, backward and an SGD update of every weight, in training mode). Backends without a
     /// training step (all but the tch ones) are recorded unavailable, with the reason
@@ -130,7 +146,7 @@ struct RunArgs {
     out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io"])]
     resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -202,10 +218,20 @@ struct CompareArgs {
     old: PathBuf,
     /// The later run directory
     new: PathBuf,
-    /// Changes of the median smaller than this fraction are noise, whatever the CI says
-    #[arg(long, default_value_t = 0.01)]
+    /// Changes of the median smaller than this fraction are never called, whatever the test
+    /// says (run-to-run drift of the whole machine that rounds within one run cannot see)
+    #[arg(long, default_value_t = 0.05)]
     noise: f64,
-    /// Exit with status 1 when any pair is significantly slower
+    /// Significance level of the per-pair t-test on round medians, after Holm's correction
+    /// for the number of pairs compared
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+    /// With one round on either side there is no spread to judge by: only a change beyond
+    /// this fraction is called (else "cannot judge: one round")
+    #[arg(long, default_value_t = 0.30)]
+    one_round_bound: f64,
+    /// Exit with status 1 when any pair is judged slower (flagged and one-round pairs that
+    /// cannot be judged do not count)
     #[arg(long)]
     fail_on_regression: bool,
 }
@@ -240,7 +266,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Report(args) => report(&args)?,
         Cmd::Compare(args) => {
             if compare(&args)? && args.fail_on_regression {
-                bail!("a pair is significantly slower (--fail-on-regression)");
+                bail!("a pair is judged slower (--fail-on-regression)");
             }
         }
         Cmd::Export(args) => export(&args)?,
@@ -255,9 +281,9 @@ fn run(args: RunArgs) -> Result<()> {
     // A run started by another machine on this one (a remote device) uses exactly the run
     // directory it is given, resuming it when it already holds a plan.
     let (dir, manifest, resuming) = match (&args.resume, &args.run_dir) {
-        (Some(dir), _) => (dir.clone(), runner::manifest_for_resume(dir)?, true),
+        (Some(dir), _) => (dir.clone(), rundir::manifest_for_resume(dir)?, true),
         (None, Some(dir)) if dir.join(mobilebench_results::MANIFEST_FILE).is_file() => {
-            (dir.clone(), runner::manifest_for_resume(dir)?, true)
+            (dir.clone(), rundir::manifest_for_resume(dir)?, true)
         }
         _ => {
             let manifest = new_manifest(&args)?;
@@ -275,24 +301,26 @@ fn run(args: RunArgs) -> Result<()> {
                             remote::Remote::new(&profile)?.check_reachable()?;
                         }
                     }
-                    runner::create_run_dir(&args.out, &manifest)?
+                    rundir::create_run_dir(&args.out, &manifest)?
                 }
             };
             (dir, manifest, false)
         }
     };
     eprintln!(
-        "run directory {}{}: {} models × {} backends on {}, {} warm-up + {} timed runs ({}, batch {}, {} BN)",
+        "run directory {}{}: {} models × {} backends on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
         dir.display(),
         if resuming { " (resumed)" } else { "" },
         manifest.models.len() + manifest.model_files.len(),
         manifest.backends.len(),
         manifest.device,
+        manifest.rounds,
         manifest.warmup,
         manifest.runs,
         manifest.mode,
         manifest.batch,
         manifest.bn,
+        manifest.timing,
     );
     if !resuming {
         for note in registry::left_out_of_all(&args.backends) {
@@ -301,6 +329,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
     let profiles = device_profiles(&manifest)?;
+    keep_off_measured_cores(&manifest, &profiles);
     let run_id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -369,6 +398,24 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps this process (its threads now and those it starts: progress bars, pipes, device
+/// threads) off the core local workers measure on. Said on stderr when it cannot be.
+fn keep_off_measured_cores(
+    manifest: &RunManifest,
+    profiles: &[mobilebench_devices::DeviceProfile],
+) {
+    let local = profiles
+        .iter()
+        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let Some(core) = manifest.core.filter(|_| local) else {
+        return;
+    };
+    let allowed = probe::current_affinity().unwrap_or_default();
+    if let Err(why) = probe::keep_off_core(core, &allowed) {
+        eprintln!("note: the harness could not keep off the measured core: {why}");
+    }
+}
+
 /// The profiles of a manifest's devices (`device` holds them comma-separated).
 fn device_profiles(manifest: &RunManifest) -> Result<Vec<mobilebench_devices::DeviceProfile>> {
     manifest
@@ -430,11 +477,19 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         bn: args.bn.name().into(),
         warmup,
         runs,
+        rounds: args.rounds,
+        timing: if args.timed_io {
+            Timing::InferWithIo
+        } else {
+            Timing::Infer
+        }
+        .name()
+        .into(),
         core,
         weight_seed: args.seed,
         input_seed: DEFAULT_INPUT_SEED,
         cv_threshold: args.cv_threshold,
-        created_at: runner::now_rfc3339(),
+        created_at: rundir::now_rfc3339(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })
 }
@@ -510,19 +565,27 @@ fn report(args: &ReportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints the comparison; returns whether any pair is significantly slower.
+/// Prints the comparison; returns whether any pair is judged slower.
 fn compare(args: &CompareArgs) -> Result<bool> {
-    use mobilebench_reports::compare::{self, Verdict};
+    use mobilebench_reports::compare::{self, CompareOptions};
     let old = mobilebench_results::read_run(&args.old)?.with_workload_labels();
     let new = mobilebench_results::read_run(&args.new)?.with_workload_labels();
-    let changes = compare::compare(&old, &new, args.noise);
-    if changes.is_empty() {
+    let options = CompareOptions {
+        noise: args.noise,
+        alpha: args.alpha,
+        one_round_bound: args.one_round_bound,
+    };
+    let comparison = compare::compare(&old, &new, &options);
+    if comparison.changes.is_empty() {
         bail!(
             "{} and {} share no pair measured ok in both (same device, model and backend)",
             args.old.display(),
             args.new.display()
         );
     }
-    print!("{}", compare::markdown(&changes));
-    Ok(changes.iter().any(|c| c.verdict == Verdict::Slower))
+    for w in &comparison.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    print!("{}", compare::markdown(&comparison, &options));
+    Ok(comparison.any_slower())
 }

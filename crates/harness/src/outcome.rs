@@ -1,11 +1,12 @@
-//! A worker's outcome turned into a summary row: statistics of its samples, flags from the
-//! core's state before and after, and a crash described by how and when the worker died.
+//! A worker's outcome turned into a summary row: flags from the core's state before and
+//! after, memory, a crash described by how and when the worker died; and the statistics of
+//! a pair's rounds combined into the row (median of round medians, between-round spread).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use mobilebench_reports::stats;
-use mobilebench_results::{SampleRow, Status, SummaryRow};
+use mobilebench_results::stats;
+use mobilebench_results::{PairSamples, Status, SummaryRow};
 
 use crate::probe::CoreState;
 use crate::worker::Event;
@@ -48,20 +49,32 @@ fn to_ns(ms: f64) -> f64 {
     (ms * 1e6).round() / 1e6
 }
 
-/// Fills the row from the worker's events; returns the samples to record.
-pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> Vec<SampleRow> {
+/// One round's timed runs: latencies, and GPU times where the backend has them.
+#[derive(Debug, Clone, Default)]
+pub struct RoundSamples {
+    pub latencies_ns: Vec<u64>,
+    pub gpu_ns: Option<Vec<u64>>,
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// Fills the row from one worker's events (one round) and returns its samples, empty unless
+/// the pair is ok. Statistics come after, from every round: [`apply_statistics`].
+pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
     let mut flags: Vec<&str> = Vec::new();
     let mut before = CoreState::default();
-    let mut samples = Vec::new();
+    let mut samples = RoundSamples::default();
+    let mut pin_verified = false;
     for event in &outcome.events {
         match event {
             Event::Pinned {
                 core,
-                pinned,
+                pinned: _,
                 before: b,
             } => {
                 row.core = *core;
-                row.pinned = *pinned;
                 before = b.clone();
                 row.governor = b.governor.clone().unwrap_or_else(|| "unavailable".into());
                 row.freq_before_mhz = b.freq_mhz;
@@ -91,33 +104,25 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
             Event::Finished {
                 samples_ns,
                 gpu_ns,
-                peak_rss_kib,
+                memory,
+                pin_verified: verified,
                 after,
+                notes,
             } => {
-                if let Some(g) = gpu_ns.as_deref().and_then(stats::summarize_ns) {
-                    row.gpu_p50_ms = Some(to_ns(g.p50));
+                pin_verified = *verified;
+                if let Some([before_load, _, end]) = memory {
+                    row.peak_rss_mb = Some(kib_to_mib(end.peak_kib));
+                    row.model_mem_mb =
+                        Some(kib_to_mib(end.rss_kib.saturating_sub(before_load.rss_kib)));
                 }
-                row.peak_rss_mb = peak_rss_kib.map(|k| k as f64 / 1024.0);
+                let mut all_notes: Vec<String> = Some(row.probe_notes.clone())
+                    .filter(|n| !n.is_empty())
+                    .into_iter()
+                    .collect();
+                all_notes.extend(notes.iter().cloned());
+                row.probe_notes = all_notes.join("; ");
                 row.freq_after_mhz = after.freq_mhz;
                 row.temp_after_c = after.temp_c;
-                if let Some(s) = stats::summarize_ns(samples_ns) {
-                    row.mean_ms = Some(to_ns(s.mean));
-                    row.std_ms = Some(to_ns(s.std));
-                    row.min_ms = Some(to_ns(s.min));
-                    row.max_ms = Some(to_ns(s.max));
-                    row.p50_ms = Some(to_ns(s.p50));
-                    row.p90_ms = Some(to_ns(s.p90));
-                    row.p95_ms = Some(to_ns(s.p95));
-                    row.p99_ms = Some(to_ns(s.p99));
-                    row.cv = Some((s.cv * 1e6).round() / 1e6);
-                    row.median_ci_low_ms = Some(to_ns(s.median_ci.0));
-                    row.median_ci_high_ms = Some(to_ns(s.median_ci.1));
-                    row.outliers_mild = Some(s.outliers_mild);
-                    row.outliers_severe = Some(s.outliers_severe);
-                    if s.cv > cv_threshold {
-                        flags.push("noisy");
-                    }
-                }
                 if let (Some(b), Some(a)) = (before.freq_mhz, after.freq_mhz) {
                     if (a - b).abs() > FREQ_CHANGE * b {
                         flags.push("freq_changed");
@@ -128,7 +133,10 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
                         flags.push("temp_changed");
                     }
                 }
-                samples = row.sample_rows(samples_ns, gpu_ns.as_deref());
+                samples = RoundSamples {
+                    latencies_ns: samples_ns.clone(),
+                    gpu_ns: gpu_ns.clone(),
+                };
             }
             Event::Failed { message } => {
                 row.status = Some(Status::Failed);
@@ -167,14 +175,14 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
             } else {
                 format!("{how}: {err}")
             };
-            samples.clear();
         }
     }
+    row.pinned = pin_verified;
     if row.status == Some(Status::Ok) && !row.pinned {
         flags.push("unpinned");
     }
     if row.status != Some(Status::Ok) {
-        samples.clear();
+        samples = RoundSamples::default();
     }
     // Keep flags set before the run (`emulated`).
     let earlier: Vec<String> = row.flag_list().iter().map(|f| f.to_string()).collect();
@@ -185,4 +193,119 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome, cv_threshold: f64) -> V
         .collect::<Vec<_>>()
         .join(";");
     samples
+}
+
+/// Sets the row's statistics from every round of the pair: the percentiles, mean, spread, CI
+/// and outliers of all samples together, but `p50_ms` the median of the round medians (the
+/// robust figure across worker processes), `rounds` and `round_cv` the between-round spread;
+/// `noisy` from the samples' coefficient of variation.
+pub fn apply_statistics(
+    row: &mut SummaryRow,
+    samples: &PairSamples,
+    gpu_ns: &[u64],
+    cv_threshold: f64,
+) {
+    let round_medians = samples.round_medians_ms();
+    row.rounds = round_medians.len() as u32;
+    row.round_cv =
+        stats::coefficient_of_variation(&round_medians).map(|cv| (cv * 1e6).round() / 1e6);
+    if let Some(g) = stats::summarize_ns(gpu_ns) {
+        row.gpu_p50_ms = Some(to_ns(g.p50));
+    }
+    let Some(s) = stats::summarize_ns(&samples.all()) else {
+        return;
+    };
+    row.mean_ms = Some(to_ns(s.mean));
+    row.std_ms = Some(to_ns(s.std));
+    row.min_ms = Some(to_ns(s.min));
+    row.max_ms = Some(to_ns(s.max));
+    row.p50_ms = Some(to_ns(if round_medians.len() > 1 {
+        stats::median(&round_medians)
+    } else {
+        s.p50
+    }));
+    row.p90_ms = Some(to_ns(s.p90));
+    row.p95_ms = Some(to_ns(s.p95));
+    row.p99_ms = Some(to_ns(s.p99));
+    row.cv = Some((s.cv * 1e6).round() / 1e6);
+    row.median_ci_low_ms = Some(to_ns(s.median_ci.0));
+    row.median_ci_high_ms = Some(to_ns(s.median_ci.1));
+    row.outliers_mild = Some(s.outliers_mild);
+    row.outliers_severe = Some(s.outliers_severe);
+    let mut flags: Vec<&str> = row
+        .flag_list()
+        .into_iter()
+        .filter(|f| *f != "noisy")
+        .collect();
+    if s.cv > cv_threshold {
+        flags.push("noisy");
+    }
+    row.flags = flags.join(";");
+}
+
+/// A pair's rounds so far: what the combined row is made of.
+#[derive(Debug, Default)]
+pub struct PairRounds {
+    samples: PairSamples,
+    gpu_ns: Vec<u64>,
+    init_ms: Vec<f64>,
+    first_ms: Vec<f64>,
+    peak_rss_mb: Option<f64>,
+    model_mem_mb: Option<f64>,
+    flags: Vec<String>,
+    /// A round was not ok: the pair gets no more rounds in this invocation.
+    pub stopped: bool,
+}
+
+impl PairRounds {
+    /// The rounds a resumed run already holds for a pair (its last row ok, with its samples).
+    pub fn resumed(row: &SummaryRow, samples: PairSamples) -> PairRounds {
+        PairRounds {
+            samples,
+            init_ms: row.init_ms.into_iter().collect(),
+            first_ms: row.first_inference_ms.into_iter().collect(),
+            peak_rss_mb: row.peak_rss_mb,
+            model_mem_mb: row.model_mem_mb,
+            flags: row.flag_list().iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn rounds_done(&self) -> u32 {
+        self.samples.rounds.len() as u32
+    }
+
+    /// Adds round `round` (its row ok, agreement checked) and returns the pair's row over
+    /// every round so far.
+    pub fn add(
+        &mut self,
+        round: u32,
+        row: &SummaryRow,
+        samples: RoundSamples,
+        cv_threshold: f64,
+    ) -> SummaryRow {
+        self.samples.rounds.push((round, samples.latencies_ns));
+        self.gpu_ns.extend(samples.gpu_ns.unwrap_or_default());
+        self.init_ms.extend(row.init_ms);
+        self.first_ms.extend(row.first_inference_ms);
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.peak_rss_mb = max(self.peak_rss_mb, row.peak_rss_mb);
+        self.model_mem_mb = max(self.model_mem_mb, row.model_mem_mb);
+        for f in row.flag_list() {
+            if !self.flags.iter().any(|g| g == f) {
+                self.flags.push(f.to_string());
+            }
+        }
+        let mut combined = row.clone();
+        combined.init_ms = Some(stats::median(&self.init_ms)).filter(|v| v.is_finite());
+        combined.first_inference_ms = Some(stats::median(&self.first_ms)).filter(|v| v.is_finite());
+        combined.peak_rss_mb = self.peak_rss_mb;
+        combined.model_mem_mb = self.model_mem_mb;
+        combined.flags = self.flags.join(";");
+        apply_statistics(&mut combined, &self.samples, &self.gpu_ns, cv_threshold);
+        combined
+    }
 }

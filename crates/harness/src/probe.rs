@@ -136,13 +136,82 @@ pub fn pin_current_thread(core: usize) -> bool {
     core_affinity::set_for_current(core_affinity::CoreId { id: core })
 }
 
-/// Peak resident set size of this process, in KiB.
-pub fn peak_rss_kib() -> Option<u64> {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a full rusage into the pointer it is given.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    // SAFETY: rc == 0 means the struct was filled.
-    (rc == 0).then(|| unsafe { usage.assume_init() }.ru_maxrss as u64)
+/// This process's resident memory at one moment, from `/proc/self/status`: `VmHWM` is the
+/// peak of this process's own address space (unlike `getrusage`'s `ru_maxrss`, which keeps
+/// the parent's high-water mark across exec), `VmRSS` the current size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub peak_kib: u64,
+    pub rss_kib: u64,
+}
+
+impl Memory {
+    /// `None` on hosts without /proc (the caller says so in the notes).
+    pub fn read() -> Option<Memory> {
+        parse_status(&fs::read_to_string("/proc/self/status").ok()?)
+    }
+}
+
+fn parse_status(text: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        peak_kib: field("VmHWM:")?,
+        rss_kib: field("VmRSS:")?,
+    })
+}
+
+/// Keeps the calling thread (and the threads it starts afterwards) off `core`, on the other
+/// cores of `allowed` (the process's cores, read before anything was pinned). `Err` says why
+/// not (one core only, or affinity unsupported).
+pub fn keep_off_core(core: usize, allowed: &[usize]) -> Result<(), String> {
+    let others: Vec<usize> = allowed.iter().copied().filter(|&c| c != core).collect();
+    if others.is_empty() {
+        return Err(format!(
+            "core {core} is the only core: the harness's own threads share it"
+        ));
+    }
+    set_affinity(&others)
+}
+
+/// The cores the calling thread may run on.
+pub fn current_affinity() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect(),
+        )
+    }
+}
+
+fn set_affinity(cores: &[usize]) -> Result<(), String> {
+    // SAFETY: as above; the set is built from valid core indices.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "sched_setaffinity failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub const COMMIT: &str = env!("MOBILEBENCH_COMMIT");
@@ -160,8 +229,36 @@ mod tests {
         // Either a value or a note saying why not.
         assert!(state.governor.is_some() || !state.notes.is_empty());
         assert!(state.temp_c.is_some() || state.notes.iter().any(|n| n.contains("thermal")));
-        assert!(peak_rss_kib().unwrap() > 0);
+        let mem = Memory::read().unwrap();
+        assert!(mem.peak_kib >= mem.rss_kib && mem.rss_kib > 0, "{mem:?}");
         let core = fastest_core().unwrap();
         assert!(core < m.cpu_cores);
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let text = "Name:\tbench\nVmPeak:\t  900 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(
+            parse_status(text),
+            Some(Memory {
+                peak_kib: 2048,
+                rss_kib: 1024
+            })
+        );
+        assert_eq!(parse_status("Name:\tbench\n"), None);
+    }
+
+    #[test]
+    fn a_thread_kept_off_a_core_runs_elsewhere() {
+        // In a thread of its own, so the test harness's threads keep their mask.
+        std::thread::spawn(|| {
+            let all = current_affinity().unwrap();
+            match keep_off_core(all[0], &all) {
+                Ok(()) => assert!(!current_affinity().unwrap().contains(&all[0])),
+                Err(why) => assert_eq!(all.len(), 1, "{why}"),
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

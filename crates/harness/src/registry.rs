@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use mobilebench_backend::{
-    noop::NoopBackend, Availability, Backend, BackendError, ModelSource, Session, SourceKind,
+    testing::TestBackend, Availability, Backend, BackendError, ModelSource, Session, SourceKind,
     Workload,
 };
 use mobilebench_litert::{Accelerator, LiteRtBackend};
@@ -22,7 +22,11 @@ pub fn all() -> Vec<Box<dyn Backend>> {
         .chain(litert)
         .chain(rest)
         .chain(tch_backends())
-        .chain([Box::new(NoopBackend) as Box<dyn Backend>])
+        .chain(
+            TestBackend::ALL
+                .into_iter()
+                .map(|b| Box::new(b) as Box<dyn Backend>),
+        )
         .collect()
 }
 

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
+use mobilebench_backend::Timing;
 use mobilebench_devices::DeviceProfile;
 use mobilebench_results::{RunManifest, RunWriter, SampleRow, SummaryRow};
 use mobilebench_runtimes::{self as runtimes, Platform};
@@ -300,9 +301,14 @@ impl<'a> Remote<'a> {
             manifest.batch.to_string(),
             "--bn".into(),
             manifest.bn.clone(),
+            "--rounds".into(),
+            manifest.rounds.to_string(),
             "--backends".into(),
             manifest.backends.join(","),
         ];
+        if manifest.timing == Timing::InferWithIo.name() {
+            args.push("--timed-io".into());
+        }
         if !manifest.models.is_empty() {
             args.extend(["--models".into(), manifest.models.join(",")]);
         }

@@ -1,26 +1,23 @@
-//! The parent side of `bench run`: plans the (model, backend) pairs, runs one worker process
-//! per pair, turns its events into a summary row and samples, and appends them to the run
-//! directory before starting the next pair.
+//! The parent side of `bench run`: plans the (model, backend) pairs, runs them round-robin
+//! for each round, one worker process per pair and round, turns its events into a summary
+//! row and samples, and appends them to the run directory before starting the next.
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::ExitStatusExt;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Workload};
+use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
 use mobilebench_models::{count, BnMode, ModelConfig};
 use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
 
 use crate::agreement::{self, Agreement, PreparedZoo};
-use crate::outcome::{fill_row, signal_name, Outcome};
+use crate::children::{probe_availability, run_worker};
+use crate::outcome::{fill_row, PairRounds, RoundSamples};
 use crate::probe::{self, Machine};
 use crate::registry;
-use crate::worker::{Event, SourceSpec, WorkerSpec};
+use crate::rundir::{now_rfc3339, output_path};
+use crate::worker::{SourceSpec, WorkerSpec};
 
 /// Everything one run needs beyond the manifest.
 pub struct RunContext {
@@ -49,7 +46,12 @@ fn resend(ctx: &RunContext, run: &results::Run, model: &str, backend: &str) -> R
     let samples = run
         .samples
         .get(&row.key())
-        .map(|v| row.sample_rows(v, None))
+        .map(|pair| {
+            pair.rounds
+                .iter()
+                .flat_map(|(round, v)| row.sample_rows(*round, v, None))
+                .collect()
+        })
         .unwrap_or_default();
     let msg = crate::remote::RowMessage {
         summary: row.clone(),
@@ -88,35 +90,6 @@ fn record(
     Ok(())
 }
 
-/// Creates `out/<device>/<UTC timestamp>/` with its manifest.
-pub fn create_run_dir(out: &Path, manifest: &RunManifest) -> Result<PathBuf> {
-    let stamp = manifest.created_at.replace([':', '-'], "");
-    let devices: Vec<String> = manifest
-        .device
-        .split(',')
-        .map(|d| {
-            Path::new(d)
-                .file_stem()
-                .map_or(d.to_string(), |s| s.to_string_lossy().into_owned())
-        })
-        .collect();
-    let base = out.join(devices.join("+")).join(&stamp);
-    let mut dir = base.clone();
-    let mut n = 1;
-    while dir.exists() {
-        n += 1;
-        dir = PathBuf::from(format!("{}-{n}", base.display()));
-    }
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    results::write_manifest(&dir, manifest)?;
-    Ok(dir)
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
 /// One thing to measure: a zoo model or a user's model file.
 enum Item {
     Zoo(ModelConfig),
@@ -149,12 +122,9 @@ fn file_format(path: &Path) -> Result<FileFormat> {
     Ok(format)
 }
 
-/// Where a pair's last output is kept, for agreement checks (also across `--resume`).
-fn output_path(dir: &Path, label: &str, backend: &str) -> PathBuf {
-    dir.join("outputs").join(format!("{label}__{backend}.f32"))
-}
-
-/// Runs every pair of the manifest not already measured in `ctx.dir`.
+/// Runs every pair of the manifest not already measured in `ctx.dir`: `rounds` times,
+/// round-robin (every pair once, then every pair again), each time in a fresh worker, so
+/// slow drift of the machine hits every pair alike.
 pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let m = &ctx.manifest;
     let backends = registry::select(&m.backends)?;
@@ -164,18 +134,31 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         .map(|name| name.parse::<ModelConfig>().map(Item::Zoo))
         .collect::<Result<_, _>>()?;
     items.extend(m.model_files.iter().map(|p| Item::File(PathBuf::from(p))));
+    let rounds = m.rounds.max(1);
     // What this run directory already holds (read once: resumed remote runs resend from it).
     let existing = match results::read_run(&ctx.dir) {
         Ok(run) => Some(run),
         Err(results::ResultsError::NotARun(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let done: HashSet<(String, String)> = existing
+    // Pairs whose last row is ok keep their rounds; those with every round are done.
+    let mut pairs: HashMap<(String, String), PairRounds> = HashMap::new();
+    let mut done: HashSet<(String, String)> = HashSet::new();
+    for row in existing
         .iter()
         .flat_map(|run| &run.summary)
         .filter(|r| r.is_ok() && r.device == ctx.device)
-        .map(|r| (r.model.clone(), r.backend.clone()))
-        .collect();
+    {
+        let key = (row.model.clone(), row.backend.clone());
+        if row.rounds >= rounds {
+            done.insert(key.clone());
+        }
+        let samples = existing
+            .as_ref()
+            .and_then(|run| run.samples.get(&row.key()).cloned())
+            .unwrap_or_default();
+        pairs.insert(key, PairRounds::resumed(row, samples));
+    }
     registry::provision_missing(&backends);
     let machine = Machine::probe();
     let availability: Vec<Availability> = backends
@@ -188,72 +171,129 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         })
         .collect();
     std::fs::create_dir_all(ctx.dir.join("outputs")).context("cannot create the outputs folder")?;
-    let total = items.len() * backends.len();
+    let total = items.len() * backends.len() * rounds as usize;
     let mut index = 0;
-    for item in &items {
-        let label = item.label();
-        let remaining = backends
-            .iter()
-            .any(|b| !done.contains(&(label.clone(), b.name().to_string())));
-        if !remaining {
-            index += backends.len();
-            eprintln!("{label}: every backend already measured in this run directory, skipped");
-            continue;
-        }
-        let mut item_ctx = match item {
-            Item::Zoo(config) => ItemContext::Zoo(Box::new(PreparedZoo::new(
-                *config,
-                m.weight_seed,
-                m.input_seed,
-                workload_of(m)?.1,
-            )?)),
-            Item::File(path) => match file_format(path) {
-                Ok(format) => ItemContext::File {
-                    path: path.clone(),
-                    format,
-                    reference: first_reference(&ctx.dir, &label, &backends, &done),
-                },
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    let mut row = file_row(ctx, &machine, &label, path, "-");
-                    row.status = Some(Status::Failed);
-                    row.message = format!("{e:#}");
-                    record(ctx, writer, &row, &[])?;
-                    index += backends.len();
-                    continue;
-                }
-            },
-        };
-        for (backend, available) in backends.iter().zip(&availability) {
-            index += 1;
-            let tag = format!("[{index}/{total}] {label} × {}", backend.name());
-            if done.contains(&(label.clone(), backend.name().to_string())) {
-                eprintln!("{tag}: already measured in this run directory, skipped");
-                if ctx.emit_rows {
-                    // The machine that started this run may have missed it (a dropped link).
-                    if let Some(run) = &existing {
-                        resend(ctx, run, &label, backend.name())?;
-                    }
+    let mut item_contexts: Vec<Option<ItemContext>> = items.iter().map(|_| None).collect();
+    for round in 1..=rounds {
+        for (item, item_ctx) in items.iter().zip(item_contexts.iter_mut()) {
+            let label = item.label();
+            let remaining = backends.iter().any(|b| {
+                let key = (label.clone(), b.name().to_string());
+                !done.contains(&key)
+                    && pairs
+                        .get(&key)
+                        .is_none_or(|p| !p.stopped && p.rounds_done() < round)
+            });
+            if !remaining {
+                index += backends.len();
+                if round == 1 {
+                    eprintln!(
+                        "{label}: every backend already measured in this run directory, skipped"
+                    );
                 }
                 continue;
             }
-            let Some(row_and_samples) = measure_pair(
-                ctx,
-                &machine,
-                &mut item_ctx,
-                backend.as_ref(),
-                available,
-                &tag,
-            )?
-            else {
-                continue;
-            };
-            let (row, samples) = row_and_samples;
-            record(ctx, writer, &row, &samples).with_context(|| format!("cannot record {tag}"))?;
-            eprintln!("{tag}: {}", one_line(&row));
+            if item_ctx.is_none() {
+                match prepare_item(ctx, item, &label, &backends, &done) {
+                    Ok(prepared) => *item_ctx = Some(prepared),
+                    Err(e) => {
+                        // A bad model file: one failed row, and no more rounds for it.
+                        eprintln!("error: {e:#}");
+                        let Item::File(path) = item else {
+                            return Err(e);
+                        };
+                        let mut row = file_row(ctx, &machine, &label, path, "-");
+                        row.status = Some(Status::Failed);
+                        row.message = format!("{e:#}");
+                        record(ctx, writer, &row, &[])?;
+                        for b in &backends {
+                            done.insert((label.clone(), b.name().to_string()));
+                        }
+                        index += backends.len();
+                        continue;
+                    }
+                }
+            }
+            let item_ctx = item_ctx.as_mut().expect("prepared above");
+            for (backend, available) in backends.iter().zip(&availability) {
+                index += 1;
+                let key = (label.clone(), backend.name().to_string());
+                let round_tag = if rounds > 1 {
+                    format!(" (round {round}/{rounds})")
+                } else {
+                    String::new()
+                };
+                let tag = format!("[{index}/{total}] {label} × {}{round_tag}", backend.name());
+                let pair = pairs.entry(key.clone()).or_default();
+                if done.contains(&key) {
+                    if round == 1 {
+                        eprintln!("{tag}: already measured in this run directory, skipped");
+                        if ctx.emit_rows {
+                            // The machine that started this run may have missed it (a dropped link).
+                            if let Some(run) = &existing {
+                                resend(ctx, run, &label, backend.name())?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if pair.stopped || pair.rounds_done() >= round {
+                    continue;
+                }
+                let Some((row, samples)) =
+                    measure_pair(ctx, &machine, item_ctx, backend.as_ref(), available, &tag)?
+                else {
+                    pair.stopped = true;
+                    continue;
+                };
+                let (row, sample_rows) = if row.is_ok() {
+                    let sample_rows =
+                        row.sample_rows(round, &samples.latencies_ns, samples.gpu_ns.as_deref());
+                    (
+                        pair.add(round, &row, samples, ctx.manifest.cv_threshold),
+                        sample_rows,
+                    )
+                } else {
+                    // Earlier rounds' samples stay in samples.csv; the row says what failed.
+                    pair.stopped = true;
+                    let mut row = row;
+                    if rounds > 1 {
+                        row.message = format!("round {round}/{rounds}: {}", row.message);
+                    }
+                    (row, Vec::new())
+                };
+                record(ctx, writer, &row, &sample_rows)
+                    .with_context(|| format!("cannot record {tag}"))?;
+                eprintln!("{tag}: {}", one_line(&row));
+            }
         }
     }
     Ok(())
+}
+
+/// Builds what every pair of an item shares: the zoo model prepared (exported on demand),
+/// or the user's file checked.
+fn prepare_item(
+    ctx: &RunContext,
+    item: &Item,
+    label: &str,
+    backends: &[Box<dyn Backend>],
+    done: &HashSet<(String, String)>,
+) -> Result<ItemContext> {
+    let m = &ctx.manifest;
+    Ok(match item {
+        Item::Zoo(config) => ItemContext::Zoo(Box::new(PreparedZoo::new(
+            *config,
+            m.weight_seed,
+            m.input_seed,
+            workload_of(m)?.1,
+        )?)),
+        Item::File(path) => ItemContext::File {
+            path: path.clone(),
+            format: file_format(path)?,
+            reference: first_reference(&ctx.dir, label, backends, done),
+        },
+    })
 }
 
 /// Per-item state shared by its pairs.
@@ -293,7 +333,7 @@ fn one_line(row: &SummaryRow) -> String {
             };
             format!(
                 "median {} ms (cv {:.1}%){flags}",
-                mobilebench_reports::format_ms(p50),
+                results::format_ms(p50),
                 100.0 * row.cv.unwrap_or(0.0)
             )
         }
@@ -303,6 +343,15 @@ fn one_line(row: &SummaryRow) -> String {
             row.message
         ),
     }
+}
+
+/// The manifest's timing contract, parsed.
+pub fn timing_of(m: &RunManifest) -> Result<Timing> {
+    m.timing.parse::<Timing>().map_err(|e| {
+        anyhow::anyhow!(
+            "run.json timing {e} (a run recorded before the timing contract cannot be resumed)"
+        )
+    })
 }
 
 /// The manifest's workload and BN form, parsed.
@@ -340,6 +389,8 @@ fn file_row(
 fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -> SummaryRow {
     SummaryRow {
         device: ctx.device.clone(),
+        timing: ctx.manifest.timing.clone(),
+        rounds: 0,
         flags: if ctx.emulated {
             "emulated".into()
         } else {
@@ -366,8 +417,9 @@ fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -
     }
 }
 
-/// Measures one pair; `None` when the backend does not read this kind of file (said on
-/// stderr, no row: a user's .onnx simply has no LiteRT pair).
+/// Measures one round of one pair: the row of that round (statistics not yet set) and its
+/// samples; `None` when the backend does not read this kind of file (said on stderr, no
+/// row: a user's .onnx simply has no LiteRT pair).
 fn measure_pair(
     ctx: &RunContext,
     machine: &Machine,
@@ -375,7 +427,7 @@ fn measure_pair(
     backend: &dyn Backend,
     availability: &Availability,
     tag: &str,
-) -> Result<Option<(SummaryRow, Vec<SampleRow>)>> {
+) -> Result<Option<(SummaryRow, RoundSamples)>> {
     let name = backend.name();
     let (mut row, source) = match item {
         ItemContext::Zoo(prepared) => {
@@ -404,7 +456,7 @@ fn measure_pair(
     if let Availability::Unavailable { reason } = availability {
         row.status = Some(Status::Unavailable);
         row.message = reason.clone();
-        return Ok(Some((row, Vec::new())));
+        return Ok(Some((row, RoundSamples::default())));
     }
     let (workload, bn) = workload_of(&ctx.manifest)?;
     if let Err(why) = backend.supports(&workload) {
@@ -413,12 +465,12 @@ fn measure_pair(
             "{why} (--mode {} --batch {})",
             ctx.manifest.mode, ctx.manifest.batch
         );
-        return Ok(Some((row, Vec::new())));
+        return Ok(Some((row, RoundSamples::default())));
     }
     let Some(source) = source else {
         row.status = Some(Status::Unavailable);
         row.message = format!("{name} takes neither zoo models nor a format they export to");
-        return Ok(Some((row, Vec::new())));
+        return Ok(Some((row, RoundSamples::default())));
     };
     let output = output_path(&ctx.dir, &row.model, name);
     let spec = WorkerSpec {
@@ -431,6 +483,7 @@ fn measure_pair(
         input_seed: ctx.manifest.input_seed,
         workload,
         bn,
+        timing: timing_of(&ctx.manifest)?,
         output_path: output.clone(),
     };
     if backend.software_adapter().is_some() {
@@ -441,11 +494,11 @@ fn measure_pair(
     }
     let note = std::mem::take(&mut row.message);
     let samples = match run_worker(&spec, tag, &ctx.worker_prefix) {
-        Ok(outcome) => fill_row(&mut row, &outcome, ctx.manifest.cv_threshold),
+        Ok(outcome) => fill_row(&mut row, &outcome),
         Err(e) => {
             row.status = Some(Status::Failed);
             row.message = format!("{e:#}");
-            Vec::new()
+            RoundSamples::default()
         }
     };
     if row.is_ok() {
@@ -453,7 +506,7 @@ fn measure_pair(
         if workload.mode == Mode::Train {
             row.reference =
                 "none: a training step changes the weights, so no engine has the same output (the tch tests check the step)".into();
-        } else if !backend.is_test_only() {
+        } else if backend.computes() {
             let out = agreement::read_output(&output)?;
             let agreement = match item {
                 ItemContext::Zoo(prepared) => prepared.agreement(name, &out),
@@ -471,7 +524,7 @@ fn measure_pair(
             };
             record_agreement(&mut row, &agreement);
         } else {
-            row.reference = "none (test-only backend computes nothing)".into();
+            row.reference = "none (a test-only backend that computes nothing)".into();
         }
     }
     Ok(Some((row, samples)))
@@ -481,132 +534,17 @@ fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
     row.reference = a.reference.clone();
     row.max_abs_diff = Some(a.max_abs_diff);
     row.max_rel_diff = Some(a.max_rel_diff);
-    if a.max_rel_diff > agreement::tolerance(&row.precision) {
+    let problem = a.problem(agreement::tolerance(&row.precision));
+    if let Some(problem) = problem {
         row.flags = if row.flags.is_empty() {
             "disagrees".into()
         } else {
             format!("{};disagrees", row.flags)
         };
-    }
-}
-
-fn progress_bar(total: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} runs, ETA {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(label.to_string());
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
-}
-
-/// `bench worker ...` as a child process, through the device's run prefix (an emulator) if
-/// it has one: a worker is the same binary, and under qemu-user it must run under qemu too.
-pub fn worker_command(prefix: &[String]) -> Result<Command> {
-    let exe =
-        std::env::current_exe().context("cannot find the bench executable to start a worker")?;
-    let mut cmd = match prefix.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    cmd.arg("worker");
-    Ok(cmd)
-}
-
-/// Whether a backend can run, asked of a child process when the check loads a runtime
-/// library: a library whose loading crashes (ONNX Runtime under qemu-user) then makes the
-/// backend unavailable instead of taking the campaign down.
-pub fn probe_availability(backend: &dyn Backend, prefix: &[String]) -> Availability {
-    if registry::runtime_of(backend).is_none() {
-        return backend.availability();
-    }
-    let out = worker_command(prefix).and_then(|mut c| {
-        c.args(["--probe", backend.name()])
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot start the availability probe")
-    });
-    match out {
-        Ok(o) if o.status.success() => {
-            match serde_json::from_slice::<crate::worker::ProbeAnswer>(&o.stdout) {
-                Ok(answer) => answer.into(),
-                Err(e) => Availability::Unavailable {
-                    reason: format!("its availability probe answered nonsense: {e}"),
-                },
-            }
-        }
-        Ok(o) => Availability::Unavailable {
-            reason: match o.status.signal() {
-                Some(sig) => format!(
-                    "loading its runtime library crashed (signal {sig}, {})",
-                    signal_name(sig)
-                ),
-                None => format!("its availability probe failed ({})", o.status),
-            },
-        },
-        Err(e) => Availability::Unavailable {
-            reason: format!("{e:#}"),
-        },
-    }
-}
-
-fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<Outcome> {
-    let mut child = worker_command(prefix)?
-        .arg("--spec")
-        .arg(serde_json::to_string(spec)?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start a worker")?;
-    let mut stderr_pipe = child.stderr.take().expect("piped");
-    let stderr_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let bar = progress_bar(u64::from(spec.warmup + spec.runs), label);
-    let mut events = Vec::new();
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let Ok(line) = line else { break };
-        // Runtimes may print to stdout too: only our JSON events count.
-        let Ok(event) = serde_json::from_str::<Event>(&line) else {
-            continue;
+        row.message = if row.message.is_empty() {
+            problem
+        } else {
+            format!("{}; {problem}", row.message)
         };
-        match &event {
-            Event::Progress { done } => bar.set_position(u64::from(*done)),
-            Event::Finished { .. } => bar.set_position(u64::from(spec.warmup + spec.runs)),
-            _ => {}
-        }
-        if !matches!(event, Event::Progress { .. }) {
-            events.push(event);
-        }
     }
-    let status = child.wait().context("lost the worker process")?;
-    bar.finish_and_clear();
-    let stderr = stderr_thread.join().unwrap_or_default();
-    Ok(Outcome {
-        events,
-        status,
-        stderr,
-    })
-}
-
-/// Validates a run directory given to `--resume` and returns its manifest.
-pub fn manifest_for_resume(dir: &Path) -> Result<RunManifest> {
-    if !dir.is_dir() {
-        bail!("--resume {}: no such directory", dir.display());
-    }
-    results::read_manifest(dir).with_context(|| {
-        format!(
-            "--resume {}: cannot read its {}",
-            dir.display(),
-            results::MANIFEST_FILE
-        )
-    })
 }

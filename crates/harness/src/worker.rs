@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, Workload};
+use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, Timing, Workload};
 use mobilebench_models::{synthetic_for_shape, BnMode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::probe::{peak_rss_kib, pin_current_thread, CoreState};
+use crate::probe::{self, pin_current_thread, CoreState, Memory};
 use crate::registry;
+use crate::timing;
 
 /// What the worker loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct WorkerSpec {
     pub workload: Workload,
     /// The batch-norm form zoo models are built in.
     pub bn: BnMode,
+    /// What a sample covers.
+    #[serde(default)]
+    pub timing: Timing,
     /// Where to write the last output (raw little-endian f32), for the agreement check.
     pub output_path: PathBuf,
 }
@@ -68,8 +72,15 @@ pub enum Event {
         /// GPU time of each timed run, when the session reports it.
         #[serde(default)]
         gpu_ns: Option<Vec<u64>>,
-        peak_rss_kib: Option<u64>,
+        /// The worker's own memory before loading, after loading and after the loop
+        /// (`None` without /proc).
+        memory: Option<[Memory; 3]>,
+        /// Pinning held: after the loop the measuring thread's affinity was still the core.
+        pin_verified: bool,
         after: CoreState,
+        /// What the worker could not do as asked (keep its helper thread off the core, read
+        /// its memory), for `probe_notes`.
+        notes: Vec<String>,
     },
     Failed {
         message: String,
@@ -138,8 +149,8 @@ pub fn main(spec: &str) -> ExitCode {
     }
 }
 
-/// Reports progress every 100 ms from a thread started before pinning (so it does not share
-/// the measured core); the timed loop only stores a counter.
+/// Reports progress every 100 ms from a thread of its own, kept off the measured core; the
+/// timed loop only stores a counter.
 struct ProgressReporter {
     done: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -147,11 +158,14 @@ struct ProgressReporter {
 }
 
 impl ProgressReporter {
-    fn start() -> Self {
+    /// Starts the thread; `Err` says why it could not be kept off `core`.
+    fn start(core: Option<usize>, allowed: Vec<usize>) -> (Self, Result<(), String>) {
         let done = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (d, s) = (done.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
+            let _ = tx.send(core.map_or(Ok(()), |c| probe::keep_off_core(c, &allowed)));
             let mut last = 0;
             while !s.load(Ordering::Relaxed) {
                 std::thread::park_timeout(Duration::from_millis(100));
@@ -162,11 +176,15 @@ impl ProgressReporter {
                 }
             }
         });
-        ProgressReporter {
+        let kept_off = rx
+            .recv()
+            .unwrap_or_else(|_| Err("the progress thread died".into()));
+        let reporter = ProgressReporter {
             done,
             stop,
             thread: Some(thread),
-        }
+        };
+        (reporter, kept_off)
     }
 }
 
@@ -199,8 +217,9 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         (SourceSpec::Zoo { .. }, Some(model)) => ModelSource::Zoo(model),
         (SourceSpec::Zoo { .. }, None) => unreachable!("built above"),
     };
-    let progress = ProgressReporter::start();
 
+    // Pin before any runtime starts, so the threads it creates inherit the core.
+    let allowed = probe::current_affinity().unwrap_or_default();
     let core = spec.core;
     let pinned = core.is_some_and(pin_current_thread);
     let state_core = core.unwrap_or(0);
@@ -209,10 +228,17 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         pinned,
         before: CoreState::probe(state_core),
     });
+    let mut notes = Vec::new();
+    let (progress, kept_off) = ProgressReporter::start(core.filter(|_| pinned), allowed);
+    if let Err(why) = kept_off {
+        notes.push(format!("progress thread: {why}"));
+    }
 
+    let memory_before = Memory::read();
     let start = Instant::now();
     let mut session = backend.load(&source, &spec.workload)?;
     let init = start.elapsed();
+    let memory_loaded = Memory::read();
     let input_shape = session.input_shape();
     if let Some(model) = &zoo_model {
         let mut expected = model.graph.input.nhwc().to_vec();
@@ -226,8 +252,10 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     }
     let input = synthetic_for_shape(&input_shape, spec.input_seed);
     let mut output = vec![0f32; session.output_len()];
+    // The timing contract: the input is placed once, before the first inference.
+    session.set_input(&input)?;
     let start = Instant::now();
-    session.run(&input, &mut output)?;
+    timing::iteration(session.as_mut(), spec.timing, &input, &mut output)?;
     let first = start.elapsed();
     emit(&Event::Loaded {
         init_ns: init.as_nanos() as u64,
@@ -236,39 +264,40 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         settings: session.settings(),
     });
 
-    for i in 0..spec.warmup {
-        session.run(&input, &mut output)?;
-        progress.done.store(i + 1, Ordering::Relaxed);
-    }
-    // One clock reading per iteration: each sample is the time between consecutive readings.
-    let mut samples = vec![0u64; spec.runs as usize];
-    // GPU times, kept when the session reports them (after the warm-up, it either does or not).
-    let mut gpu = session
-        .last_device_time()
-        .map(|_| Vec::with_capacity(spec.runs as usize));
-    let mut previous = Instant::now();
-    for (i, sample) in samples.iter_mut().enumerate() {
-        session.run(&input, &mut output)?;
-        let now = Instant::now();
-        *sample = (now - previous).as_nanos() as u64;
-        previous = now;
-        if let (Some(g), Some(t)) = (gpu.as_mut(), session.last_device_time()) {
-            g.push(t.as_nanos() as u64);
-        }
-        progress
-            .done
-            .store(spec.warmup + i as u32 + 1, Ordering::Relaxed);
-    }
+    let measured = timing::timed_loop(
+        session.as_mut(),
+        spec.timing,
+        &input,
+        &mut output,
+        spec.warmup,
+        spec.runs,
+        &progress.done,
+        &mut Instant::now,
+    )?;
     drop(progress);
+    // Pinning is verified, not assumed: the measuring thread's mask is still that one core.
+    let pin_verified = pinned && probe::current_affinity() == core.map(|c| vec![c]);
     let after = CoreState::probe(state_core);
+    // Read after the loop, outside the timed region.
+    session.read_output(&mut output)?;
+    let memory_end = Memory::read();
+    let memory = match (memory_before, memory_loaded, memory_end) {
+        (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+        _ => {
+            notes.push("no /proc/self/status: memory unknown".into());
+            None
+        }
+    };
     let bytes: Vec<u8> = output.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&spec.output_path, bytes)
         .with_context(|| format!("cannot write {}", spec.output_path.display()))?;
     emit(&Event::Finished {
-        samples_ns: samples,
-        gpu_ns: gpu.filter(|g| g.len() == spec.runs as usize),
-        peak_rss_kib: peak_rss_kib(),
+        samples_ns: measured.samples_ns,
+        gpu_ns: measured.gpu_ns,
+        memory,
+        pin_verified,
         after,
+        notes,
     });
     Ok(())
 }

@@ -1,17 +1,17 @@
-//! The analysis and report stages: statistics of samples, markdown tables, plots, and
-//! comparisons of runs. Everything here reads results CSVs only and never re-runs anything;
+//! The report stage: markdown tables, plots, and comparisons of runs (the statistics they use
+//! are `mobilebench_results::stats`, shared with the measuring side). Everything here reads results CSVs only and never re-runs anything;
 //! the same CSVs give byte-identical markdown.
 
 pub mod compare;
 pub mod plots;
-pub mod stats;
 mod tables;
 
 use std::path::{Path, PathBuf};
 
 use mobilebench_results::{Run, SummaryRow};
 
-pub use tables::{device_table, format_ms, latency_tables, model_table, stats_table};
+pub use mobilebench_results::format_ms;
+pub use tables::{can_win, device_table, latency_tables, model_table, stats_table};
 
 /// How the report picks what it shows.
 #[derive(Debug, Clone)]

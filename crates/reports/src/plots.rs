@@ -166,8 +166,14 @@ pub fn write_all(
             continue;
         }
         let d = file_safe(device);
+        // The Pareto front is of results fit to win: right outputs, real hardware.
+        let fit: Vec<&SummaryRow> = of_device
+            .iter()
+            .copied()
+            .filter(|r| crate::tables::can_win(r))
+            .collect();
         both!(written, dir, format!("latency_vs_top1_{d}"), |root| {
-            latency_vs_top1(&root, device, &of_device)
+            latency_vs_top1(&root, device, &fit)
         });
         both!(written, dir, format!("latency_distribution_{d}"), |root| {
             distribution(&root, device, runs, &of_device)
@@ -352,7 +358,7 @@ fn distribution<DB: DrawingBackend + 'static>(
                 .position(|b| *b == r.backend)?;
             Some((
                 format!("{} × {}", short(&r.model), r.backend),
-                samples.iter().map(|&ns| ns as f32 / 1e6).collect(),
+                samples.all().iter().map(|&ns| ns as f32 / 1e6).collect(),
                 backend_index,
             ))
         })

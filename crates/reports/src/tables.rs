@@ -5,23 +5,32 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use mobilebench_models::{published, ModelConfig};
-use mobilebench_results::{Run, SummaryRow};
+use mobilebench_results::{format_ms, Run, Status, SummaryRow};
 
 use crate::{all_rows, distinct, ReportOptions, SEED_COLUMNS};
 
-/// Formats a latency in ms: one decimal from 100 ms, two from 1 ms, three significant
-/// digits below (so a 30 ns overhead reads 0.0000300, not 0.0000).
-pub fn format_ms(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.1}")
-    } else if ms >= 1.0 {
-        format!("{ms:.2}")
-    } else if ms > 0.0 {
-        let decimals = (2.0 - ms.log10().floor()) as usize;
-        format!("{ms:.decimals$}")
-    } else {
-        "0".into()
-    }
+/// The backends of `backends` that were unavailable for every model of these rows, with the
+/// reason (the first row's): one line under a table instead of a column of "unavailable".
+fn not_run_here<'a>(rows: &[&'a SummaryRow], backends: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    backends
+        .iter()
+        .filter_map(|&b| {
+            let mut of_backend = rows.iter().filter(|r| r.backend == b).peekable();
+            let first = *of_backend.peek()?;
+            of_backend
+                .all(|r| r.status == Some(Status::Unavailable))
+                .then_some((b, first.message.as_str()))
+        })
+        .collect()
+}
+
+/// Flags that make a row unfit to be called the fastest: its output is wrong, or its timing
+/// is not of the hardware it claims.
+const NOT_A_WINNER: [&str; 3] = ["disagrees", "software", "emulated"];
+
+/// Whether a row may be named the fastest backend: measured ok and none of those flags.
+pub fn can_win(row: &SummaryRow) -> bool {
+    row.is_ok() && !row.flag_list().iter().any(|f| NOT_A_WINNER.contains(f))
 }
 
 /// What a cell shows: the median, or why there is none.
@@ -72,6 +81,8 @@ pub fn latency_tables(runs: &[Run]) -> String {
                 backends.push(&r.backend);
             }
         }
+        let not_run = not_run_here(&of_device, &backends);
+        backends.retain(|b| !not_run.iter().any(|(n, _)| n == b));
         let cpu: BTreeSet<&str> = of_device
             .iter()
             .map(|r| r.cpu_brand.as_str())
@@ -103,6 +114,9 @@ pub fn latency_tables(runs: &[Run]) -> String {
             let _ = writeln!(out, "| {model} | {} |", cells.join(" | "));
         }
         let _ = writeln!(out);
+        for (backend, why) in not_run {
+            let _ = writeln!(out, "not run here: {backend} — {why}\n");
+        }
     }
     out.push_str(
         "⚠ flags: noisy (coefficient of variation above the threshold), freq_changed, \
@@ -124,12 +138,18 @@ pub fn device_table(runs: &[Run]) -> String {
     out.push_str(&"---:|".repeat(SEED_COLUMNS.len()));
     out.push('\n');
     let mut any = false;
+    let mut not_run_lines = String::new();
     for device in distinct(rows.iter().map(|r| r.device.as_str())) {
-        let backends = distinct(
-            rows.iter()
-                .filter(|r| r.device == device)
-                .map(|r| r.backend.as_str()),
-        );
+        let of_device: Vec<&SummaryRow> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.device == device)
+            .collect();
+        let mut backends = distinct(of_device.iter().map(|r| r.backend.as_str()));
+        for (backend, why) in not_run_here(&of_device, &backends) {
+            let _ = writeln!(not_run_lines, "\nnot run on {device}: {backend} — {why}");
+            backends.retain(|b| *b != backend);
+        }
         for backend in backends {
             let cells: Vec<String> =
                 SEED_COLUMNS
@@ -150,6 +170,7 @@ pub fn device_table(runs: &[Run]) -> String {
     if !any {
         return "No V3 model at 1.0/224 was measured (run `--models seed`).\n".into();
     }
+    out.push_str(&not_run_lines);
     out
 }
 
@@ -190,8 +211,12 @@ pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
             let candidates = rows.iter().filter(|r| {
                 r.device == *d
                     && r.model == model
-                    && r.is_ok()
-                    && options.backend.as_ref().is_none_or(|b| &r.backend == b)
+                    && match &options.backend {
+                        // The fastest is chosen among rows fit to win; a named backend is shown
+                        // as measured (its flags are in the statistics table).
+                        None => can_win(r),
+                        Some(b) => r.is_ok() && &r.backend == b,
+                    }
             });
             let best = candidates.min_by(|a, b| {
                 a.p50_ms
@@ -228,14 +253,14 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// output agreement.
 pub fn stats_table(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| device | model | backend | status | p50 | p90 | p99 | mean ± std | median 95% CI | outliers (mild/severe) | flags | init (ms) | first (ms) | peak RSS (MiB) | max rel. diff |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
+        "| device | model | backend | status | p50 | p90 | p99 | mean ± std | median 95% CI | outliers (mild/severe) | flags | init (ms) | first (ms) | peak RSS (MiB) | model mem (MiB) | rounds (spread) | max rel. diff |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in all_rows(runs) {
         let ms = |v: Option<f64>| opt(v, format_ms);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.device,
             r.model,
             r.backend,
@@ -263,6 +288,11 @@ pub fn stats_table(runs: &[Run]) -> String {
             ms(r.init_ms),
             ms(r.first_inference_ms),
             opt(r.peak_rss_mb, |v| format!("{v:.1}")),
+            opt(r.model_mem_mb, |v| format!("{v:.1}")),
+            match r.round_cv {
+                Some(cv) => format!("{} ({:.1}%)", r.rounds, cv * 100.0),
+                None => r.rounds.to_string(),
+            },
             opt(r.max_rel_diff, |v| format!("{v:.1e}")),
         );
     }
@@ -309,12 +339,60 @@ mod tests {
     }
 
     #[test]
-    fn latency_formatting() {
-        assert_eq!(format_ms(123.456), "123.5");
-        assert_eq!(format_ms(4.6507), "4.65");
-        assert_eq!(format_ms(0.5), "0.500");
-        assert_eq!(format_ms(0.00003), "0.0000300");
-        assert_eq!(format_ms(0.0), "0");
+    fn a_backend_unavailable_everywhere_is_one_line_not_a_column() {
+        let unavailable = |model: &str| SummaryRow {
+            status: Some(Status::Unavailable),
+            message: "no Vulkan loader".into(),
+            ..row("local", model, "litert-gpu", 0.0, "")
+        };
+        let mut crashed = row("local", "m2", "tch", 0.0, "");
+        crashed.status = Some(Status::Crashed);
+        let mut tch_unavailable = unavailable("m1");
+        tch_unavailable.backend = "tch".into();
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![
+                row("local", "m1", "native", 1.0, ""),
+                unavailable("m1"),
+                tch_unavailable,
+                row("local", "m2", "native", 2.0, ""),
+                unavailable("m2"),
+                crashed,
+            ],
+            samples: Default::default(),
+            skipped_rows: vec![],
+        };
+        let md = latency_tables(std::slice::from_ref(&run));
+        // tch crashed on one model: it keeps its column, with both cells.
+        assert!(md.contains("| model | native | tch |"), "{md}");
+        assert!(md.contains("| m1 | 1.00 | unavailable |"), "{md}");
+        assert!(
+            md.contains("not run here: litert-gpu — no Vulkan loader"),
+            "{md}"
+        );
+        assert!(!md.contains("| litert-gpu"), "{md}");
+    }
+
+    #[test]
+    fn the_fastest_backend_is_one_whose_result_counts() {
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![
+                row("local", "m", "native", 3.0, ""),
+                row("local", "m", "nan", 0.001, "disagrees"),
+                row("local", "m", "wgpu", 0.5, "software"),
+                row("local", "m", "slow", 9.0, "noisy"),
+            ],
+            samples: Default::default(),
+            skipped_rows: vec![],
+        };
+        let md = model_table(std::slice::from_ref(&run), &ReportOptions::default());
+        assert!(md.contains("| 3.00 (native) |"), "{md}");
+        assert!(
+            can_win(&run.summary[3]),
+            "noisy is slow to trust, not wrong"
+        );
+        assert!(!can_win(&run.summary[1]) && !can_win(&run.summary[2]));
     }
 
     #[test]

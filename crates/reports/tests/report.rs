@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use mobilebench_reports::compare::{compare, markdown as compare_markdown, Verdict};
+use mobilebench_reports::compare::{
+    compare, markdown as compare_markdown, CompareOptions, Verdict,
+};
 use mobilebench_reports::{
     device_table, markdown, model_table, stats_table, write_report, ReportOptions,
 };
@@ -74,11 +76,11 @@ fn statistics_table_cell_by_cell() {
     let md = stats_table(&[fixture()]);
     assert_eq!(
         lines(&md)[2],
-        "| local | mobilenet_v3_small_1.0_224 | native | ok | 3.31 | 3.59 | 3.70 | 3.34 ± 0.130 | [3.30, 3.31] | 7/19 | – | 9.39 | 4.15 | 38.3 | 2.3e-6 |"
+        "| local | mobilenet_v3_small_1.0_224 | native | ok | 3.31 | 3.59 | 3.70 | 3.34 ± 0.130 | [3.30, 3.31] | 7/19 | – | 9.39 | 4.15 | 38.3 | – | 1 | 2.3e-6 |"
     );
     assert_eq!(
         lines(&md)[5],
-        "| local | mobilenet_v3_large_1.0_224 | litert-xnnpack | ok | 3.39 | 3.47 | 3.60 | 3.40 ± 0.0783 | [3.38, 3.40] | 4/2 | – | 26.53 | 7.01 | 112.8 | 2.8e-6 |"
+        "| local | mobilenet_v3_large_1.0_224 | litert-xnnpack | ok | 3.39 | 3.47 | 3.60 | 3.40 ± 0.0783 | [3.38, 3.40] | 4/2 | – | 26.53 | 7.01 | 112.8 | – | 1 | 2.8e-6 |"
     );
 }
 
@@ -146,38 +148,122 @@ fn same_csvs_same_bytes_and_every_plot_written() {
     assert_eq!(files.len(), 1 + 8);
 }
 
-#[test]
-fn compare_flags_a_twenty_percent_slowdown_and_nothing_else() {
-    let old = fixture();
-    let mut new = fixture();
-    for (key, samples) in new.samples.iter_mut() {
-        if key.model == "mobilenet_v3_small_1.0_224" {
-            samples
-                .iter_mut()
-                .for_each(|ns| *ns = (*ns as f64 * 1.2).round() as u64);
+/// The fixture's 200 samples per pair cut into four rounds of 50 (a transformation for the
+/// test, not a measurement: it gives compare a between-round spread to judge by).
+fn in_four_rounds(run: &Run) -> Run {
+    let mut out = run.clone();
+    for pair in out.samples.values_mut() {
+        let all = pair.all();
+        pair.rounds = all
+            .chunks(50)
+            .enumerate()
+            .map(|(i, c)| (i as u32 + 1, c.to_vec()))
+            .collect();
+    }
+    out
+}
+
+fn scaled(run: &Run, model: &str, factor: f64) -> Run {
+    let mut out = run.clone();
+    for (key, pair) in out.samples.iter_mut() {
+        if key.model == model {
+            for (_, v) in pair.rounds.iter_mut() {
+                v.iter_mut()
+                    .for_each(|ns| *ns = (*ns as f64 * factor).round() as u64);
+            }
         }
     }
-    let changes = compare(&old, &new, 0.01);
-    assert_eq!(changes.len(), 4);
-    for c in &changes {
+    out
+}
+
+#[test]
+fn compare_with_rounds_flags_a_twenty_percent_slowdown_and_nothing_else() {
+    let options = CompareOptions::default();
+    let old = in_four_rounds(&fixture());
+    let new = scaled(&old, "mobilenet_v3_small_1.0_224", 1.2);
+    let result = compare(&old, &new, &options);
+    assert_eq!(result.changes.len(), 4);
+    assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+    for c in &result.changes {
         let expected = if c.model == "mobilenet_v3_small_1.0_224" {
             Verdict::Slower
         } else {
             Verdict::NoChange
         };
         assert_eq!(c.verdict, expected, "{c:?}");
+        assert_eq!((c.old_rounds, c.new_rounds), (4, 4));
         if expected == Verdict::Slower {
-            assert!((c.ratio - 1.2).abs() < 1e-3 && c.ci.0 > 1.1, "{c:?}");
+            assert!(
+                (c.ratio - 1.2).abs() < 1e-3 && c.p_adjusted.unwrap() < 0.05,
+                "{c:?}"
+            );
         }
     }
+    assert!(result.any_slower());
     // And the other way round it is faster.
-    let back = compare(&new, &old, 0.01);
-    assert!(back.iter().filter(|c| c.verdict == Verdict::Faster).count() == 2);
-    let md = compare_markdown(&changes);
+    let back = compare(&new, &old, &options);
+    assert_eq!(
+        back.changes
+            .iter()
+            .filter(|c| c.verdict == Verdict::Faster)
+            .count(),
+        2
+    );
+    let md = compare_markdown(&result, &options);
     assert!(
         md.contains("| +20.0% |")
             && md.contains("| slower |")
-            && md.contains("| no significant change |"),
+            && md.contains("| no significant change |")
+            && md.contains("| 4/4 |"),
         "{md}"
     );
+}
+
+#[test]
+fn one_round_cannot_judge_what_drift_could_explain() {
+    let options = CompareOptions::default();
+    let old = fixture();
+    let twenty = compare(
+        &old,
+        &scaled(&old, "mobilenet_v3_small_1.0_224", 1.2),
+        &options,
+    );
+    assert!(twenty
+        .changes
+        .iter()
+        .all(|c| c.verdict == Verdict::CannotJudge("one round".into())));
+    assert!(!twenty.any_slower());
+    // Beyond the conservative bound a single round is enough.
+    let doubled = compare(
+        &old,
+        &scaled(&old, "mobilenet_v3_small_1.0_224", 2.0),
+        &options,
+    );
+    let slower: Vec<_> = doubled
+        .changes
+        .iter()
+        .filter(|c| c.verdict == Verdict::Slower)
+        .map(|c| c.backend.as_str())
+        .collect();
+    assert_eq!(slower, ["native", "litert-xnnpack"]);
+}
+
+#[test]
+fn flagged_rows_and_other_machines_are_not_judged_silently() {
+    let options = CompareOptions::default();
+    let old = in_four_rounds(&fixture());
+    let mut new = scaled(&old, "mobilenet_v3_small_1.0_224", 1.2);
+    for row in &mut new.summary {
+        row.flags = "noisy".into();
+        row.cpu_brand = "Another CPU".into();
+    }
+    let result = compare(&old, &new, &options);
+    assert!(!result.any_slower());
+    assert!(result
+        .changes
+        .iter()
+        .all(|c| c.verdict == Verdict::CannotJudge("flagged noisy in new".into())));
+    assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
+    assert!(result.warnings[0].contains("CPU"));
+    assert!(compare_markdown(&result, &options).contains("**WARNING: the runs differ in CPU"));
 }

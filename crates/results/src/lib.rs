@@ -7,8 +7,9 @@
 //! `--resume`): readers take the last row of each pair.
 
 mod schema;
+pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use schema::{Column, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
+pub use stats::format_ms;
 
 pub const SAMPLES_FILE: &str = "samples.csv";
 pub const SUMMARY_FILE: &str = "summary.csv";
@@ -40,6 +42,9 @@ pub struct SampleRow {
     pub device: String,
     pub model: String,
     pub backend: String,
+    /// 1-based round; files written before rounds existed had one.
+    #[serde(default = "one")]
+    pub round: u32,
     pub iteration: u32,
     pub latency_ns: u64,
     /// GPU time of that run from timestamp queries, where the backend has it.
@@ -65,10 +70,14 @@ pub struct SummaryRow {
     pub batch: u32,
     #[serde(default = "default_bn")]
     pub bn: String,
+    #[serde(default = "legacy_timing")]
+    pub timing: String,
     pub macs: Option<u64>,
     pub params: Option<u64>,
     pub warmup: u32,
     pub runs: u32,
+    #[serde(default = "one")]
+    pub rounds: u32,
     pub core: Option<usize>,
     pub pinned: bool,
     pub init_ms: Option<f64>,
@@ -84,11 +93,15 @@ pub struct SummaryRow {
     #[serde(default)]
     pub gpu_p50_ms: Option<f64>,
     pub cv: Option<f64>,
+    #[serde(default)]
+    pub round_cv: Option<f64>,
     pub median_ci_low_ms: Option<f64>,
     pub median_ci_high_ms: Option<f64>,
     pub outliers_mild: Option<u32>,
     pub outliers_severe: Option<u32>,
     pub peak_rss_mb: Option<f64>,
+    #[serde(default)]
+    pub model_mem_mb: Option<f64>,
     pub flags: String,
     pub reference: String,
     pub max_abs_diff: Option<f64>,
@@ -124,6 +137,13 @@ fn default_batch() -> u32 {
 fn default_bn() -> String {
     "fused".into()
 }
+fn one() -> u32 {
+    1
+}
+/// Runs recorded before the `timing` column: the runtimes timed an input copy, native not.
+fn legacy_timing() -> String {
+    "legacy".into()
+}
 
 impl SummaryRow {
     /// What the pair timed, when it is not the default (inference, batch 1, fused BN), e.g.
@@ -142,9 +162,14 @@ impl SummaryRow {
         parts.join(", ")
     }
 
-    /// The sample rows of this pair, one per latency in iteration order, with the GPU times
-    /// where the backend measured them.
-    pub fn sample_rows(&self, latencies_ns: &[u64], gpu_ns: Option<&[u64]>) -> Vec<SampleRow> {
+    /// The sample rows of one round of this pair, one per latency in iteration order, with
+    /// the GPU times where the backend measured them.
+    pub fn sample_rows(
+        &self,
+        round: u32,
+        latencies_ns: &[u64],
+        gpu_ns: Option<&[u64]>,
+    ) -> Vec<SampleRow> {
         latencies_ns
             .iter()
             .enumerate()
@@ -152,6 +177,7 @@ impl SummaryRow {
                 device: self.device.clone(),
                 model: self.model.clone(),
                 backend: self.backend.clone(),
+                round,
                 iteration: i as u32,
                 latency_ns: ns,
                 gpu_ns: gpu_ns.and_then(|g| g.get(i).copied()),
@@ -202,6 +228,12 @@ pub struct RunManifest {
     pub bn: String,
     pub warmup: u32,
     pub runs: u32,
+    /// Rounds per pair, measured round-robin.
+    #[serde(default = "one")]
+    pub rounds: u32,
+    /// `infer` or `infer-with-io` (what one sample covers).
+    #[serde(default = "legacy_timing")]
+    pub timing: String,
     pub core: Option<usize>,
     pub weight_seed: u64,
     pub input_seed: u64,
@@ -312,14 +344,48 @@ fn open_append(path: &Path) -> Result<csv::Writer<File>, ResultsError> {
         .from_writer(file))
 }
 
+/// One pair's latencies (ns), round by round, each in iteration order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairSamples {
+    /// `(round, latencies)`, rounds ascending.
+    pub rounds: Vec<(u32, Vec<u64>)>,
+}
+
+impl PairSamples {
+    /// One round's latencies.
+    pub fn one_round(latencies_ns: Vec<u64>) -> PairSamples {
+        PairSamples {
+            rounds: vec![(1, latencies_ns)],
+        }
+    }
+    /// Every latency, rounds in order.
+    pub fn all(&self) -> Vec<u64> {
+        self.rounds
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rounds.iter().all(|(_, v)| v.is_empty())
+    }
+    /// The median of each round, in ms.
+    pub fn round_medians_ms(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(_, v)| stats::median_ms(v))
+            .collect()
+    }
+}
+
 /// A run directory read back.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub dir: PathBuf,
     /// The last row of each pair, in first-seen order.
     pub summary: Vec<SummaryRow>,
-    /// Latencies (ns) of each pair, in iteration order.
-    pub samples: HashMap<PairKey, Vec<u64>>,
+    /// Latencies of each pair, by round.
+    pub samples: HashMap<PairKey, PairSamples>,
     /// Rows that could not be parsed (a line cut by a crash), as `file:line`.
     pub skipped_rows: Vec<String>,
 }
@@ -366,7 +432,9 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
             None => summary.push(row),
         }
     }
-    let mut samples: HashMap<PairKey, Vec<u64>> = HashMap::new();
+    // Keyed by (round, iteration), the last row winning: a round measured again after an
+    // interruption replaces what the interrupted attempt left.
+    let mut by_key: HashMap<PairKey, BTreeMap<(u32, u32), u64>> = HashMap::new();
     let samples_path = dir.join(SAMPLES_FILE);
     if samples_path.is_file() {
         for s in read_rows::<SampleRow>(&samples_path, &mut skipped)? {
@@ -375,8 +443,27 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
                 model: s.model,
                 backend: s.backend,
             };
-            samples.entry(key).or_default().push(s.latency_ns);
+            by_key
+                .entry(key)
+                .or_default()
+                .insert((s.round, s.iteration), s.latency_ns);
         }
+    }
+    let mut samples: HashMap<PairKey, PairSamples> = HashMap::new();
+    for (key, rows) in by_key {
+        // Rounds beyond what the pair's summary row counts were never committed.
+        let rounds = summary
+            .iter()
+            .find(|r| r.key() == key)
+            .map_or(u32::MAX, |r| r.rounds.max(1));
+        let mut pair = PairSamples::default();
+        for ((round, _), ns) in rows.into_iter().filter(|((r, _), _)| *r <= rounds) {
+            match pair.rounds.last_mut() {
+                Some((r, v)) if *r == round => v.push(ns),
+                _ => pair.rounds.push((round, vec![ns])),
+            }
+        }
+        samples.insert(key, pair);
     }
     Ok(Run {
         dir: dir.to_path_buf(),

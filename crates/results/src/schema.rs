@@ -25,14 +25,19 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
     ),
     col("backend", "", "backend name (`bench list backends`)"),
     col(
+        "round",
+        "",
+        "1-based round (`--rounds`): each round is a fresh worker process",
+    ),
+    col(
         "iteration",
         "",
-        "0-based index of the timed run (warm-up runs are not recorded)",
+        "0-based index of the timed run within its round (warm-up runs are not recorded)",
     ),
     col(
         "latency_ns",
         "ns",
-        "wall time of that run: difference of consecutive monotonic-clock readings",
+        "wall time of that run: difference of consecutive monotonic-clock readings; what it covers is the pair's `timing`",
     ),
     col(
         "gpu_ns",
@@ -66,15 +71,29 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "batch norm `fused` into the convolutions or kept `separate` (--bn)",
     ),
     col(
+        "timing",
+        "",
+        "what one sample covers (README, timing contract): `infer` (the inference alone; input placed once before warm-up, output read after the loop) or `infer-with-io` (--timed-io: input placement + inference + output read); `legacy` for runs recorded before this column, when most runtimes timed an input copy and native did not",
+    ),
+    col(
         "macs",
         "MACs",
         "multiply-accumulates counted from the IR (README convention); empty for model files",
     ),
     col("params", "", "parameters of the BN-folded model; empty for model files"),
     col("warmup", "runs", "untimed warm-up runs"),
-    col("runs", "runs", "timed runs"),
+    col("runs", "runs", "timed runs per round"),
+    col(
+        "rounds",
+        "",
+        "rounds measured (--rounds; round-robin over the pairs, a fresh worker each)",
+    ),
     col("core", "", "CPU core the worker was pinned to"),
-    col("pinned", "", "whether pinning succeeded"),
+    col(
+        "pinned",
+        "",
+        "pinning verified: the measuring thread's affinity was still that one core after the loop",
+    ),
     col(
         "init_ms",
         "ms",
@@ -85,14 +104,18 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "ms",
         "the first inference after loading, before warm-up",
     ),
-    col("mean_ms", "ms", "mean latency of the timed runs"),
+    col(
+        "mean_ms",
+        "ms",
+        "mean latency of the timed runs (all rounds; so are the other statistics but p50_ms)",
+    ),
     col("std_ms", "ms", "standard deviation (n − 1)"),
     col("min_ms", "ms", "fastest run"),
     col("max_ms", "ms", "slowest run"),
     col(
         "p50_ms",
         "ms",
-        "median (linear interpolation between order statistics)",
+        "median (linear interpolation between order statistics); with several rounds, the median of the round medians",
     ),
     col("p90_ms", "ms", "90th percentile"),
     col("p95_ms", "ms", "95th percentile"),
@@ -104,9 +127,14 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     ),
     col("cv", "", "coefficient of variation, std / mean"),
     col(
+        "round_cv",
+        "",
+        "between-round spread: coefficient of variation of the round medians (empty with one round); the run-to-run drift `bench compare` judges against",
+    ),
+    col(
         "median_ci_low_ms",
         "ms",
-        "bootstrap 95% confidence interval of the median, lower end",
+        "bootstrap 95% confidence interval of the median of the samples, lower end (within one run: it knows nothing of run-to-run drift, see round_cv)",
     ),
     col(
         "median_ci_high_ms",
@@ -123,11 +151,20 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "runs",
         "Tukey severe outliers: beyond 3 IQR",
     ),
-    col("peak_rss_mb", "MiB", "the worker's peak resident memory"),
+    col(
+        "peak_rss_mb",
+        "MiB",
+        "the worker's own peak resident memory (VmHWM of /proc/self/status after the loop; the largest of its rounds)",
+    ),
+    col(
+        "model_mem_mb",
+        "MiB",
+        "resident memory the backend added: VmRSS after the loop minus VmRSS before loading",
+    ),
     col(
         "flags",
         "",
-        "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees, emulated, software (a software GPU adapter such as lavapipe)",
+        "`;`-separated warnings: noisy, freq_changed, temp_changed, unpinned, disagrees (outside the tolerance, or non-finite values), emulated, software (a software GPU adapter such as lavapipe)",
     ),
     col(
         "reference",
@@ -189,6 +226,6 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "probe_notes",
         "",
-        "what this machine did not expose (why a system column is empty)",
+        "what this machine did not expose (why a system column is empty) and what the worker could not do as asked (e.g. keep its helper threads off a one-core device)",
     ),
 ];

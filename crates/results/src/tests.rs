@@ -17,6 +17,7 @@ fn sample(model: &str, i: u32) -> SampleRow {
         device: "local".into(),
         model: model.into(),
         backend: "native".into(),
+        round: 1,
         iteration: i,
         latency_ns: 1000 + i as u64,
         gpu_ns: None,
@@ -57,8 +58,59 @@ fn append_read_back_and_last_row_wins() {
     let run = read_run(dir.path()).unwrap();
     assert_eq!(run.summary.len(), 2);
     assert!(run.summary.iter().all(|r| r.is_ok()));
-    assert_eq!(run.samples[&run.summary[0].key()], vec![1000, 1001]);
+    assert_eq!(run.samples[&run.summary[0].key()].all(), vec![1000, 1001]);
     assert!(run.skipped_rows.is_empty());
+}
+
+#[test]
+fn samples_keep_their_round_and_uncommitted_rounds_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = RunWriter::open(dir.path()).unwrap();
+    let in_round = |round: u32, i: u32, ns: u64| SampleRow {
+        round,
+        latency_ns: ns,
+        ..sample("a", i)
+    };
+    let committed = |rounds: u32| SummaryRow {
+        rounds,
+        ..summary("a", Status::Ok)
+    };
+    w.append_pair(&committed(1), &[in_round(1, 0, 10), in_round(1, 1, 30)])
+        .unwrap();
+    // Round 2 interrupted after its samples, then measured again and committed; round 3's
+    // samples were written by a worker that never got its row.
+    w.append_pair(&committed(1), &[in_round(2, 0, 99), in_round(2, 1, 99)])
+        .unwrap();
+    w.append_pair(&committed(2), &[in_round(2, 0, 20), in_round(2, 1, 40)])
+        .unwrap();
+    w.append_pair(&committed(2), &[in_round(3, 0, 7)]).unwrap();
+    let run = read_run(dir.path()).unwrap();
+    let pair = &run.samples[&run.summary[0].key()];
+    assert_eq!(pair.rounds, vec![(1, vec![10, 30]), (2, vec![20, 40])]);
+    let medians = pair.round_medians_ms();
+    assert_eq!(medians.len(), 2);
+    assert!((medians[0] - 20e-6).abs() < 1e-15 && (medians[1] - 30e-6).abs() < 1e-15);
+}
+
+#[test]
+fn rows_written_before_rounds_and_timing_read_as_one_legacy_round() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(SUMMARY_FILE),
+        "device,model,backend,status,message,started_at,source,input_shape,macs,params,warmup,runs,core,pinned,init_ms,first_inference_ms,mean_ms,std_ms,min_ms,max_ms,p50_ms,p90_ms,p95_ms,p99_ms,cv,median_ci_low_ms,median_ci_high_ms,outliers_mild,outliers_severe,peak_rss_mb,flags,reference,max_abs_diff,max_rel_diff,library_version,threads,precision,adapter,settings,cpu_brand,cpu_cores,os,kernel,governor,freq_before_mhz,freq_after_mhz,freq_max_mhz,temp_before_c,temp_after_c,load_avg_1m,harness_commit,build_profile,probe_notes\n\
+         local,m,native,ok,,t,zoo,1x8x8x3,1,1,1,2,1,true,1,1,1,0,1,1,1.5,1,1,1,0,1,1,0,0,10,,r,0,0,v,1,fp32,cpu,,c,2,o,k,g,,,,,,,h,release,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(SAMPLES_FILE),
+        "device,model,backend,iteration,latency_ns\nlocal,m,native,0,1000\nlocal,m,native,1,2000\n",
+    )
+    .unwrap();
+    let run = read_run(dir.path()).unwrap();
+    assert!(run.skipped_rows.is_empty(), "{:?}", run.skipped_rows);
+    let row = &run.summary[0];
+    assert_eq!((row.rounds, row.timing.as_str()), (1, "legacy"));
+    assert_eq!(run.samples[&row.key()].rounds, vec![(1, vec![1000, 2000])]);
 }
 
 #[test]
@@ -102,6 +154,8 @@ fn manifest_round_trip() {
         bn: "separate".into(),
         warmup: 50,
         runs: 1000,
+        rounds: 3,
+        timing: "infer".into(),
         core: Some(1),
         weight_seed: 1,
         input_seed: 2,
@@ -144,11 +198,12 @@ fn workload_labels_name_only_what_differs_from_the_default() {
         samples: HashMap::new(),
         skipped_rows: vec![],
     };
-    run.samples.insert(run.summary[1].key(), vec![7]);
+    run.samples
+        .insert(run.summary[1].key(), PairSamples::one_round(vec![7]));
     let run = run.with_workload_labels();
     assert_eq!(run.summary[0].backend, "tch");
     assert_eq!(run.summary[1].backend, "tch (train, batch 4, separate BN)");
-    assert_eq!(run.samples[&run.summary[1].key()], vec![7]);
+    assert_eq!(run.samples[&run.summary[1].key()].all(), vec![7]);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The one contract every inference engine implements: [`Backend`] (what it is, whether it
-//! can run here, loading a model) and [`Session`] (running one inference into preallocated
-//! buffers). Designed for every planned engine: native, litert-builtin, litert-xnnpack,
+//! can run here, loading a model) and [`Session`] (placing the input, running one
+//! inference, reading the output: three steps, so the harness times the same one for all). Designed for every planned engine: native, litert-builtin, litert-xnnpack,
 //! litert-gpu, onnxruntime, tch, wgpu, tract.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use mobilebench_models::Model;
 use serde::{Deserialize, Serialize};
 
-pub mod noop;
+pub mod testing;
 
 /// Mesa writes its shader cache under ~/.cache and warns without XDG_RUNTIME_DIR: point both
 /// at folders of our own (only where the user has not set them). Call before any Vulkan
@@ -238,6 +238,11 @@ pub trait Backend: Send + Sync {
     fn is_test_only(&self) -> bool {
         false
     }
+    /// Whether its output is a result to check against the reference: false only for
+    /// test-only backends that compute nothing (their output means nothing).
+    fn computes(&self) -> bool {
+        true
+    }
     /// The variant: the part of the name after the engine (`""` for none).
     fn variant(&self) -> &'static str {
         let name = self.name();
@@ -247,40 +252,89 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// A loaded model, ready to run. `run` must not allocate: the runner calls it in the timed loop.
+/// What one timed sample covers (`bench run --timed-io`); the harness's timing contract,
+/// the same for every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timing {
+    /// The input is placed once, before warm-up; a sample is [`Session::infer`] alone (the
+    /// inference and whatever makes its result complete); the output is read after the loop.
+    #[default]
+    Infer,
+    /// Every sample is [`Session::set_input`] + [`Session::infer`] + [`Session::read_output`].
+    InferWithIo,
+}
+
+impl Timing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timing::Infer => "infer",
+            Timing::InferWithIo => "infer-with-io",
+        }
+    }
+}
+
+impl std::str::FromStr for Timing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "infer" => Ok(Timing::Infer),
+            "infer-with-io" => Ok(Timing::InferWithIo),
+            _ => Err(format!("`{s}`: expected `infer` or `infer-with-io`")),
+        }
+    }
+}
+
+/// A loaded model, ready to run. The three steps of an iteration are separate methods so
+/// that no backend can time more or less than another by accident: [`Session::infer`] sees
+/// no caller buffer, so it cannot copy the input in or the output out. None of them may
+/// allocate on the host in steady state: the runner calls them in the timed loop.
 pub trait Session {
     /// The input tensor's shape as the model declares it (NHWC `[batch, H, W, 3]` for zoo
     /// models; a user's file may differ).
     fn input_shape(&self) -> Vec<usize>;
     /// Number of output values (logits, for the whole batch).
     fn output_len(&self) -> usize;
-    /// One iteration from `input` into `output` (both preallocated by the caller): an
-    /// inference, or in train mode a training step whose forward pass's logits are written.
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError>;
+    /// Places `input` in the runtime's own input tensor (on the device, for a GPU), ready
+    /// for [`Session::infer`]. Outside the timed region unless `--timed-io`.
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError>;
+    /// One iteration on the placed input: an inference, or in train mode a training step.
+    /// When it returns the result is complete (a GPU backend has waited for the device);
+    /// it stays in the runtime until [`Session::read_output`].
+    fn infer(&mut self) -> Result<(), BackendError>;
+    /// Copies the last iteration's output (the logits; in train mode those of the step's
+    /// forward pass) into `output`. Outside the timed region unless `--timed-io`.
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError>;
     /// What to record about this session's configuration.
     fn settings(&self) -> BackendSettings;
     /// Device-side time of the last run (GPU timestamp queries), where the backend has it.
     fn last_device_time(&self) -> Option<Duration> {
         None
     }
+    /// Input in, one iteration, output out: for tests and one-off uses, never the timed loop.
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
+        self.set_input(input)?;
+        self.infer()?;
+        self.read_output(output)
+    }
 }
 
-/// Checks the buffer lengths a session was handed; call at the top of `run`.
-pub fn check_lengths(
-    input: &[f32],
-    output: &[f32],
-    expected_in: usize,
-    expected_out: usize,
-) -> Result<(), BackendError> {
-    if input.len() != expected_in {
+/// Checks the length of the input a session was handed; call at the top of `set_input`.
+pub fn check_input_len(input: &[f32], expected: usize) -> Result<(), BackendError> {
+    if input.len() != expected {
         return Err(BackendError::InputLength {
-            expected: expected_in,
+            expected,
             got: input.len(),
         });
     }
-    if output.len() != expected_out {
+    Ok(())
+}
+
+/// Checks the length of the output buffer; call at the top of `read_output`.
+pub fn check_output_len(output: &[f32], expected: usize) -> Result<(), BackendError> {
+    if output.len() != expected {
         return Err(BackendError::OutputLength {
-            expected: expected_out,
+            expected,
             got: output.len(),
         });
     }

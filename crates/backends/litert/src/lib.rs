@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session, SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
+    FileFormat, ModelSource, Session, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, LITERT};
 
@@ -431,6 +431,35 @@ fn fixed_shape(t: &RankedTensorType, what: &str) -> Result<Vec<usize>, String> {
         .ok_or_else(|| format!("the model's {what} has a dynamic or empty dimension: {shape:?}"))
 }
 
+impl LiteRtSession {
+    fn fail(&self, why: String) -> BackendError {
+        BackendError::Run {
+            backend: self.accelerator.name().into(),
+            why,
+        }
+    }
+
+    /// Locks the output for reading: waits for the GPU's work where there is one. A cold
+    /// first run (shader compilation) can outlast the lock's timeout, so a timeout is retried.
+    ///
+    /// # Safety
+    /// The session's handles are live; the caller unlocks the buffer.
+    unsafe fn lock_output(&mut self) -> Result<*mut c_void, BackendError> {
+        let api = self.api;
+        let mut p: *mut c_void = std::ptr::null_mut();
+        let mut status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
+        for _ in 0..LOCK_RETRIES {
+            if status != ffi::STATUS_TIMEOUT {
+                break;
+            }
+            (api.unlock_buffer)(self.output);
+            status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
+        }
+        check(status, "locking the output").map_err(|why| self.fail(why))?;
+        Ok(p)
+    }
+}
+
 impl Session for LiteRtSession {
     fn input_shape(&self) -> Vec<usize> {
         self.input_shape.clone()
@@ -438,44 +467,55 @@ impl Session for LiteRtSession {
     fn output_len(&self) -> usize {
         self.output_len
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(input, output, self.input_len, self.output_len)?;
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.input_len)?;
         let api = self.api;
-        let fail = |why: String| BackendError::Run {
-            backend: self.accelerator.name().into(),
-            why,
-        };
-        // SAFETY: buffers are live, host-memory, and at least input/output length floats long
-        // (they were created from the model's own tensor types).
+        // SAFETY: the input buffer is live, host memory, and input_len floats long (created
+        // from the model's own tensor type).
         unsafe {
             let mut p: *mut c_void = std::ptr::null_mut();
             check(
                 (api.lock_buffer)(self.input, &mut p, ffi::LOCK_WRITE),
                 "locking the input",
             )
-            .map_err(fail)?;
+            .map_err(|why| self.fail(why))?;
             std::ptr::copy_nonoverlapping(input.as_ptr(), p as *mut f32, input.len());
-            check((api.unlock_buffer)(self.input), "unlocking the input").map_err(fail)?;
+            check((api.unlock_buffer)(self.input), "unlocking the input")
+                .map_err(|why| self.fail(why))
+        }
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
+        let api = self.api;
+        // SAFETY: the compiled model and both buffers are live handles owned by the session.
+        unsafe {
             check(
                 (api.run_compiled_model)(self.compiled, 0, 1, &mut self.input, 1, &mut self.output),
                 "running the model",
             )
-            .map_err(fail)?;
-            // On the GPU, running returns before the work is done and this lock waits for
-            // it; a cold first run (shader compilation) can outlast the lock's timeout.
-            let mut status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
-            for _ in 0..LOCK_RETRIES {
-                if status != ffi::STATUS_TIMEOUT {
-                    break;
-                }
-                (api.unlock_buffer)(self.output);
-                status = (api.lock_buffer)(self.output, &mut p, ffi::LOCK_READ);
+            .map_err(|why| self.fail(why))?;
+            if self.accelerator.is_gpu() {
+                // On the GPU, running returns before the work is done: the output lock is
+                // the only wait the C API offers, so it completes the inference (and brings
+                // the logits to the host).
+                self.lock_output()?;
+                check((api.unlock_buffer)(self.output), "unlocking the output")
+                    .map_err(|why| self.fail(why))?;
             }
-            check(status, "locking the output").map_err(fail)?;
-            std::ptr::copy_nonoverlapping(p as *const f32, output.as_mut_ptr(), output.len());
-            check((api.unlock_buffer)(self.output), "unlocking the output").map_err(fail)?;
         }
         Ok(())
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.output_len)?;
+        // SAFETY: the output buffer is live, host memory, output_len floats long.
+        unsafe {
+            let p = self.lock_output()?;
+            std::ptr::copy_nonoverlapping(p as *const f32, output.as_mut_ptr(), output.len());
+            check(
+                (self.api.unlock_buffer)(self.output),
+                "unlocking the output",
+            )
+            .map_err(|why| self.fail(why))
+        }
     }
     fn settings(&self) -> BackendSettings {
         let (mode, precision) = match self.accelerator {

@@ -6,8 +6,8 @@ mod engine;
 mod kernels;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
-    SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
+    ModelSource, Session, SourceKind, Workload,
 };
 
 pub use engine::Engine;
@@ -38,11 +38,16 @@ impl Backend for NativeBackend {
         _workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
         match source {
-            ModelSource::Zoo(model) => Ok(Box::new(NativeSession {
-                engine: Engine::new(model),
-                bn_separate: model.has_batch_norm(),
-                input_shape: model.graph.input.nhwc(),
-            })),
+            ModelSource::Zoo(model) => {
+                let engine = Engine::new(model);
+                Ok(Box::new(NativeSession {
+                    input: vec![0.0; engine.input_len()],
+                    output: vec![0.0; engine.output_len()],
+                    engine,
+                    bn_separate: model.has_batch_norm(),
+                    input_shape: model.graph.input.nhwc(),
+                }))
+            }
             ModelSource::File { .. } => Err(BackendError::Unsupported {
                 backend: self.name().into(),
                 source_desc: source.describe(),
@@ -54,6 +59,9 @@ impl Backend for NativeBackend {
 
 struct NativeSession {
     engine: Engine,
+    /// The engine's input and output tensors: it reads and writes them in place.
+    input: Vec<f32>,
+    output: Vec<f32>,
     bn_separate: bool,
     input_shape: [usize; 4],
 }
@@ -65,14 +73,18 @@ impl Session for NativeSession {
     fn output_len(&self) -> usize {
         self.engine.output_len()
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(
-            input,
-            output,
-            self.engine.input_len(),
-            self.engine.output_len(),
-        )?;
-        self.engine.run(input, output);
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.input.len())?;
+        self.input.copy_from_slice(input);
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
+        self.engine.run(&self.input, &mut self.output);
+        Ok(())
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.output.len())?;
+        output.copy_from_slice(&self.output);
         Ok(())
     }
     fn settings(&self) -> BackendSettings {

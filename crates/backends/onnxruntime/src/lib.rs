@@ -3,15 +3,15 @@
 //!
 //! Settings: intra-op and inter-op threads 1, sequential execution, graph optimisation level
 //! 3 (its NCHWc layout transformation halves MobileNet latency against levels 1-2). Inputs and
-//! outputs are bound once (IoBinding) to preallocated tensors, so a run copies the input in,
-//! runs, and copies the output out.
+//! outputs are bound once (IoBinding) to preallocated tensors: `set_input` writes the input
+//! tensor, `infer` is `run_binding` alone, `read_output` copies the output tensor.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session as BenchSession, SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
+    FileFormat, ModelSource, Session as BenchSession, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, ONNXRUNTIME};
 use ort::memory::Allocator;
@@ -180,6 +180,13 @@ impl OrtSession {
     }
 }
 
+fn fail(e: ort::Error) -> BackendError {
+    BackendError::Run {
+        backend: NAME.into(),
+        why: e.to_string(),
+    }
+}
+
 impl BenchSession for OrtSession {
     fn input_shape(&self) -> Vec<usize> {
         self.input_shape.clone()
@@ -187,23 +194,21 @@ impl BenchSession for OrtSession {
     fn output_len(&self) -> usize {
         self.output_len
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(
-            input,
-            output,
-            self.input_shape.iter().product(),
-            self.output_len,
-        )?;
-        let fail = |e: ort::Error| BackendError::Run {
-            backend: NAME.into(),
-            why: e.to_string(),
-        };
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.input_shape.iter().product())?;
         self.input
             .try_extract_tensor_mut::<f32>()
             .map_err(fail)?
             .1
             .copy_from_slice(input);
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
         drop(self.session.run_binding(&self.binding).map_err(fail)?);
+        Ok(())
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.output_len)?;
         output.copy_from_slice(self.output.try_extract_tensor::<f32>().map_err(fail)?.1);
         Ok(())
     }

@@ -11,8 +11,8 @@ mod net;
 use std::sync::Once;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, Mode, ModelSource,
-    Session, SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings, Mode,
+    ModelSource, Session, SourceKind, Workload,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -194,6 +194,8 @@ impl Backend for TchBackend {
                 [batch as i64, shape.h as i64, shape.w as i64, shape.c as i64],
                 (Kind::Float, Device::Cpu),
             ),
+            input: None,
+            logits: None,
             input_shape: vec![batch, shape.h, shape.w, shape.c],
             output_len: batch * classes,
             targets,
@@ -207,8 +209,13 @@ struct TchSession {
     name: &'static str,
     net: Net,
     device: Device,
-    /// NHWC on the host, filled from the caller's buffer each iteration.
+    /// NHWC on the host, filled from the caller's buffer by `set_input`.
     host_input: Tensor,
+    /// The network's input: NCHW-shaped on the session's device in its layout, made by
+    /// `set_input` (the transpose and the upload are input placement, not inference).
+    input: Option<Tensor>,
+    /// The last iteration's logits, on the device.
+    logits: Option<Tensor>,
     input_shape: Vec<usize>,
     output_len: usize,
     /// Labels of the training step; `None` for inference.
@@ -220,7 +227,7 @@ struct TchSession {
 
 impl TchSession {
     /// The NCHW-shaped input on the session's device, in its layout.
-    fn input(&self) -> Tensor {
+    fn device_input(&self) -> Tensor {
         // NHWC memory viewed as NCHW is exactly channels_last; contiguous NCHW is a copy.
         let nchw = self.host_input.permute([0, 3, 1, 2]);
         let on_device = match self.net.layout() {
@@ -230,8 +237,8 @@ impl TchSession {
         on_device.to_device(self.device)
     }
 
-    fn train_step(&mut self, targets: &Tensor) -> Result<Tensor, BackendError> {
-        let logits = self.net.forward(&self.input(), true);
+    fn train_step(&mut self, input: &Tensor, targets: &Tensor) -> Result<Tensor, BackendError> {
+        let logits = self.net.forward(input, true);
         let loss = logits.cross_entropy_for_logits(targets);
         // A diverged step computes on infinities and NaNs: not a timing of training.
         let value = loss.double_value(&[]);
@@ -256,6 +263,21 @@ impl TchSession {
     }
 }
 
+impl TchSession {
+    fn fail(&self, why: String) -> BackendError {
+        BackendError::Run {
+            backend: self.name.into(),
+            why,
+        }
+    }
+
+    fn synchronize(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+}
+
 impl Session for TchSession {
     fn input_shape(&self) -> Vec<usize> {
         self.input_shape.clone()
@@ -263,29 +285,44 @@ impl Session for TchSession {
     fn output_len(&self) -> usize {
         self.output_len
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(input, output, self.host_input.numel(), self.output_len)?;
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.host_input.numel())?;
         fill(&mut self.host_input, input);
+        self.input = Some(self.device_input());
+        self.synchronize();
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
+        let Some(input) = self.input.take() else {
+            return Err(self.fail("no input: infer before set_input".into()));
+        };
         // The labels are taken out for the step (it borrows the session) and put back.
         let logits = match self.targets.take() {
             Some(targets) => {
-                let step = self.train_step(&targets);
+                let step = self.train_step(&input, &targets);
                 self.targets = Some(targets);
-                step?
+                step
             }
             None => {
                 let _guard = tch::no_grad_guard();
-                self.net.forward(&self.input(), false)
+                Ok(self.net.forward(&input, false))
             }
         };
-        // Copying to the host waits for the device: each iteration is launch + synchronise.
+        self.input = Some(input);
+        self.logits = Some(logits?);
+        // CUDA launches return before the work is done: wait for it.
+        self.synchronize();
+        Ok(())
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.output_len)?;
+        let Some(logits) = &self.logits else {
+            return Err(self.fail("no output: read before the first inference".into()));
+        };
         logits
             .to_device(Device::Cpu)
             .f_copy_data(output, self.output_len)
-            .map_err(|e| BackendError::Run {
-                backend: self.name.into(),
-                why: e.to_string(),
-            })
+            .map_err(|e| self.fail(e.to_string()))
     }
     fn settings(&self) -> BackendSettings {
         let layout = match self.net.layout() {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, FileFormat, ModelSource,
-    Session, SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
+    FileFormat, ModelSource, Session, SourceKind, Workload,
 };
 use tract_onnx::prelude::*;
 
@@ -85,6 +85,7 @@ impl Backend for TractBackend {
             input,
             shape,
             output_len,
+            outputs: None,
         }))
     }
 }
@@ -96,6 +97,15 @@ struct TractSession {
     input: Arc<Tensor>,
     shape: Vec<usize>,
     output_len: usize,
+    /// The last inference's outputs, until the next one.
+    outputs: Option<TVec<TValue>>,
+}
+
+fn fail(e: TractError) -> BackendError {
+    BackendError::Run {
+        backend: NAME.into(),
+        why: e.to_string(),
+    }
 }
 
 impl Session for TractSession {
@@ -105,12 +115,8 @@ impl Session for TractSession {
     fn output_len(&self) -> usize {
         self.output_len
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(input, output, self.shape.iter().product(), self.output_len)?;
-        let fail = |e: TractError| BackendError::Run {
-            backend: NAME.into(),
-            why: e.to_string(),
-        };
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.shape.iter().product())?;
         match Arc::get_mut(&mut self.input) {
             Some(t) => t
                 .try_as_plain_ram_mut()
@@ -122,10 +128,26 @@ impl Session for TractSession {
                 self.input = Arc::new(Tensor::from_shape(&self.shape, input).map_err(fail)?);
             }
         }
-        let outputs = self
-            .state
-            .run(tvec!(TValue::from_const(self.input.clone())))
-            .map_err(fail)?;
+        Ok(())
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
+        // The previous outputs are released first, as a run that returned them would.
+        self.outputs = None;
+        self.outputs = Some(
+            self.state
+                .run(tvec!(TValue::from_const(self.input.clone())))
+                .map_err(fail)?,
+        );
+        Ok(())
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.output_len)?;
+        let Some(outputs) = &self.outputs else {
+            return Err(BackendError::Run {
+                backend: NAME.into(),
+                why: "no output: read before the first inference".into(),
+            });
+        };
         let out = outputs[0].try_as_plain_ram().map_err(fail)?;
         output.copy_from_slice(out.as_slice::<f32>().map_err(fail)?);
         Ok(())

@@ -423,10 +423,24 @@ impl Engine {
         self.last_gpu_time
     }
 
-    /// One inference: upload, dispatch every step, read the logits back (waits for the GPU).
-    pub fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), String> {
+    /// Uploads the input and waits until it is on the device.
+    pub fn set_input(&mut self, input: &[f32]) -> Result<(), String> {
+        self.gpu
+            .queue
+            .write_buffer(&self.input, 0, bytemuck::cast_slice(input));
+        self.gpu.queue.submit([]);
+        self.gpu
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("waiting for the input upload failed: {e}"))?;
+        Ok(())
+    }
+
+    /// One inference on the uploaded input: every step dispatched in one compute pass, the
+    /// logits copied into the readback buffer on the device, and a wait for the GPU. With
+    /// timestamp queries, their 16 bytes are read back too (the GPU time of the pass).
+    pub fn infer(&mut self) -> Result<(), String> {
         let (device, queue) = (&self.gpu.device, &self.gpu.queue);
-        queue.write_buffer(&self.input, 0, bytemuck::cast_slice(input));
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let timestamp_writes =
@@ -454,24 +468,12 @@ impl Engine {
             encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         }
         queue.submit([encoder.finish()]);
-        self.readback
-            .slice(..)
-            .map_async(wgpu::MapMode::Read, |_| {});
         if let Some((_, _, read)) = &self.queries {
             read.slice(..).map_async(wgpu::MapMode::Read, |_| {});
         }
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| format!("waiting for the GPU failed: {e}"))?;
-        {
-            let data = self
-                .readback
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| format!("reading the logits back failed: {e}"))?;
-            output.copy_from_slice(bytemuck::cast_slice(&data));
-        }
-        self.readback.unmap();
         if let Some((_, _, read)) = &self.queries {
             let ticks: [u64; 2] = {
                 let data = read
@@ -487,5 +489,33 @@ impl Engine {
             self.last_gpu_time = Some(Duration::from_nanos(ns as u64));
         }
         Ok(())
+    }
+
+    /// Maps the readback buffer (the last inference's logits) and copies it out.
+    pub fn read_output(&mut self, output: &mut [f32]) -> Result<(), String> {
+        self.readback
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, |_| {});
+        self.gpu
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("waiting for the logits failed: {e}"))?;
+        {
+            let data = self
+                .readback
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| format!("reading the logits back failed: {e}"))?;
+            output.copy_from_slice(bytemuck::cast_slice(&data));
+        }
+        self.readback.unmap();
+        Ok(())
+    }
+
+    /// Upload, inference, read back: for tests and examples.
+    pub fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), String> {
+        self.set_input(input)?;
+        self.infer()?;
+        self.read_output(output)
     }
 }

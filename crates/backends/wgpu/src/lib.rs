@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use mobilebench_backend::{
-    check_lengths, Availability, Backend, BackendError, BackendSettings, ModelSource, Session,
-    SourceKind, Workload,
+    check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
+    ModelSource, Session, SourceKind, Workload,
 };
 
 pub use engine::{Engine, Gpu, Pointwise};
@@ -130,6 +130,13 @@ struct WgpuSession {
     input_shape: Vec<usize>,
 }
 
+fn fail(why: String) -> BackendError {
+    BackendError::Run {
+        backend: "wgpu".into(),
+        why,
+    }
+}
+
 impl Session for WgpuSession {
     fn input_shape(&self) -> Vec<usize> {
         self.input_shape.clone()
@@ -137,19 +144,16 @@ impl Session for WgpuSession {
     fn output_len(&self) -> usize {
         self.engine.output_len()
     }
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), BackendError> {
-        check_lengths(
-            input,
-            output,
-            self.engine.input_len(),
-            self.engine.output_len(),
-        )?;
-        self.engine
-            .run(input, output)
-            .map_err(|why| BackendError::Run {
-                backend: "wgpu".into(),
-                why,
-            })
+    fn set_input(&mut self, input: &[f32]) -> Result<(), BackendError> {
+        check_input_len(input, self.engine.input_len())?;
+        self.engine.set_input(input).map_err(fail)
+    }
+    fn infer(&mut self) -> Result<(), BackendError> {
+        self.engine.infer().map_err(fail)
+    }
+    fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
+        check_output_len(output, self.engine.output_len())?;
+        self.engine.read_output(output).map_err(fail)
     }
     fn settings(&self) -> BackendSettings {
         let gpu = self.engine.gpu();

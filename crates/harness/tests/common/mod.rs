@@ -19,6 +19,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The single run directory under `out/local/`, if there is exactly one yet.
+pub fn find_run_dir(out: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local"))
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    (dirs.len() == 1).then(|| dirs.pop()).flatten()
+}
+
 /// The single run directory under `out/local/`.
 pub fn run_dir(out: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local"))
