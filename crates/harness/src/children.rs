@@ -4,14 +4,17 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mobilebench_backend::{Availability, Backend};
 
-use crate::outcome::{signal_name, Outcome};
+use crate::outcome::{signal_name, Ended, Outcome};
 use crate::registry;
 use crate::worker::{Event, WorkerSpec};
 
@@ -26,18 +29,30 @@ fn progress_bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// The running program, as Linux exposes it.
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// `bench worker ...` as a child process, through the device's run prefix (an emulator) if
 /// it has one: a worker is the same binary, and under qemu-user it must run under qemu too.
+///
+/// Without a prefix the worker is started from `/proc/self/exe`: the very binary that is
+/// running, even after a rebuild replaced the file at its path mid-campaign (the old path
+/// would then name a missing or a different program). An emulator needs a real path to
+/// load, so with a prefix the binary's path is given.
 pub fn worker_command(prefix: &[String]) -> Result<Command> {
-    let exe =
-        std::env::current_exe().context("cannot find the bench executable to start a worker")?;
     let mut cmd = match prefix.split_first() {
         Some((program, args)) => {
+            let exe = std::env::current_exe()
+                .context("cannot find the bench executable to start a worker")?;
             let mut c = Command::new(program);
             c.args(args).arg(&exe);
             c
         }
-        None => Command::new(&exe),
+        None if Path::new(SELF_EXE).exists() => Command::new(SELF_EXE),
+        None => Command::new(
+            std::env::current_exe()
+                .context("cannot find the bench executable to start a worker")?,
+        ),
     };
     cmd.arg("worker");
     Ok(cmd)
@@ -80,7 +95,65 @@ pub fn probe_availability(backend: &dyn Backend, prefix: &[String]) -> Availabil
     }
 }
 
-pub fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<Outcome> {
+/// Set by the first SIGINT/SIGTERM: the current worker is stopped, no new one starts.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// First SIGINT or SIGTERM: stop the current worker and start no other (the runner keeps
+/// every finished pair and says how to resume). A second one exits at once (status 130).
+pub fn install_interrupt_handler() -> Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so the first signal finds STOP still false and only sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, &STOP)
+            .context("cannot install the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, &STOP).context("cannot install the Ctrl-C handler")?;
+    }
+    Ok(())
+}
+
+/// Whether Ctrl-C (or SIGTERM) asked the run to stop.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Kills `pid` when the run is asked to stop or `timeout` passes, unless `finished` is set
+/// first; says which ended it.
+fn watchdog(
+    pid: u32,
+    timeout: Duration,
+    finished: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Option<Ended>> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        loop {
+            if finished.load(Ordering::Relaxed) {
+                return None;
+            }
+            let ended = if stop_requested() {
+                Some(Ended::Interrupted)
+            } else if start.elapsed() >= timeout {
+                Some(Ended::TimedOut(timeout))
+            } else {
+                None
+            };
+            if ended.is_some() {
+                // SAFETY: kill only sends a signal; the child is not yet reaped (the reader
+                // sets `finished` before waiting on it), so the pid is still its own.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return ended;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+/// Starts a worker for one round of one pair and collects its events; kills it after
+/// `timeout`, or when the run is interrupted ([`Outcome::ended`] says so).
+pub fn run_worker(
+    spec: &WorkerSpec,
+    label: &str,
+    prefix: &[String],
+    timeout: Duration,
+) -> Result<Outcome> {
     let mut child = worker_command(prefix)?
         .arg("--spec")
         .arg(serde_json::to_string(spec)?)
@@ -95,6 +168,8 @@ pub fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<O
         let _ = stderr_pipe.read_to_string(&mut text);
         text
     });
+    let finished = Arc::new(AtomicBool::new(false));
+    let guard = watchdog(child.id(), timeout, finished.clone());
     let bar = progress_bar(u64::from(spec.warmup + spec.runs), label);
     let mut events = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -112,6 +187,10 @@ pub fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<O
             events.push(event);
         }
     }
+    // Its stdout is closed: the worker has exited or is exiting. Stop the watchdog before
+    // reaping, so it never signals a pid that could be reused.
+    finished.store(true, Ordering::Relaxed);
+    let ended = guard.join().unwrap_or(None);
     let status = child.wait().context("lost the worker process")?;
     bar.finish_and_clear();
     let stderr = stderr_thread.join().unwrap_or_default();
@@ -119,5 +198,6 @@ pub fn run_worker(spec: &WorkerSpec, label: &str, prefix: &[String]) -> Result<O
         events,
         status,
         stderr,
+        ended,
     })
 }

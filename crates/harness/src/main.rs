@@ -119,6 +119,11 @@ struct RunArgs {
     /// the between-round spread, which `bench compare` needs to tell change from drift
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Seconds one worker (one pair, one round) may run before it is killed and recorded
+    /// `timed_out`; the campaign goes on (default an hour: a software GPU adapter takes tens
+    /// of minutes for 1050 inferences of a large model)
+    #[arg(long, value_name = "SECONDS", default_value_t = mobilebench_results::DEFAULT_PAIR_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(1..))]
+    pair_timeout: u64,
     /// Time input placement and output read inside every sample, for every backend alike
     /// (default: the input is placed once before warm-up and the output read after the
     /// loop, so a sample is the inference alone; the CSV's `timing` column says which)
@@ -146,7 +151,7 @@ struct RunArgs {
     out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io", "pair_timeout"])]
     resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -278,6 +283,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
 
 fn run(args: RunArgs) -> Result<()> {
     use mobilebench_devices::DeviceKind;
+    children::install_interrupt_handler()?;
     // A run started by another machine on this one (a remote device) uses exactly the run
     // directory it is given, resuming it when it already holds a plan.
     let (dir, manifest, resuming) = match (&args.resume, &args.run_dir) {
@@ -327,9 +333,11 @@ fn run(args: RunArgs) -> Result<()> {
             eprintln!("{note}");
         }
     }
+    let _dir_lock = rundir::lock_run_dir(&dir)?;
     let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
     let profiles = device_profiles(&manifest)?;
     keep_off_measured_cores(&manifest, &profiles);
+    let _core_lock = lock_measured_core(&manifest, &profiles);
     let run_id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -388,6 +396,16 @@ fn run(args: RunArgs) -> Result<()> {
         print!("{tables}");
     }
     eprintln!("CSVs and report.md in {}", dir.display());
+    if children::stop_requested() {
+        let program = std::env::args().next().unwrap_or_else(|| "bench".into());
+        let quote = |s: &str| shlex::try_quote(s).map_or(s.to_string(), |q| q.into_owned());
+        eprintln!(
+            "interrupted: every finished pair is kept; continue with:\n  {} run --resume {}",
+            quote(&program),
+            quote(&dir.display().to_string())
+        );
+        bail!("interrupted");
+    }
     let failed: Vec<String> = outcomes
         .into_iter()
         .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
@@ -396,6 +414,26 @@ fn run(args: RunArgs) -> Result<()> {
         bail!("{}", failed.join("\n"));
     }
     Ok(())
+}
+
+/// Takes this machine's lock on the core local workers pin, warning when another run holds it.
+fn lock_measured_core(
+    manifest: &RunManifest,
+    profiles: &[mobilebench_devices::DeviceProfile],
+) -> Option<rundir::Lock> {
+    let local = profiles
+        .iter()
+        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let core = manifest.core.filter(|_| local)?;
+    match rundir::lock_core(core) {
+        Ok(lock) => Some(lock),
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("warning: {why}");
+            }
+            None
+        }
+    }
 }
 
 /// Keeps this process (its threads now and those it starts: progress bars, pipes, device
@@ -478,6 +516,7 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         warmup,
         runs,
         rounds: args.rounds,
+        pair_timeout_s: args.pair_timeout,
         timing: if args.timed_io {
             Timing::InferWithIo
         } else {

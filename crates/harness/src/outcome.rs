@@ -16,11 +16,22 @@ const FREQ_CHANGE: f64 = 0.05;
 /// A temperature change of more than this (°C) during a pair flags it.
 const TEMP_CHANGE_C: f64 = 5.0;
 
+/// Why the parent ended a worker itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It ran past `--pair-timeout`.
+    TimedOut(std::time::Duration),
+    /// The run was interrupted (Ctrl-C, SIGTERM): the round is not recorded.
+    Interrupted,
+}
+
 /// What came back from one worker.
 pub struct Outcome {
     pub events: Vec<Event>,
     pub status: ExitStatus,
     pub stderr: String,
+    /// Set when the parent killed it.
+    pub ended: Option<Ended>,
 }
 
 /// Last non-empty lines of a worker's stderr, for a crash message.
@@ -145,6 +156,13 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
             }
             Event::Progress { .. } => {}
         }
+    }
+    if let Some(Ended::TimedOut(limit)) = outcome.ended {
+        row.status = Some(Status::TimedOut);
+        row.message = format!(
+            "timed out: still running after {} s (--pair-timeout), the worker was killed",
+            limit.as_secs()
+        );
     }
     if row.status.is_none() {
         let finished = outcome

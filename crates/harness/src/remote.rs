@@ -303,6 +303,8 @@ impl<'a> Remote<'a> {
             manifest.bn.clone(),
             "--rounds".into(),
             manifest.rounds.to_string(),
+            "--pair-timeout".into(),
+            manifest.pair_timeout_s.to_string(),
             "--backends".into(),
             manifest.backends.join(","),
         ];

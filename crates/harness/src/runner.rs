@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
@@ -12,7 +13,7 @@ use mobilebench_models::{count, BnMode, ModelConfig};
 use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
 
 use crate::agreement::{self, Agreement, PreparedZoo};
-use crate::children::{probe_availability, run_worker};
+use crate::children::{probe_availability, run_worker, stop_requested};
 use crate::outcome::{fill_row, PairRounds, RoundSamples};
 use crate::probe::{self, Machine};
 use crate::registry;
@@ -93,19 +94,42 @@ fn record(
 /// One thing to measure: a zoo model or a user's model file.
 enum Item {
     Zoo(ModelConfig),
-    File(PathBuf),
+    /// A file and its label: its name, or its path as given where two files share a name.
+    File(PathBuf, String),
 }
 
 impl Item {
     fn label(&self) -> String {
         match self {
             Item::Zoo(c) => c.name(),
-            Item::File(p) => p.file_name().map_or_else(
-                || p.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            Item::File(_, label) => label.clone(),
         }
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The user's files as items, each with a label of its own (the key of its rows).
+fn file_items(files: &[String]) -> Vec<Item> {
+    files
+        .iter()
+        .map(|f| {
+            let path = PathBuf::from(f);
+            let name = file_name(&path);
+            let shared = files
+                .iter()
+                .filter(|g| file_name(Path::new(g)) == name)
+                .count()
+                > 1;
+            let label = if shared { f.clone() } else { name };
+            Item::File(path, label)
+        })
+        .collect()
 }
 
 fn file_format(path: &Path) -> Result<FileFormat> {
@@ -133,7 +157,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         .iter()
         .map(|name| name.parse::<ModelConfig>().map(Item::Zoo))
         .collect::<Result<_, _>>()?;
-    items.extend(m.model_files.iter().map(|p| Item::File(PathBuf::from(p))));
+    items.extend(file_items(&m.model_files));
     let rounds = m.rounds.max(1);
     // What this run directory already holds (read once: resumed remote runs resend from it).
     let existing = match results::read_run(&ctx.dir) {
@@ -199,7 +223,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     Err(e) => {
                         // A bad model file: one failed row, and no more rounds for it.
                         eprintln!("error: {e:#}");
-                        let Item::File(path) = item else {
+                        let Item::File(path, _) = item else {
                             return Err(e);
                         };
                         let mut row = file_row(ctx, &machine, &label, path, "-");
@@ -240,9 +264,17 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                 if pair.stopped || pair.rounds_done() >= round {
                     continue;
                 }
-                let Some((row, samples)) =
-                    measure_pair(ctx, &machine, item_ctx, backend.as_ref(), available, &tag)?
-                else {
+                if stop_requested() {
+                    return Ok(());
+                }
+                let measured =
+                    measure_pair(ctx, &machine, item_ctx, backend.as_ref(), available, &tag)?;
+                if stop_requested() {
+                    // Interrupted: this round of this pair is not recorded; --resume redoes it.
+                    eprintln!("{tag}: interrupted, not recorded");
+                    return Ok(());
+                }
+                let Some((row, samples)) = measured else {
                     pair.stopped = true;
                     continue;
                 };
@@ -288,8 +320,9 @@ fn prepare_item(
             m.input_seed,
             workload_of(m)?.1,
         )?)),
-        Item::File(path) => ItemContext::File {
+        Item::File(path, _) => ItemContext::File {
             path: path.clone(),
+            label: label.to_string(),
             format: file_format(path)?,
             reference: first_reference(&ctx.dir, label, backends, done),
         },
@@ -301,6 +334,7 @@ enum ItemContext {
     Zoo(Box<PreparedZoo>),
     File {
         path: PathBuf,
+        label: String,
         format: FileFormat,
         /// The first backend that ran this file, and its output.
         reference: Option<(String, Vec<f32>)>,
@@ -337,11 +371,7 @@ fn one_line(row: &SummaryRow) -> String {
                 100.0 * row.cv.unwrap_or(0.0)
             )
         }
-        (status, _) => format!(
-            "{}: {}",
-            status.map_or("?".into(), |s| format!("{s:?}").to_lowercase()),
-            row.message
-        ),
+        (status, _) => format!("{}: {}", status.map_or("?", |s| s.word()), row.message),
     }
 }
 
@@ -435,16 +465,17 @@ fn measure_pair(
             let models_dir = ctx.dir.join("models");
             (row, prepared.source_for(backend, &models_dir)?)
         }
-        ItemContext::File { path, format, .. } => {
+        ItemContext::File {
+            path,
+            label,
+            format,
+            ..
+        } => {
             if !backend.accepts(SourceKind::File(*format)) {
                 eprintln!("{tag}: {name} does not read {format:?} files, skipped");
                 return Ok(None);
             }
-            let label = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut row = file_row(ctx, machine, &label, path, name);
+            let mut row = file_row(ctx, machine, label, path, name);
             row.message = "MACs and params are not computed for model files".into();
             let source = SourceSpec::File {
                 path: path.clone(),
@@ -493,7 +524,8 @@ fn measure_pair(
         };
     }
     let note = std::mem::take(&mut row.message);
-    let samples = match run_worker(&spec, tag, &ctx.worker_prefix) {
+    let timeout = Duration::from_secs(ctx.manifest.pair_timeout_s);
+    let samples = match run_worker(&spec, tag, &ctx.worker_prefix, timeout) {
         Ok(outcome) => fill_row(&mut row, &outcome),
         Err(e) => {
             row.status = Some(Status::Failed);

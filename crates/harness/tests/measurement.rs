@@ -259,3 +259,23 @@ fn compare_tells_a_thirty_percent_slowdown_from_a_rerun() {
     );
     assert!(stderr(&regression).contains("judged slower"));
 }
+
+#[test]
+fn a_run_recorded_before_the_timing_contract_is_not_resumed() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/tests/fixtures/local_run");
+    let old = tempfile::tempdir().unwrap();
+    for file in ["run.json", "summary.csv", "samples.csv"] {
+        std::fs::copy(fixture.join(file), old.path().join(file)).unwrap();
+    }
+    let before = std::fs::read(old.path().join("summary.csv")).unwrap();
+    let result = bench(&["run", "--resume", old.path().to_str().unwrap()]);
+    assert!(!result.status.success());
+    let err = stderr(&result);
+    assert!(err.contains("recorded before the timing contract"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read(old.path().join("summary.csv")).unwrap(),
+        before,
+        "nothing may be appended"
+    );
+}

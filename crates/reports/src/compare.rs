@@ -8,8 +8,10 @@
 //! `slower`/`faster` when its adjusted p is below `alpha` (0.05) and its median moved more
 //! than `noise`. With one round on either side nothing measures the drift: the pair is
 //! `cannot judge: one round` unless it moved more than the conservative `one_round_bound`.
-//! Flagged rows (noisy, emulated, disagrees, software, ...) are shown and left out of the
-//! verdict; differences of machine, kernel, commit, build profile or timing are warnings.
+//! Rows flagged emulated, software, disagrees, unpinned, freq_changed or temp_changed are
+//! shown and left out of the verdict. `noisy` (the samples' CV within a run) is judged, since
+//! the test already works on round medians, and the verdict says so. Differences of machine,
+//! kernel, commit, build profile or timing are warnings.
 
 use std::fmt::Write;
 
@@ -71,7 +73,12 @@ pub struct Change {
     /// Holm-adjusted p-value of the t-test, where there was one.
     pub p_adjusted: Option<f64>,
     pub verdict: Verdict,
+    /// Said beside the verdict: the rows were noisy.
+    pub note: Option<String>,
 }
+
+/// Flags that are about the samples' spread only: judged anyway, and said.
+const SPREAD_FLAGS: [&str; 1] = ["noisy"];
 
 /// Every pair compared, and what makes the two runs hard to compare at all.
 #[derive(Debug, Clone)]
@@ -149,11 +156,21 @@ pub fn compare(old: &Run, new: &Run, options: &CompareOptions) -> Comparison {
         }
         let (old_median, new_median) = (stats::median(&a), stats::median(&b));
         let ratio = new_median / old_median;
-        let flags: Vec<String> = [("old", before), ("new", row)]
-            .iter()
-            .filter(|(_, r)| !r.flags.is_empty())
-            .map(|(side, r)| format!("{} in {side}", r.flag_list().join(", ")))
-            .collect();
+        let flags_of = |spread: bool| -> Vec<String> {
+            [("old", before), ("new", row)]
+                .iter()
+                .filter_map(|(side, r)| {
+                    let f: Vec<&str> = r
+                        .flag_list()
+                        .into_iter()
+                        .filter(|f| SPREAD_FLAGS.contains(f) == spread)
+                        .collect();
+                    (!f.is_empty()).then(|| format!("{} in {side}", f.join(", ")))
+                })
+                .collect()
+        };
+        let flags = flags_of(false);
+        let noisy = flags_of(true);
         let verdict = if !flags.is_empty() {
             Verdict::CannotJudge(format!("flagged {}", flags.join("; ")))
         } else if let Some(p) = stats::welch_log_p(&a, &b) {
@@ -177,6 +194,7 @@ pub fn compare(old: &Run, new: &Run, options: &CompareOptions) -> Comparison {
             ratio,
             p_adjusted: None,
             verdict,
+            note: (!noisy.is_empty()).then(|| noisy.join("; ")),
         });
     }
     let p: Vec<f64> = tested.iter().map(|t| t.1).collect();
@@ -237,7 +255,10 @@ pub fn markdown(comparison: &Comparison, options: &CompareOptions) -> String {
             format_ms(c.new_median_ms),
             percent(c.ratio),
             c.p_adjusted.map_or("–".into(), |p| format!("{p:.3}")),
-            c.verdict.word()
+            match &c.note {
+                Some(note) => format!("{} ({note})", c.verdict.word()),
+                None => c.verdict.word(),
+            }
         );
     }
     out

@@ -50,8 +50,7 @@ fn cell(row: Option<&SummaryRow>) -> String {
 }
 
 fn status_word(r: &SummaryRow) -> String {
-    r.status
-        .map_or("?".into(), |s| format!("{s:?}").to_lowercase())
+    r.status.map_or("?", |s| s.word()).to_string()
 }
 
 /// One latency table per device found in `runs` (devices and models in first-seen order,

@@ -254,7 +254,7 @@ fn flagged_rows_and_other_machines_are_not_judged_silently() {
     let old = in_four_rounds(&fixture());
     let mut new = scaled(&old, "mobilenet_v3_small_1.0_224", 1.2);
     for row in &mut new.summary {
-        row.flags = "noisy".into();
+        row.flags = "noisy;disagrees".into();
         row.cpu_brand = "Another CPU".into();
     }
     let result = compare(&old, &new, &options);
@@ -262,7 +262,14 @@ fn flagged_rows_and_other_machines_are_not_judged_silently() {
     assert!(result
         .changes
         .iter()
-        .all(|c| c.verdict == Verdict::CannotJudge("flagged noisy in new".into())));
+        .all(|c| c.verdict == Verdict::CannotJudge("flagged disagrees in new".into())));
+    // Noisy alone is judged on the round medians, and said.
+    for row in &mut new.summary {
+        row.flags = "noisy".into();
+    }
+    let noisy = compare(&old, &new, &options);
+    assert!(noisy.any_slower());
+    assert!(compare_markdown(&noisy, &options).contains("| slower (noisy in new) |"));
     assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
     assert!(result.warnings[0].contains("CPU"));
     assert!(compare_markdown(&result, &options).contains("**WARNING: the runs differ in CPU"));

@@ -34,6 +34,22 @@ pub enum Status {
     Crashed,
     /// The backend cannot run here; `message` says why.
     Unavailable,
+    /// The worker ran past `--pair-timeout` and was killed; the campaign went on.
+    #[serde(rename = "timed_out")]
+    TimedOut,
+}
+
+impl Status {
+    /// The word in the CSV and the reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Crashed => "crashed",
+            Status::Unavailable => "unavailable",
+            Status::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// One timed iteration.
@@ -137,6 +153,11 @@ fn default_batch() -> u32 {
 fn default_bn() -> String {
     "fused".into()
 }
+/// An hour: a software GPU adapter takes tens of minutes for 1050 inferences of a large model.
+pub const DEFAULT_PAIR_TIMEOUT_S: u64 = 3600;
+fn default_pair_timeout() -> u64 {
+    DEFAULT_PAIR_TIMEOUT_S
+}
 fn one() -> u32 {
     1
 }
@@ -231,6 +252,9 @@ pub struct RunManifest {
     /// Rounds per pair, measured round-robin.
     #[serde(default = "one")]
     pub rounds: u32,
+    /// Seconds a worker (one pair, one round) may run before it is killed.
+    #[serde(default = "default_pair_timeout")]
+    pub pair_timeout_s: u64,
     /// `infer` or `infer-with-io` (what one sample covers).
     #[serde(default = "legacy_timing")]
     pub timing: String,

@@ -50,7 +50,11 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("device", "", "device profile name"),
     col("model", "", "canonical model name"),
     col("backend", "", "backend name"),
-    col("status", "", "ok, failed, crashed or unavailable"),
+    col(
+        "status",
+        "",
+        "ok, failed, crashed, unavailable or timed_out (killed after --pair-timeout)",
+    ),
     col(
         "message",
         "",

@@ -155,6 +155,7 @@ fn manifest_round_trip() {
         warmup: 50,
         runs: 1000,
         rounds: 3,
+        pair_timeout_s: 60,
         timing: "infer".into(),
         core: Some(1),
         weight_seed: 1,
