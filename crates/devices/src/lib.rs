@@ -54,7 +54,8 @@ pub struct DeviceProfile {
     pub core: Option<usize>,
     /// Why that core (e.g. "a Cortex-A73, not an A53").
     pub core_reason: Option<String>,
-    /// Remote working directory (binaries, runtimes, runs).
+    /// Remote working directory (binaries, runtimes, runs) [default: `~/.cache/mobilebench`,
+    /// under the remote user's home: a shared /tmp would let another user plant a library].
     pub work_dir: Option<String>,
     /// Prepended to the remote command, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
     pub run_prefix: Option<String>,
@@ -71,7 +72,7 @@ impl DeviceProfile {
         Some((
             self.ssh.as_ref()?,
             self.target.as_ref()?,
-            self.work_dir.as_deref()?,
+            self.work_dir.as_deref().unwrap_or(DEFAULT_WORK_DIR),
         ))
     }
 
@@ -81,6 +82,10 @@ impl DeviceProfile {
             .is_none_or(|b| b.iter().any(|x| x == backend))
     }
 }
+
+/// Where an ssh device keeps its files unless its profile says otherwise (`~/` is the remote
+/// user's home).
+pub const DEFAULT_WORK_DIR: &str = "~/.cache/mobilebench";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -124,7 +129,6 @@ pub fn parse(file: &str, text: &str) -> Result<DeviceProfile, DeviceError> {
         for (field, present) in [
             ("[ssh] (host, user, port, identity)", profile.ssh.is_some()),
             ("[target] (triple, platform)", profile.target.is_some()),
-            ("work_dir", profile.work_dir.is_some()),
         ] {
             if !present {
                 return Err(bad(format!("an ssh device needs {field}")));

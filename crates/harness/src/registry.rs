@@ -90,15 +90,33 @@ impl Backend for NotBuilt {
 
 /// The provisioned runtime a backend loads, if any.
 pub fn runtime_of(backend: &dyn Backend) -> Option<&'static Runtime> {
-    match backend.engine() {
-        "onnxruntime" => Some(&runtimes::ONNXRUNTIME),
-        "litert" => Some(&runtimes::LITERT),
-        _ => None,
-    }
+    let name = backend.runtime()?;
+    runtimes::ALL.iter().find(|rt| rt.name == name)
 }
 
-/// Fetches the runtimes of the selected backends that are not in the cache yet (what
-/// `bench setup` does, for just these). A failure is reported and leaves the backend
+/// Makes sure the runtime is in the cache and unchanged (what `bench setup` does, for just
+/// this one), saying on stderr what it fetches and why.
+pub fn ensure_runtime(rt: &Runtime, platform: Platform) -> Result<runtimes::Installed> {
+    if runtimes::locate(rt, platform).is_none() {
+        eprintln!(
+            "{} {} is not provisioned for {}: fetching its PyPI wheel...",
+            rt.distribution,
+            rt.version,
+            platform.name()
+        );
+    }
+    let (installed, refetched) = runtimes::ensure(rt, platform)?;
+    if let Some(why) = refetched {
+        eprintln!(
+            "{} {} in the cache did not verify ({why}): fetched it again",
+            rt.distribution, rt.version
+        );
+    }
+    Ok(installed)
+}
+
+/// Fetches the runtimes of the selected backends that are missing from the cache or no
+/// longer match what was installed. A failure is reported and leaves the backend
 /// unavailable, with the reason in the CSV.
 pub fn provision_missing(backends: &[Box<dyn Backend>]) {
     let Some(platform) = Platform::host() else {
@@ -109,17 +127,12 @@ pub fn provision_missing(backends: &[Box<dyn Backend>]) {
         let Some(rt) = runtime_of(b.as_ref()) else {
             continue;
         };
-        if seen.contains(&rt.name) || runtimes::locate(rt, platform).is_some() {
+        if seen.contains(&rt.name) {
             continue;
         }
         seen.push(rt.name);
-        eprintln!(
-            "{} {} is not provisioned: fetching its PyPI wheel...",
-            rt.distribution, rt.version
-        );
-        match runtimes::provision(rt, platform) {
-            Ok(i) => eprintln!("  {} libraries in {}", i.describe(), i.dir.display()),
-            Err(e) => eprintln!("  {e}"),
+        if let Err(e) = ensure_runtime(rt, platform) {
+            eprintln!("  {e:#}");
         }
     }
 }

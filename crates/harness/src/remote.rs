@@ -1,20 +1,23 @@
 //! Remote devices over the system's OpenSSH: check the device answers, cross-build the
-//! runner for its target, copy the binary and runtime libraries into a remote folder keyed by
-//! content (unchanged files are not sent again), run `bench run` there pinned, and stream
-//! each finished pair back into the local run directory as it completes, so a dropped link
-//! keeps every pair already measured. Every error names the device and the step.
+//! runner for its target, copy the binary, runtime libraries, model files and the run's plan
+//! (its manifest, every option included) into a private remote folder, checked by SHA-256
+//! (a file already there with the same content is not sent again), run `bench run` there on
+//! that plan, and stream each finished pair back into the local run directory as it
+//! completes, so a dropped link keeps every pair already measured. Every word of every remote
+//! command is quoted (shlex); every error names the device and the step.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use mobilebench_backend::Timing;
 use mobilebench_devices::DeviceProfile;
 use mobilebench_results::{RunManifest, RunWriter, SampleRow, SummaryRow};
 use mobilebench_runtimes::{self as runtimes, Platform};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// One finished pair, as the remote runner prints it with `--emit-rows`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,7 +30,57 @@ pub const ROW_PREFIX: &str = "@mobilebench-row ";
 
 pub struct Remote<'a> {
     pub profile: &'a DeviceProfile,
+    /// As the profile gives it (`~/` is the remote user's home).
     work_dir: String,
+}
+
+/// One word for the remote shell, quoted; a leading `~/` stays the remote home ("$HOME").
+fn shell_word(word: &str) -> Result<String> {
+    let quote = |w: &str| -> Result<String> {
+        shlex::try_quote(w)
+            .map(|q| q.into_owned())
+            .map_err(|e| anyhow::anyhow!("cannot quote {w:?} for the remote shell: {e}"))
+    };
+    match word.strip_prefix("~/") {
+        Some(rest) => Ok(format!("\"$HOME\"/{}", quote(rest)?)),
+        None => quote(word),
+    }
+}
+
+/// A remote command line: every word quoted, joined by spaces.
+fn shell_line(words: &[String]) -> Result<String> {
+    Ok(words
+        .iter()
+        .map(|w| shell_word(w))
+        .collect::<Result<Vec<_>>>()?
+        .join(" "))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What to put where under the remote work directory.
+struct Upload {
+    /// Relative to the work directory.
+    remote: String,
+    bytes: Vec<u8>,
+    /// For messages.
+    what: String,
+}
+
+impl Upload {
+    fn file(local: &Path, remote: String) -> Result<Upload> {
+        Ok(Upload {
+            bytes: std::fs::read(local)
+                .with_context(|| format!("cannot read {}", local.display()))?,
+            what: local.display().to_string(),
+            remote,
+        })
+    }
 }
 
 fn expand_home(p: &str) -> String {
@@ -103,9 +156,12 @@ impl<'a> Remote<'a> {
         o
     }
 
+    /// `ssh [options] -- destination command`: a destination that begins with `-` cannot
+    /// be taken for an option.
     fn ssh(&self, remote_command: &str) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(self.common_options("-p"))
+            .arg("--")
             .arg(self.destination())
             .arg(remote_command);
         cmd.stdin(Stdio::null());
@@ -190,45 +246,79 @@ impl<'a> Remote<'a> {
             .join("bench"))
     }
 
-    /// Copies files to `work_dir/<relative path>` unless a file of the same size is there.
-    fn deploy(&self, files: &[(PathBuf, String)]) -> Result<()> {
+    /// Creates the work directory, private to the remote user (mode 700), and returns its
+    /// absolute path there.
+    fn prepare_work_dir(&self) -> Result<String> {
+        let w = shell_word(&self.work_dir)?;
+        let command = format!("mkdir -p -- {w} && chmod 700 -- {w} && cd -- {w} && pwd -P");
+        let out = output(self.ssh(&command), "ssh")
+            .map_err(|e| self.step_error("deploy (work_dir)", e))?;
+        let abs = out.trim().to_string();
+        if abs.is_empty() {
+            bail!(
+                "device {}: the work directory {} has no path",
+                self.profile.name,
+                self.work_dir
+            );
+        }
+        Ok(abs)
+    }
+
+    /// Copies each upload to `work/<remote>` unless a file with the same SHA-256 is there;
+    /// each arrives under a temporary name and is renamed into place, mode 700.
+    fn deploy(&self, work: &str, uploads: &[Upload]) -> Result<()> {
         let listing = format!(
-            "mkdir -p {w} && cd {w} && find . -type f -printf '%P %s\\n'",
-            w = self.work_dir
+            "cd -- {} && find . -type f -exec sha256sum {{}} +",
+            shell_word(work)?
         );
         let present =
             output(self.ssh(&listing), "ssh").map_err(|e| self.step_error("deploy (list)", e))?;
-        let have: Vec<(String, u64)> = present
+        let have: HashMap<&str, &str> = present
             .lines()
             .filter_map(|l| {
-                l.rsplit_once(' ')
-                    .map(|(p, s)| (p.to_string(), s.parse().unwrap_or(0)))
+                let (hash, path) = l.split_once("  ")?;
+                Some((path.strip_prefix("./").unwrap_or(path), hash))
             })
             .collect();
-        for (local, remote) in files {
-            let size = std::fs::metadata(local)
-                .with_context(|| format!("{}", local.display()))?
-                .len();
-            if have.iter().any(|(p, s)| p == remote && *s == size) {
+        for up in uploads {
+            if have.get(up.remote.as_str()) == Some(&sha256_hex(&up.bytes).as_str()) {
                 continue;
             }
-            let dir = Path::new(remote)
+            let path = format!("{work}/{}", up.remote);
+            let dir = Path::new(&path)
                 .parent()
                 .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            output(
-                self.ssh(&format!("mkdir -p {}/{dir}", self.work_dir)),
-                "ssh",
-            )
-            .map_err(|e| self.step_error("deploy (mkdir)", e))?;
-            let mut scp = Command::new("scp");
-            scp.args(self.common_options("-P"))
-                .arg("-q")
-                .arg(local)
-                .arg(format!("{}:{}/{remote}", self.destination(), self.work_dir));
-            output(scp, "scp")
-                .map_err(|e| self.step_error(&format!("deploy {}", local.display()), e))?;
-            eprintln!("[{}] sent {remote} ({size} bytes)", self.profile.name);
+                .unwrap_or_else(|| work.to_string());
+            let partial = format!("{path}.partial");
+            let command = format!(
+                "mkdir -p -- {d} && cat > {p} && chmod 700 -- {p} && mv -f -- {p} {f}",
+                d = shell_word(&dir)?,
+                p = shell_word(&partial)?,
+                f = shell_word(&path)?,
+            );
+            let mut child = self
+                .ssh(&command)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot start ssh")?;
+            let sent = child.stdin.take().expect("piped").write_all(&up.bytes);
+            let out = child.wait_with_output().context("lost the ssh process")?;
+            if sent.is_err() || !out.status.success() {
+                let e = anyhow::anyhow!(
+                    "ssh failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return Err(self.step_error(&format!("deploy {}", up.what), e));
+            }
+            eprintln!(
+                "[{}] sent {} ({} bytes)",
+                self.profile.name,
+                up.remote,
+                up.bytes.len()
+            );
         }
         Ok(())
     }
@@ -243,17 +333,24 @@ impl<'a> Remote<'a> {
         self.check_reachable()?;
         let target = self.profile.target.as_ref().expect("validated ssh device");
         let binary = self.cross_build()?;
-        let bytes = std::fs::read(&binary).with_context(|| format!("{}", binary.display()))?;
+        let work = self.prepare_work_dir()?;
+        let bench = Upload::file(&binary, String::new())?;
         // Keyed by content: a new build goes to a new folder; an unchanged one is not resent.
-        let key = format!("{:016x}", fnv1a(&bytes));
-        let mut files = vec![(binary.clone(), format!("bin/{key}/bench"))];
+        let key = sha256_hex(&bench.bytes)[..16].to_string();
+        let mut uploads = vec![Upload {
+            remote: format!("bin/{key}/bench"),
+            ..bench
+        }];
         let platform = Platform::parse(&target.platform).context("validated platform")?;
-        let needs_runtime = |name: &str| manifest.backends.iter().any(|b| b.starts_with(name));
+        let backends = crate::registry::select(&manifest.backends)?;
         for rt in runtimes::ALL {
-            if !needs_runtime(rt.name) {
+            if !backends
+                .iter()
+                .any(|b| b.runtime().is_some_and(|name| name == rt.name))
+            {
                 continue;
             }
-            match runtimes::ensure(rt, platform) {
+            match crate::registry::ensure_runtime(rt, platform) {
                 Ok(installed) => {
                     let rel = installed
                         .dir
@@ -266,10 +363,10 @@ impl<'a> Remote<'a> {
                         .map(String::as_str)
                         .chain(["runtime.json"])
                     {
-                        files.push((
-                            installed.dir.join(f),
+                        uploads.push(Upload::file(
+                            &installed.dir.join(f),
                             format!("cache/{}/{f}", rel.display()),
-                        ));
+                        )?);
                     }
                 }
                 Err(e) => eprintln!(
@@ -278,55 +375,56 @@ impl<'a> Remote<'a> {
                 ),
             }
         }
-        self.deploy(&files)?;
-        let w = &self.work_dir;
-        let prefix = self.profile.run_prefix.clone().unwrap_or_default();
-        let mut args = vec![
-            format!("{w}/bin/{key}/bench"),
+        // The plan the device runs: the host's, every option included, its model files
+        // deployed beside the binary (keyed by content, under their own names).
+        let mut plan = manifest.clone();
+        plan.device = "local".into();
+        plan.model_files.clear();
+        for file in &manifest.model_files {
+            let up = Upload::file(Path::new(file), String::new())?;
+            let name = Path::new(file)
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+            let remote = format!("files/{}/{name}", &sha256_hex(&up.bytes)[..16]);
+            plan.model_files.push(format!("{work}/{remote}"));
+            uploads.push(Upload { remote, ..up });
+        }
+        let run_dir = format!("runs/{run_id}");
+        uploads.push(Upload {
+            remote: format!("{run_dir}/{}", mobilebench_results::MANIFEST_FILE),
+            bytes: serde_json::to_vec_pretty(&plan)?,
+            what: "the run's plan".into(),
+        });
+        self.deploy(&work, &uploads)?;
+
+        // cd WORK && env MOBILEBENCH_CACHE=WORK/cache [PREFIX...] WORK/bin/KEY/bench run ...
+        let prefix = match &self.profile.run_prefix {
+            Some(p) => shlex::split(p).with_context(|| {
+                format!(
+                    "device {}: run_prefix {p:?} is not a command line",
+                    self.profile.name
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let mut words = vec!["env".to_string(), format!("MOBILEBENCH_CACHE={work}/cache")];
+        words.extend(prefix.iter().cloned());
+        words.extend([
+            format!("{work}/bin/{key}/bench"),
             "run".into(),
             "--run-dir".into(),
-            format!("{w}/runs/{run_id}"),
+            format!("{work}/{run_dir}"),
             "--as-device".into(),
             self.profile.name.clone(),
             "--emit-rows".into(),
-            "--warmup".into(),
-            manifest.warmup.to_string(),
-            "--runs".into(),
-            manifest.runs.to_string(),
-            "--seed".into(),
-            manifest.weight_seed.to_string(),
-            "--mode".into(),
-            manifest.mode.clone(),
-            "--batch".into(),
-            manifest.batch.to_string(),
-            "--bn".into(),
-            manifest.bn.clone(),
-            "--rounds".into(),
-            manifest.rounds.to_string(),
-            "--pair-timeout".into(),
-            manifest.pair_timeout_s.to_string(),
-            "--backends".into(),
-            manifest.backends.join(","),
-        ];
-        if manifest.timing == Timing::InferWithIo.name() {
-            args.push("--timed-io".into());
-        }
-        if !manifest.models.is_empty() {
-            args.extend(["--models".into(), manifest.models.join(",")]);
-        }
-        if let Some(core) = self.profile.core {
-            args.extend(["--core".into(), core.to_string()]);
-        }
+        ]);
         if self.profile.emulated {
-            args.push("--emulated".into());
+            words.push("--emulated".into());
         }
         if !prefix.is_empty() {
-            args.push(format!("--worker-prefix='{prefix}'"));
+            words.push(format!("--worker-prefix={}", prefix.join(" ")));
         }
-        let command = format!(
-            "cd {w} && MOBILEBENCH_CACHE={w}/cache {prefix} {}",
-            args.join(" ")
-        );
+        let command = format!("cd -- {} && {}", shell_word(&work)?, shell_line(&words)?);
         eprintln!("[{}] running: {command}", self.profile.name);
         let mut child = self
             .ssh(&command)
@@ -361,7 +459,11 @@ impl<'a> Remote<'a> {
             };
             let msg: RowMessage =
                 serde_json::from_str(json).context("a malformed row from the device")?;
-            if have.contains(&(msg.summary.model.clone(), msg.summary.backend.clone())) {
+            let key = (msg.summary.model.clone(), msg.summary.backend.clone());
+            if have
+                .get(&key)
+                .is_some_and(|&rounds| rounds >= msg.summary.rounds)
+            {
                 continue; // resent by a resumed remote run, and already here
             }
             writer
@@ -387,24 +489,18 @@ impl<'a> Remote<'a> {
 }
 
 impl Remote<'_> {
-    /// The pairs of this device already measured ok in the local run directory.
-    fn pairs_kept(&self, writer: &Mutex<RunWriter>) -> Vec<(String, String)> {
+    /// The pairs of this device already measured ok in the local run directory, with the
+    /// rounds each holds.
+    fn pairs_kept(&self, writer: &Mutex<RunWriter>) -> HashMap<(String, String), u32> {
         let dir = writer.lock().expect("writer lock").dir().to_path_buf();
         mobilebench_results::read_run(&dir)
             .map(|run| {
                 run.summary
                     .iter()
                     .filter(|r| r.is_ok() && r.device == self.profile.name)
-                    .map(|r| (r.model.clone(), r.backend.clone()))
+                    .map(|r| ((r.model.clone(), r.backend.clone()), r.rounds))
                     .collect()
             })
             .unwrap_or_default()
     }
-}
-
-/// FNV-1a: a content key for file names, not a security measure.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -187,9 +187,9 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let machine = Machine::probe();
     let availability: Vec<Availability> = backends
         .iter()
-        .map(|b| match b.engine() {
-            "litert" if ctx.emulated => Availability::Unavailable {
-                reason: "unavailable under emulation: LiteRT's CPU kernels read the host's /proc/cpuinfo under qemu-user and crash".into(),
+        .map(|b| match b.emulation_blocker() {
+            Some(why) if ctx.emulated => Availability::Unavailable {
+                reason: format!("unavailable under emulation: {why}"),
             },
             _ => probe_availability(b.as_ref(), &ctx.worker_prefix),
         })
@@ -289,7 +289,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     // Earlier rounds' samples stay in samples.csv; the row says what failed.
                     pair.stopped = true;
                     let mut row = row;
-                    if rounds > 1 {
+                    if rounds > 1 && row.status != Some(Status::Unavailable) {
                         row.message = format!("round {round}/{rounds}: {}", row.message);
                     }
                     (row, Vec::new())

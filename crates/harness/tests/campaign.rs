@@ -215,3 +215,59 @@ fn two_model_files_with_one_name_get_a_row_each() {
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
     assert_eq!(sample_counts(&run_dir(&out)).len(), 2);
 }
+
+#[test]
+fn a_kill_between_samples_and_summary_leaves_nothing_measured_twice() {
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.25_64",
+        "--backends",
+        "noop,fixed",
+        "--warmup",
+        "0",
+        "--runs",
+        "50",
+        "--rounds",
+        "2",
+    ];
+    // The crash hook aborts `bench` right after fixed's first samples are on disk.
+    let crashed = Command::new(BENCH)
+        .env("MOBILEBENCH_CRASH_BEFORE_COMMIT", "fixed")
+        .args(args)
+        .arg("-o")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let dir = run_dir(out.path());
+    assert_eq!(
+        sample_counts(&dir)[&(
+            "mobilenet_v3_small_0.25_64".to_string(),
+            "fixed".to_string()
+        )],
+        50
+    );
+    assert_eq!(final_rows(&dir).len(), 1, "only noop's row was committed");
+
+    let resumed = bench(&["run", "--resume", dir.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("dropped 50 samples"),
+        "{}",
+        stderr(&resumed)
+    );
+    let rows = final_rows(&dir);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "ok" && r["rounds"] == "2"),
+        "{rows:?}"
+    );
+    // Two rounds of 50 each, and not one orphan: the file holds exactly what was measured.
+    assert!(
+        sample_counts(&dir).values().all(|&n| n == 100),
+        "{:?}",
+        sample_counts(&dir)
+    );
+}

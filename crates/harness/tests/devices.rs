@@ -308,3 +308,92 @@ fn an_unknown_host_fails_fast_naming_the_host_and_what_to_check() {
         "no run directory for a run that never started"
     );
 }
+
+#[test]
+fn every_option_and_model_file_reach_the_device_and_no_word_is_run_as_a_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&tmp.path().join("sshd"));
+    // A relative name (a file name may hold no slash): were a word run as a command, the
+    // file would appear in the remote shell's directory, the home or the work directory.
+    let planted = format!(
+        "PLANTED{}",
+        tmp.path().file_name().unwrap().to_string_lossy()
+    );
+    let hostile = |what: &str| format!("{what} 'q' $(touch {planted})");
+    let work = tmp.path().join(hostile("work dir"));
+    let profile = sshd.profile("qemu-c", &work);
+    // The user's own file, run on the device by the backend that reads it.
+    let file = tmp.path().join("mine.onnx");
+    let export = bench(&[
+        "export",
+        "mobilenet_v3_small_0.25_64",
+        "--format",
+        "onnx",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let out = tmp.path().join("results");
+    let first = bench(&[
+        "run",
+        "--device",
+        profile.to_str().unwrap(),
+        "--model-file",
+        file.to_str().unwrap(),
+        "--backends",
+        "tract",
+        "--cv-threshold",
+        "0.2",
+        "--core",
+        "0",
+        "--warmup",
+        "1",
+        "--runs",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let dir = the_run(&out);
+    let rows = summary(&dir);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["model"], "mine.onnx", "{rows:?}");
+    assert_eq!(rows[0]["status"], "ok", "{rows:?}");
+    assert_eq!(rows[0]["core"], "0", "{rows:?}");
+    // The device ran the host's plan: read it where the device keeps it.
+    let remote_runs = work.join("runs");
+    let run_id = dir.file_name().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(remote_runs.join(run_id).join("run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plan["cv_threshold"], 0.2);
+    assert_eq!(plan["core"], 0);
+    assert_eq!(plan["models"], serde_json::json!([]));
+    // The work directory is private to its user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&work).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    // A run id (the resumed directory's name) with the same hostile words.
+    let renamed = dir.with_file_name(hostile("run id"));
+    std::fs::rename(&dir, &renamed).unwrap();
+    let again = bench(&["run", "--resume", renamed.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(remote_runs
+        .join(renamed.file_name().unwrap())
+        .join("run.json")
+        .is_file());
+    let home = PathBuf::from(std::env::var("HOME").unwrap());
+    for place in [
+        home.as_path(),
+        work.as_path(),
+        renamed.parent().unwrap(),
+        Path::new("."),
+    ] {
+        assert!(
+            !place.join(&planted).exists(),
+            "a word was run as a command"
+        );
+    }
+}

@@ -336,3 +336,66 @@ fn a_missing_runtime_is_listed_unavailable_with_the_reason() {
         "{text}"
     );
 }
+
+/// The cache `bench` uses when nothing overrides it (as mobilebench_runtimes::cache_root).
+fn default_cache() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("MOBILEBENCH_CACHE") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Path::new(&dir).join("mobilebench");
+    }
+    Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/mobilebench")
+}
+
+#[test]
+fn a_corrupted_cached_runtime_library_is_detected_and_fetched_again() {
+    let installed = default_cache().join("runtimes/linux-x86_64/onnxruntime-1.31.1");
+    let manifest = std::fs::read_to_string(installed.join("runtime.json")).unwrap();
+    assert!(
+        manifest.contains("wheel_sha256"),
+        "scripts/setup provisions (and verifies) the runtimes before the tests: {manifest}"
+    );
+    // A copy of the verified cache entry, in a cache of the test's own, then one byte changed.
+    let cache = tempfile::tempdir().unwrap();
+    let copy = cache
+        .path()
+        .join("runtimes/linux-x86_64/onnxruntime-1.31.1");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&installed).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let library = copy.join("libonnxruntime.so.1.31.1");
+    let mut bytes = std::fs::read(&library).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&library, &bytes).unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(BENCH)
+        .env("MOBILEBENCH_CACHE", cache.path())
+        .args([
+            "run",
+            "--models",
+            "mobilenet_v3_small_0.25_64",
+            "--backends",
+            "onnxruntime",
+            "--quick",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(
+        err.contains("did not verify (libonnxruntime.so.1.31.1 changed since it was installed"),
+        "{err}"
+    );
+    assert_eq!(
+        row(&summary(&run_dir(out.path())), "onnxruntime")["status"],
+        "ok"
+    );
+    assert_ne!(std::fs::read(&library).unwrap(), bytes, "fetched again");
+}

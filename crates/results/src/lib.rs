@@ -22,6 +22,8 @@ pub use stats::format_ms;
 pub const SAMPLES_FILE: &str = "samples.csv";
 pub const SUMMARY_FILE: &str = "summary.csv";
 pub const MANIFEST_FILE: &str = "run.json";
+/// Test hook: `bench run` aborts after writing this backend's samples, before its row.
+pub const CRASH_BEFORE_COMMIT: &str = "MOBILEBENCH_CRASH_BEFORE_COMMIT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -313,7 +315,9 @@ impl RunWriter {
         &self.dir
     }
 
-    /// Writes one pair: its samples, then its summary row, each flushed to disk.
+    /// Writes one pair (one round of it): its samples, then its summary row, each flushed
+    /// to disk. The summary row is the commit: samples of a round no row counts are left
+    /// out by [`read_run`] and dropped by [`drop_uncommitted_samples`].
     pub fn append_pair(
         &mut self,
         summary: &SummaryRow,
@@ -329,6 +333,10 @@ impl RunWriter {
                 })?;
         }
         flush(&mut self.samples, &samples_path)?;
+        // Crash injection for the tests of this commit protocol: die between the two writes.
+        if std::env::var_os(CRASH_BEFORE_COMMIT).is_some_and(|b| b == summary.backend.as_str()) {
+            std::process::abort();
+        }
         let summary_path = self.dir.join(SUMMARY_FILE);
         self.summary
             .serialize(summary)
@@ -476,10 +484,7 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
     let mut samples: HashMap<PairKey, PairSamples> = HashMap::new();
     for (key, rows) in by_key {
         // Rounds beyond what the pair's summary row counts were never committed.
-        let rounds = summary
-            .iter()
-            .find(|r| r.key() == key)
-            .map_or(u32::MAX, |r| r.rounds.max(1));
+        let rounds = committed_rounds(&summary, &key);
         let mut pair = PairSamples::default();
         for ((round, _), ns) in rows.into_iter().filter(|((r, _), _)| *r <= rounds) {
             match pair.rounds.last_mut() {
@@ -495,6 +500,105 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
         samples,
         skipped_rows: skipped,
     })
+}
+
+/// How many rounds of a pair its last summary row commits (none without a row).
+fn committed_rounds(summary: &[SummaryRow], key: &PairKey) -> u32 {
+    summary.iter().find(|r| &r.key() == key).map_or(0, |r| {
+        if r.is_ok() {
+            r.rounds.max(1)
+        } else {
+            r.rounds
+        }
+    })
+}
+
+/// Rewrites `samples.csv` with only its committed samples (those a summary row counts; of a
+/// round written twice, the last), so a resumed run appends to a file holding exactly what
+/// was measured. Returns how many rows were dropped. The file is replaced by rename.
+pub fn drop_uncommitted_samples(dir: &Path) -> Result<usize, ResultsError> {
+    let samples_path = dir.join(SAMPLES_FILE);
+    let summary_path = dir.join(SUMMARY_FILE);
+    if !samples_path.is_file() || !summary_path.is_file() {
+        return Ok(0);
+    }
+    let mut skipped = Vec::new();
+    let mut summary: Vec<SummaryRow> = Vec::new();
+    for row in read_rows::<SummaryRow>(&summary_path, &mut skipped)? {
+        match summary.iter_mut().find(|r| r.key() == row.key()) {
+            Some(existing) => *existing = row,
+            None => summary.push(row),
+        }
+    }
+    let rows: Vec<SampleRow> = read_rows(&samples_path, &mut skipped)?;
+    let total = rows.len();
+    let mut kept: BTreeMap<(PairKey, u32, u32), SampleRow> = BTreeMap::new();
+    let mut order: Vec<(PairKey, u32, u32)> = Vec::new();
+    for s in rows {
+        let key = PairKey {
+            device: s.device.clone(),
+            model: s.model.clone(),
+            backend: s.backend.clone(),
+        };
+        if s.round > committed_rounds(&summary, &key) {
+            continue;
+        }
+        let k = (key, s.round, s.iteration);
+        if kept.insert(k.clone(), s).is_none() {
+            order.push(k);
+        }
+    }
+    if kept.len() == total {
+        return Ok(0);
+    }
+    let partial = dir.join(format!("{SAMPLES_FILE}.partial"));
+    {
+        let mut w = csv::Writer::from_path(&partial).map_err(|source| ResultsError::Csv {
+            path: partial.clone(),
+            source,
+        })?;
+        for k in &order {
+            w.serialize(&kept[k]).map_err(|source| ResultsError::Csv {
+                path: partial.clone(),
+                source,
+            })?;
+        }
+        flush(&mut w, &partial)?;
+    }
+    std::fs::rename(&partial, &samples_path).map_err(io_err(&samples_path))?;
+    Ok(total - kept.len())
+}
+
+/// Whether a run directory's summary.csv was written with this version's columns; `Err`
+/// names the first difference.
+pub fn check_schema(dir: &Path) -> Result<(), String> {
+    let path = dir.join(SUMMARY_FILE);
+    let Ok(mut reader) = csv::Reader::from_path(&path) else {
+        return Ok(()); // nothing written yet
+    };
+    let Ok(header) = reader.headers() else {
+        return Ok(());
+    };
+    let have: Vec<&str> = header.iter().collect();
+    let want: Vec<&str> = SUMMARY_COLUMNS.iter().map(|c| c.name).collect();
+    if have == want {
+        return Ok(());
+    }
+    let missing: Vec<&str> = want.iter().filter(|c| !have.contains(c)).copied().collect();
+    let extra: Vec<&str> = have.iter().filter(|c| !want.contains(c)).copied().collect();
+    Err(format!(
+        "its {SUMMARY_FILE} has other columns than this version writes (missing: {}; unknown: {})",
+        if missing.is_empty() {
+            "none".into()
+        } else {
+            missing.join(", ")
+        },
+        if extra.is_empty() {
+            "none".into()
+        } else {
+            extra.join(", ")
+        },
+    ))
 }
 
 fn read_rows<T: serde::de::DeserializeOwned>(

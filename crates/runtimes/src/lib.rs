@@ -3,8 +3,11 @@
 //! cache and loaded at run time. Nothing is downloaded at build time; the binary builds and
 //! runs without any runtime present and says so.
 //!
-//! Cache layout: `CACHE/runtimes/<platform>/<name>-<version>/` holding the libraries and
-//! `runtime.json` (what was installed, from which wheel). `CACHE` is `$MOBILEBENCH_CACHE`,
+//! Wheels are pinned by content: each pin is a version and, per platform, the wheel's
+//! SHA-256, which pip checks (`--require-hashes`) and this crate checks again. Cache layout:
+//! `CACHE/runtimes/<platform>/<name>-<version>/` holding the libraries and `runtime.json`
+//! (what was installed, from which wheel, and every file's SHA-256, checked before use by
+//! [`ensure`]: a cache entry whose files changed is fetched again). `CACHE` is `$MOBILEBENCH_CACHE`,
 //! else `$XDG_CACHE_HOME/mobilebench`, else `~/.cache/mobilebench`.
 
 use std::fs;
@@ -31,6 +34,45 @@ pub struct Runtime {
     pub libraries: &'static [&'static str],
     /// The library to dlopen (its file name, after extraction).
     pub main_library: &'static str,
+    /// The SHA-256 of the wheel pip downloads, per platform.
+    pub wheels: &'static [WheelPin],
+}
+
+/// One platform's wheel of a pinned distribution version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPin {
+    pub platform: Platform,
+    pub sha256: &'static str,
+}
+
+/// The pinned SHA-256 of a wheel for `platform`, or the error saying there is none.
+fn pinned(
+    runtime: &str,
+    distribution: &str,
+    pins: &[WheelPin],
+    platform: Platform,
+) -> Result<&'static str, RuntimeError> {
+    pins.iter()
+        .find(|p| p.platform == platform)
+        .map(|p| p.sha256)
+        .ok_or_else(|| RuntimeError::NoPin {
+            runtime: runtime.into(),
+            distribution: distribution.into(),
+            platform: platform.name().into(),
+        })
+}
+
+/// Hex SHA-256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
+    use sha2::{Digest, Sha256};
+    let mut file = fs::File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io(path))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 pub const ONNXRUNTIME: Runtime = Runtime {
@@ -42,6 +84,16 @@ pub const ONNXRUNTIME: Runtime = Runtime {
         "onnxruntime/capi/libonnxruntime_providers_shared.so",
     ],
     main_library: "libonnxruntime.so.1.31.1",
+    wheels: &[
+        WheelPin {
+            platform: Platform::LinuxX86_64,
+            sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+        },
+        WheelPin {
+            platform: Platform::LinuxAarch64,
+            sha256: "da05378364c44d4407e463982d2bf8d5e4cfea873283757e48beeb41df97b7f3",
+        },
+    ],
 };
 
 pub const LITERT: Runtime = Runtime {
@@ -53,6 +105,16 @@ pub const LITERT: Runtime = Runtime {
         "ai_edge_litert/libLiteRtWebGpuAccelerator.so",
     ],
     main_library: "libLiteRt.so",
+    wheels: &[
+        WheelPin {
+            platform: Platform::LinuxX86_64,
+            sha256: "1f15078a6725d2357d9de9221664c29afa0545d807559c5f7199ce5e40b96b23",
+        },
+        WheelPin {
+            platform: Platform::LinuxAarch64,
+            sha256: "853fc608f96da87bd5f3458465dfb9abbf18d5ae6b94eceacead407146f175ae",
+        },
+    ],
 };
 
 pub const ALL: &[Runtime] = &[ONNXRUNTIME, LITERT];
@@ -115,7 +177,13 @@ pub struct Installed {
     pub version: String,
     pub platform: Platform,
     pub wheel: String,
+    /// The wheel's SHA-256 (its pin).
+    #[serde(default)]
+    pub wheel_sha256: String,
     pub libraries: Vec<String>,
+    /// Each extracted file's SHA-256, checked before the cache entry is used.
+    #[serde(default)]
+    pub library_sha256: std::collections::BTreeMap<String, String>,
     /// Set when read back: the folder holding the libraries.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -162,6 +230,19 @@ pub enum RuntimeError {
     },
     #[error("{path}: not a readable wheel: {why}")]
     BadWheel { path: PathBuf, why: String },
+    #[error("{runtime}: no pinned wheel hash for {distribution} on {platform}")]
+    NoPin {
+        runtime: String,
+        distribution: String,
+        platform: String,
+    },
+    #[error("{runtime}: the downloaded {wheel} has SHA-256 {got}, the pin says {expected}")]
+    HashMismatch {
+        runtime: String,
+        wheel: String,
+        got: String,
+        expected: String,
+    },
     #[error("libtorch: cannot build the empty libtorch.so stub: {why}")]
     Stub { why: String },
 }
@@ -207,11 +288,52 @@ pub fn locate(runtime: &Runtime, platform: Platform) -> Option<Installed> {
     complete.then_some(installed)
 }
 
-/// The runtime's libraries for `platform`, fetching them with pip if they are not cached.
-pub fn ensure(runtime: &Runtime, platform: Platform) -> Result<Installed, RuntimeError> {
+/// Whether a located install is what was installed: its wheel is the pinned one and every
+/// file has the SHA-256 recorded then. `Err` says what differs.
+pub fn verify(runtime: &Runtime, installed: &Installed) -> Result<(), String> {
+    let pin = pinned(
+        runtime.name,
+        runtime.distribution,
+        runtime.wheels,
+        installed.platform,
+    )
+    .map_err(|e| e.to_string())?;
+    if installed.wheel_sha256.is_empty() {
+        return Err("installed before wheels were pinned by SHA-256".into());
+    }
+    if installed.wheel_sha256 != pin {
+        return Err(format!(
+            "its wheel has SHA-256 {}, the pin says {pin}",
+            installed.wheel_sha256
+        ));
+    }
+    for name in &installed.libraries {
+        let expected = installed
+            .library_sha256
+            .get(name)
+            .ok_or_else(|| format!("{name} has no recorded SHA-256"))?;
+        let got = sha256_file(&installed.dir.join(name)).map_err(|e| e.to_string())?;
+        if &got != expected {
+            return Err(format!(
+                "{name} changed since it was installed (SHA-256 {got}, recorded {expected})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The runtime's libraries for `platform`: the cached ones if they verify, else fetched
+/// with pip. The second value says why a cached entry was fetched again.
+pub fn ensure(
+    runtime: &Runtime,
+    platform: Platform,
+) -> Result<(Installed, Option<String>), RuntimeError> {
     match locate(runtime, platform) {
-        Some(installed) => Ok(installed),
-        None => provision(runtime, platform),
+        Some(installed) => match verify(runtime, &installed) {
+            Ok(()) => Ok((installed, None)),
+            Err(why) => provision(runtime, platform).map(|i| (i, Some(why))),
+        },
+        None => provision(runtime, platform).map(|i| (i, None)),
     }
 }
 
@@ -221,22 +343,30 @@ pub fn provision(runtime: &Runtime, platform: Platform) -> Result<Installed, Run
     let parent = target.parent().expect("install dir has a parent");
     fs::create_dir_all(parent).map_err(io(parent))?;
     let download = tempdir_in(parent, "download")?;
+    let sha256 = pinned(runtime.name, runtime.distribution, runtime.wheels, platform)?;
     let wheel = download_wheel(
         runtime.name,
         runtime.distribution,
         runtime.version,
+        sha256,
         platform,
         &download,
     )?;
     let staging = tempdir_in(parent, "staging")?;
     let libraries = extract(runtime, &wheel, &staging)?;
+    let library_sha256 = libraries
+        .iter()
+        .map(|l| Ok((l.clone(), sha256_file(&staging.join(l))?)))
+        .collect::<Result<_, RuntimeError>>()?;
     let installed = Installed {
         name: runtime.name.into(),
         distribution: runtime.distribution.into(),
         version: runtime.version.into(),
         platform,
         wheel: file_name(&wheel),
+        wheel_sha256: sha256.into(),
         libraries,
+        library_sha256,
         dir: target.clone(),
     };
     let manifest = serde_json::to_string_pretty(&installed).expect("serialises");
@@ -254,16 +384,21 @@ fn file_name(path: &Path) -> String {
         .into_owned()
 }
 
-/// `pip download`s one wheel of `distribution==version` for `platform` into `dir` and
+/// `pip download`s the wheel of `distribution==version` whose SHA-256 is `sha256` for
+/// `platform` into `dir` (pip checks the hash: `--require-hashes`), checks the hash again and
 /// returns its path. `runtime` names what it is for, in errors.
 fn download_wheel(
     runtime: &str,
     distribution: &str,
     version: &str,
+    sha256: &str,
     platform: Platform,
     dir: &Path,
 ) -> Result<PathBuf, RuntimeError> {
     let spec = format!("{distribution}=={version}");
+    let requirements = dir.join("requirements.txt");
+    fs::write(&requirements, format!("{spec} --hash=sha256:{sha256}\n"))
+        .map_err(io(&requirements))?;
     let mut cmd = Command::new("python3");
     cmd.args([
         "-m",
@@ -272,6 +407,7 @@ fn download_wheel(
         "--quiet",
         "--no-deps",
         "--only-binary=:all:",
+        "--require-hashes",
     ])
     .args(["--python-version", "3.11", "--implementation", "cp"])
     .arg("--dest")
@@ -279,7 +415,7 @@ fn download_wheel(
     for tag in platform.wheel_tags() {
         cmd.args(["--platform", &tag]);
     }
-    cmd.arg(&spec);
+    cmd.arg("-r").arg(&requirements);
     let shown = format!(
         "python3 -m pip download {spec} --platform {}",
         platform.wheel_tags()[0]
@@ -311,7 +447,7 @@ fn download_wheel(
         });
     }
     let prefix = distribution.replace('-', "_");
-    fs::read_dir(dir)
+    let wheel = fs::read_dir(dir)
         .map_err(io(dir))?
         .flatten()
         .map(|e| e.path())
@@ -322,7 +458,17 @@ fn download_wheel(
         .ok_or_else(|| RuntimeError::BadWheel {
             path: dir.to_path_buf(),
             why: format!("pip reported success but saved no {distribution} wheel"),
-        })
+        })?;
+    let got = sha256_file(&wheel)?;
+    if got != sha256 {
+        return Err(RuntimeError::HashMismatch {
+            runtime: runtime.into(),
+            wheel: file_name(&wheel),
+            got,
+            expected: sha256.into(),
+        });
+    }
+    Ok(wheel)
 }
 
 fn tempdir_in(parent: &Path, what: &str) -> Result<PathBuf, RuntimeError> {

@@ -19,7 +19,9 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cache_root, download_wheel, file_name, io, tempdir_in, Platform, RuntimeError};
+use crate::{
+    cache_root, download_wheel, file_name, io, pinned, tempdir_in, Platform, RuntimeError, WheelPin,
+};
 
 /// The libtorch version tch 0.24 is built for.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
@@ -32,6 +34,8 @@ struct Part {
     files: &'static [(&'static str, &'static str)],
     /// `(member prefix, destination folder)`: every file under the prefix, paths kept.
     trees: &'static [(&'static str, &'static str)],
+    /// The wheel's SHA-256 per platform.
+    wheels: &'static [WheelPin],
 }
 
 const PARTS: &[Part] = &[
@@ -44,6 +48,10 @@ const PARTS: &[Part] = &[
             ("torch/lib/libgomp.so.1", "lib"),
         ],
         trees: &[("torch/include/", "include")],
+        wheels: &[WheelPin {
+            platform: Platform::LinuxX86_64,
+            sha256: "7aa2f9bbc6d4595ba72138026b2074be1233186150e9292865e04b7a63b8c67a",
+        }],
     },
     // The versions torch 2.11.0's wheel requires (through `cuda-toolkit==13.0.2`).
     Part {
@@ -51,12 +59,20 @@ const PARTS: &[Part] = &[
         version: "13.0.96",
         files: &[("nvidia/cu13/lib/libcudart.so.13", "lib")],
         trees: &[],
+        wheels: &[WheelPin {
+            platform: Platform::LinuxX86_64,
+            sha256: "7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548",
+        }],
     },
     Part {
         distribution: "nvidia-cuda-cupti",
         version: "13.0.85",
         files: &[("nvidia/cu13/lib/libcupti.so.13", "lib")],
         trees: &[],
+        wheels: &[WheelPin {
+            platform: Platform::LinuxX86_64,
+            sha256: "4eb01c08e859bf924d222250d2e8f8b8ff6d3db4721288cf35d14252a4d933c8",
+        }],
     },
 ];
 
@@ -127,10 +143,12 @@ fn assemble(platform: Platform) -> Result<Libtorch, RuntimeError> {
     let staging = tempdir_in(parent, "libtorch-staging")?;
     let mut wheels = Vec::new();
     for part in PARTS {
+        let sha256 = pinned("libtorch", part.distribution, part.wheels, platform)?;
         let wheel = download_wheel(
             "libtorch",
             part.distribution,
             part.version,
+            sha256,
             platform,
             &download,
         )?;

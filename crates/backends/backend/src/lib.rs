@@ -62,7 +62,7 @@ pub enum SourceKind {
     File(FileFormat),
 }
 
-impl ModelSource<'_> {
+impl<'a> ModelSource<'a> {
     pub fn kind(&self) -> SourceKind {
         match self {
             ModelSource::Zoo(_) => SourceKind::Zoo,
@@ -79,6 +79,19 @@ impl ModelSource<'_> {
                 backend: backend.into(),
                 source_desc: self.describe(),
                 why: format!("takes {format:?} files (zoo models are exported first)"),
+            }),
+        }
+    }
+
+    /// The zoo model, or the error a backend that builds only zoo models returns for a file
+    /// (it has no file parser).
+    pub fn require_zoo(&self, backend: &str) -> Result<&'a Model, BackendError> {
+        match self {
+            ModelSource::Zoo(model) => Ok(model),
+            ModelSource::File { .. } => Err(BackendError::Unsupported {
+                backend: backend.into(),
+                source_desc: self.describe(),
+                why: "it builds zoo models from the IR (it reads no model files)".into(),
             }),
         }
     }
@@ -237,6 +250,17 @@ pub trait Backend: Send + Sync {
     /// Test-only backends are left out of `all` and marked as such in listings.
     fn is_test_only(&self) -> bool {
         false
+    }
+    /// The provisioned runtime it loads (a `mobilebench_runtimes` name: `onnxruntime`,
+    /// `litert`), if any: the runner fetches it when missing, checks its availability in a
+    /// child process, and deploys it to remote devices.
+    fn runtime(&self) -> Option<&'static str> {
+        None
+    }
+    /// Why it cannot run under qemu-user emulation, if it cannot (its rows on emulated
+    /// devices are then unavailable with this reason).
+    fn emulation_blocker(&self) -> Option<&'static str> {
+        None
     }
     /// Whether its output is a result to check against the reference: false only for
     /// test-only backends that compute nothing (their output means nothing).

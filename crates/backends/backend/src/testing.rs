@@ -82,13 +82,7 @@ impl Backend for TestBackend {
         source: &ModelSource,
         _workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
-        let ModelSource::Zoo(model) = source else {
-            return Err(BackendError::Unsupported {
-                backend: self.name().into(),
-                source_desc: source.describe(),
-                why: "takes zoo models only".into(),
-            });
-        };
+        let model = source.require_zoo(self.name())?;
         let cost = match self.0 {
             Kind::Fixed => fixed_cost().map_err(|why| BackendError::Load {
                 backend: self.name().into(),

@@ -118,6 +118,12 @@ impl Backend for LiteRtBackend {
             .filter(|a| a.software)
             .map(|a| a.name)
     }
+    fn runtime(&self) -> Option<&'static str> {
+        Some(LITERT.name)
+    }
+    fn emulation_blocker(&self) -> Option<&'static str> {
+        Some("LiteRT's CPU kernels read the host's /proc/cpuinfo under qemu-user and crash")
+    }
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Tflite)
     }

@@ -37,23 +37,15 @@ impl Backend for NativeBackend {
         source: &ModelSource,
         _workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
-        match source {
-            ModelSource::Zoo(model) => {
-                let engine = Engine::new(model);
-                Ok(Box::new(NativeSession {
-                    input: vec![0.0; engine.input_len()],
-                    output: vec![0.0; engine.output_len()],
-                    engine,
-                    bn_separate: model.has_batch_norm(),
-                    input_shape: model.graph.input.nhwc(),
-                }))
-            }
-            ModelSource::File { .. } => Err(BackendError::Unsupported {
-                backend: self.name().into(),
-                source_desc: source.describe(),
-                why: "the native engine runs zoo models only (it has no file parser)".into(),
-            }),
-        }
+        let model = source.require_zoo(self.name())?;
+        let engine = Engine::new(model);
+        Ok(Box::new(NativeSession {
+            input: vec![0.0; engine.input_len()],
+            output: vec![0.0; engine.output_len()],
+            engine,
+            bn_separate: model.has_batch_norm(),
+            input_shape: model.graph.input.nhwc(),
+        }))
     }
 }
 

@@ -74,6 +74,9 @@ impl Backend for OnnxRuntimeBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Onnx)
     }
+    fn runtime(&self) -> Option<&'static str> {
+        Some(ONNXRUNTIME.name)
+    }
     fn load(
         &self,
         source: &ModelSource,

@@ -147,13 +147,7 @@ impl Backend for TchBackend {
         source: &ModelSource,
         workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
-        let ModelSource::Zoo(model) = source else {
-            return Err(BackendError::Unsupported {
-                backend: self.name().into(),
-                source_desc: source.describe(),
-                why: "tch builds zoo models from the IR (it reads no model files)".into(),
-            });
-        };
+        let model = source.require_zoo(self.name())?;
         if let Err(why) = self.supports(workload) {
             return Err(BackendError::Unsupported {
                 backend: self.name().into(),

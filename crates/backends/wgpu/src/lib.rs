@@ -100,13 +100,7 @@ impl Backend for WgpuBackend {
         source: &ModelSource,
         _workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
-        let ModelSource::Zoo(model) = source else {
-            return Err(BackendError::Unsupported {
-                backend: self.name().into(),
-                source_desc: source.describe(),
-                why: "the wgpu engine runs zoo models only (it has no file parser)".into(),
-            });
-        };
+        let model = source.require_zoo(self.name())?;
         if model.has_batch_norm() {
             return Err(BackendError::Unsupported {
                 backend: self.name().into(),

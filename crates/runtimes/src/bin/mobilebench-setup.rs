@@ -44,7 +44,15 @@ fn main() -> ExitCode {
     let mut failed = false;
     for runtime in ALL {
         match ensure(runtime, platform) {
-            Ok(found) => println!("{}: {}", runtime.name, found.dir.display()),
+            Ok((found, refetched)) => {
+                if let Some(why) = refetched {
+                    eprintln!(
+                        "{}: the cached copy did not verify ({why}): fetched it again",
+                        runtime.name
+                    );
+                }
+                println!("{}: {}", runtime.name, found.dir.display())
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;

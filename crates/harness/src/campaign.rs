@@ -1,0 +1,278 @@
+//! `bench run` on the parent's side: the plan (manifest) from the options or a resumed run
+//! directory, the locks, one thread per device, and what is said at the end.
+
+use anyhow::{bail, Context, Result};
+use mobilebench_backend::Timing;
+use mobilebench_models::{sets, DEFAULT_INPUT_SEED};
+use mobilebench_results::RunManifest;
+
+use crate::cli::RunArgs;
+use crate::{children, probe, read_runs, registry, remote, rundir, runner};
+
+/// `bench run`: a new run directory (or the one resumed), every device's pairs, then the
+/// report of what was measured.
+pub fn run(args: RunArgs) -> Result<()> {
+    use mobilebench_devices::DeviceKind;
+    children::install_interrupt_handler()?;
+    // A run started by another machine on this one (a remote device) uses exactly the run
+    // directory it is given, with the plan the host put there: every option the user gave.
+    let (dir, manifest, resuming) = match (&args.resume, &args.run_dir) {
+        (Some(dir), _) => (dir.clone(), rundir::manifest_for_resume(dir)?, true),
+        (None, Some(dir)) if dir.join(mobilebench_results::MANIFEST_FILE).is_file() => {
+            let mut manifest = rundir::manifest_for_resume(dir)?;
+            // The host cannot know this machine's fastest core: pick it here.
+            if manifest.core.is_none() {
+                manifest.core = probe::fastest_core();
+            }
+            (dir.clone(), manifest, true)
+        }
+        _ => {
+            let manifest = new_manifest(&args)?;
+            let dir = match &args.run_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    mobilebench_results::write_manifest(dir, &manifest)?;
+                    dir.clone()
+                }
+                None => {
+                    // Unreachable devices fail before a run directory is created.
+                    for profile in device_profiles(&manifest)? {
+                        if profile.kind == DeviceKind::Ssh {
+                            remote::Remote::new(&profile)?.check_reachable()?;
+                        }
+                    }
+                    rundir::create_run_dir(&args.out, &manifest)?
+                }
+            };
+            (dir, manifest, false)
+        }
+    };
+    eprintln!(
+        "run directory {}{}: {} models × {} backends on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
+        dir.display(),
+        if resuming { " (resumed)" } else { "" },
+        manifest.models.len() + manifest.model_files.len(),
+        manifest.backends.len(),
+        manifest.device,
+        manifest.rounds,
+        manifest.warmup,
+        manifest.runs,
+        manifest.mode,
+        manifest.batch,
+        manifest.bn,
+        manifest.timing,
+    );
+    if !resuming {
+        for note in registry::left_out_of_all(&args.backends) {
+            eprintln!("{note}");
+        }
+    }
+    let _dir_lock = rundir::lock_run_dir(&dir)?;
+    if resuming {
+        let dropped = mobilebench_results::drop_uncommitted_samples(&dir)?;
+        if dropped > 0 {
+            eprintln!(
+                "{}: dropped {dropped} samples whose summary row was never written (a run killed mid-pair); that round is measured again",
+                dir.display()
+            );
+        }
+    }
+    let writer = std::sync::Mutex::new(mobilebench_results::RunWriter::open(&dir)?);
+    let profiles = device_profiles(&manifest)?;
+    keep_off_measured_cores(&manifest, &profiles);
+    let _core_lock = lock_measured_core(&manifest, &profiles);
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let outcomes: Vec<(String, Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = profiles
+            .iter()
+            .map(|profile| {
+                let (dir, writer, run_id, args) = (&dir, &writer, &run_id, &args);
+                let mut manifest = manifest.clone();
+                manifest.backends.retain(|b| profile.allows(b));
+                if args.as_device.is_none() {
+                    manifest.core = manifest.core.or(profile.core);
+                }
+                scope.spawn(move || {
+                    let result = match profile.kind {
+                        DeviceKind::Local => {
+                            let ctx = runner::RunContext {
+                                dir: dir.clone(),
+                                device: args
+                                    .as_device
+                                    .clone()
+                                    .unwrap_or_else(|| profile.name.clone()),
+                                emulated: args.emulated || profile.emulated,
+                                emit_rows: args.emit_rows,
+                                worker_prefix: args
+                                    .worker_prefix
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .split_whitespace()
+                                    .map(String::from)
+                                    .collect(),
+                                manifest,
+                            };
+                            runner::run(&ctx, writer)
+                        }
+                        DeviceKind::Ssh => remote::Remote::new(profile)
+                            .and_then(|r| r.run(&manifest, run_id, writer)),
+                    };
+                    (profile.name.clone(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a device thread panicked"))
+            .collect()
+    });
+    drop(writer);
+    // Whatever happened, what was measured is on disk: show it.
+    let report_path = dir.join("report.md");
+    let tables = mobilebench_reports::latency_tables(&read_runs(std::slice::from_ref(&dir))?);
+    std::fs::write(&report_path, &tables)
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    if !args.emit_rows {
+        print!("{tables}");
+    }
+    eprintln!("CSVs and report.md in {}", dir.display());
+    if children::stop_requested() {
+        let program = std::env::args().next().unwrap_or_else(|| "bench".into());
+        let quote = |s: &str| shlex::try_quote(s).map_or(s.to_string(), |q| q.into_owned());
+        eprintln!(
+            "interrupted: every finished pair is kept; continue with:\n  {} run --resume {}",
+            quote(&program),
+            quote(&dir.display().to_string())
+        );
+        bail!("interrupted");
+    }
+    let failed: Vec<String> = outcomes
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// Takes this machine's lock on the core local workers pin, warning when another run holds it.
+fn lock_measured_core(
+    manifest: &RunManifest,
+    profiles: &[mobilebench_devices::DeviceProfile],
+) -> Option<rundir::Lock> {
+    let local = profiles
+        .iter()
+        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let core = manifest.core.filter(|_| local)?;
+    match rundir::lock_core(core) {
+        Ok(lock) => Some(lock),
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("warning: {why}");
+            }
+            None
+        }
+    }
+}
+
+/// Keeps this process (its threads now and those it starts: progress bars, pipes, device
+/// threads) off the core local workers measure on. Said on stderr when it cannot be.
+fn keep_off_measured_cores(
+    manifest: &RunManifest,
+    profiles: &[mobilebench_devices::DeviceProfile],
+) {
+    let local = profiles
+        .iter()
+        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let Some(core) = manifest.core.filter(|_| local) else {
+        return;
+    };
+    let allowed = probe::current_affinity().unwrap_or_default();
+    if let Err(why) = probe::keep_off_core(core, &allowed) {
+        eprintln!("note: the harness could not keep off the measured core: {why}");
+    }
+}
+
+/// The profiles of a manifest's devices (`device` holds them comma-separated).
+fn device_profiles(manifest: &RunManifest) -> Result<Vec<mobilebench_devices::DeviceProfile>> {
+    manifest
+        .device
+        .split(',')
+        .map(|d| mobilebench_devices::find(d).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
+    let profiles = args
+        .devices
+        .iter()
+        .map(|d| mobilebench_devices::find(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let models = match (&args.models, args.model_files.is_empty()) {
+        (Some(spec), _) => sets::select(spec).context("--models")?,
+        (None, true) => sets::select("default")?,
+        (None, false) => Vec::new(),
+    };
+    let backends = registry::select(&args.backends).context("--backends")?;
+    let (warmup, runs) = if args.quick {
+        (10, 100)
+    } else {
+        (args.warmup, args.runs)
+    };
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let only_local = profiles
+        .iter()
+        .all(|p| p.kind == mobilebench_devices::DeviceKind::Local);
+    let core = match args.core {
+        Some(c) if only_local && c >= probe::Machine::probe().cpu_cores => {
+            bail!(
+                "--core {c}: this machine has cores 0..{}",
+                probe::Machine::probe().cpu_cores - 1
+            )
+        }
+        Some(c) => Some(c),
+        None if only_local => probe::fastest_core(),
+        None => None,
+    };
+    Ok(RunManifest {
+        // Profiles given by path are recorded by path, so `--resume` finds them again.
+        device: args.devices.join(","),
+        models: models.iter().map(|m| m.name()).collect(),
+        model_files: args
+            .model_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        backends: backends.iter().map(|b| b.name().to_string()).collect(),
+        mode: args.mode.name().into(),
+        batch: args.batch,
+        bn: args.bn.name().into(),
+        warmup,
+        runs,
+        rounds: args.rounds,
+        pair_timeout_s: args.pair_timeout,
+        timing: if args.timed_io {
+            Timing::InferWithIo
+        } else {
+            Timing::Infer
+        }
+        .name()
+        .into(),
+        core,
+        weight_seed: args.seed,
+        input_seed: DEFAULT_INPUT_SEED,
+        cv_threshold: args.cv_threshold,
+        created_at: rundir::now_rfc3339(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
