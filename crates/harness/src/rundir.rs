@@ -55,6 +55,12 @@ pub fn manifest_for_resume(dir: &Path) -> Result<RunManifest> {
             results::MANIFEST_FILE
         )
     })?;
+    if let Err(why) = results::check_schema(dir) {
+        bail!(
+            "--resume {}: written by another version of mobilebench: {why}; start a new run",
+            dir.display()
+        );
+    }
     if manifest
         .timing
         .parse::<mobilebench_backend::Timing>()

@@ -4,26 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Rows of summary.csv, the last of each pair.
-fn final_rows(dir: &std::path::Path) -> Vec<HashMap<String, String>> {
-    let mut out: Vec<HashMap<String, String>> = Vec::new();
-    for r in summary(dir) {
-        match out
-            .iter_mut()
-            .find(|o| o["model"] == r["model"] && o["backend"] == r["backend"])
-        {
-            Some(o) => *o = r,
-            None => out.push(r),
-        }
-    }
-    out
-}
 
 #[test]
 fn a_worker_that_never_returns_is_timed_out_and_the_campaign_goes_on() {

@@ -11,28 +11,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use common::{bench, bench_run, row, run_dir, stderr, stdout, summary, BENCH};
+use common::{bench, bench_run, final_rows, row, run_dir, stderr, stdout, summary, BENCH};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The summary's rows, the last of each pair (a pair gets a row per round: readers take
-/// the last, which covers every round).
-fn final_rows(dir: &Path) -> Vec<HashMap<String, String>> {
-    let mut out: Vec<HashMap<String, String>> = Vec::new();
-    for r in summary(dir) {
-        match out
-            .iter_mut()
-            .find(|o| o["model"] == r["model"] && o["backend"] == r["backend"])
-        {
-            Some(o) => *o = r,
-            None => out.push(r),
-        }
-    }
-    out
 }
 
 fn number(row: &HashMap<String, String>, column: &str) -> f64 {
@@ -245,7 +229,8 @@ fn compare_tells_a_thirty_percent_slowdown_from_a_rerun() {
     );
     assert!(stdout(&rerun).contains("| 3/3 |"), "{}", stdout(&rerun));
     assert!(
-        stdout(&rerun).contains("| no significant change |"),
+        // Possibly followed by "(noisy in …)": a preempted busy-wait raises the samples' CV.
+        stdout(&rerun).contains("| no significant change"),
         "{}",
         stdout(&rerun)
     );
@@ -253,7 +238,7 @@ fn compare_tells_a_thirty_percent_slowdown_from_a_rerun() {
     let regression = compare(&old, &slower);
     assert!(!regression.status.success());
     assert!(
-        stdout(&regression).contains("| slower |"),
+        stdout(&regression).contains("| slower"),
         "{}",
         stdout(&regression)
     );

@@ -90,6 +90,22 @@ pub fn children(parent: i32) -> Vec<i32> {
     out
 }
 
+/// The summary's rows, the last of each pair (a pair gets a row per round, and again when
+/// resumed: readers take the last, which covers every round).
+pub fn final_rows(dir: &Path) -> Vec<HashMap<String, String>> {
+    let mut out: Vec<HashMap<String, String>> = Vec::new();
+    for r in summary(dir) {
+        match out
+            .iter_mut()
+            .find(|o| o["model"] == r["model"] && o["backend"] == r["backend"])
+        {
+            Some(o) => *o = r,
+            None => out.push(r),
+        }
+    }
+    out
+}
+
 /// The summary row of `backend` (panics naming what is there if none).
 pub fn row<'a>(rows: &'a [HashMap<String, String>], backend: &str) -> &'a HashMap<String, String> {
     rows.iter()
