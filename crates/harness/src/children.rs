@@ -40,19 +40,16 @@ const SELF_EXE: &str = "/proc/self/exe";
 /// would then name a missing or a different program). An emulator needs a real path to
 /// load, so with a prefix the binary's path is given.
 pub fn worker_command(prefix: &[String]) -> Result<Command> {
+    let exe =
+        || std::env::current_exe().context("cannot find the bench executable to start a worker");
     let mut cmd = match prefix.split_first() {
         Some((program, args)) => {
-            let exe = std::env::current_exe()
-                .context("cannot find the bench executable to start a worker")?;
             let mut c = Command::new(program);
-            c.args(args).arg(&exe);
+            c.args(args).arg(exe()?);
             c
         }
         None if Path::new(SELF_EXE).exists() => Command::new(SELF_EXE),
-        None => Command::new(
-            std::env::current_exe()
-                .context("cannot find the bench executable to start a worker")?,
-        ),
+        None => Command::new(exe()?),
     };
     cmd.arg("worker");
     Ok(cmd)

@@ -80,11 +80,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
     let mut pin_verified = false;
     for event in &outcome.events {
         match event {
-            Event::Pinned {
-                core,
-                pinned: _,
-                before: b,
-            } => {
+            Event::Pinned { core, before: b } => {
                 row.core = *core;
                 before = b.clone();
                 row.governor = b.governor.clone().unwrap_or_else(|| "unavailable".into());

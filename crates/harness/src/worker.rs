@@ -52,9 +52,9 @@ pub struct WorkerSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The core asked for (whether pinning held is in `Finished`, read after the loop).
     Pinned {
         core: Option<usize>,
-        pinned: bool,
         before: CoreState,
     },
     Loaded {
@@ -225,7 +225,6 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     let state_core = core.unwrap_or(0);
     emit(&Event::Pinned {
         core,
-        pinned,
         before: CoreState::probe(state_core),
     });
     let mut notes = Vec::new();

@@ -456,14 +456,7 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
         return Err(ResultsError::NotARun(dir.to_path_buf()));
     }
     let mut skipped = Vec::new();
-    let rows: Vec<SummaryRow> = read_rows(&summary_path, &mut skipped)?;
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    for row in rows {
-        match summary.iter_mut().find(|r| r.key() == row.key()) {
-            Some(existing) => *existing = row,
-            None => summary.push(row),
-        }
-    }
+    let summary = last_rows(&summary_path, &mut skipped)?;
     // Keyed by (round, iteration), the last row winning: a round measured again after an
     // interruption replaces what the interrupted attempt left.
     let mut by_key: HashMap<PairKey, BTreeMap<(u32, u32), u64>> = HashMap::new();
@@ -502,6 +495,18 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
     })
 }
 
+/// The last row of each pair in a summary.csv, in first-seen order.
+fn last_rows(path: &Path, skipped: &mut Vec<String>) -> Result<Vec<SummaryRow>, ResultsError> {
+    let mut summary: Vec<SummaryRow> = Vec::new();
+    for row in read_rows::<SummaryRow>(path, skipped)? {
+        match summary.iter_mut().find(|r| r.key() == row.key()) {
+            Some(existing) => *existing = row,
+            None => summary.push(row),
+        }
+    }
+    Ok(summary)
+}
+
 /// How many rounds of a pair its last summary row commits (none without a row).
 fn committed_rounds(summary: &[SummaryRow], key: &PairKey) -> u32 {
     summary.iter().find(|r| &r.key() == key).map_or(0, |r| {
@@ -523,13 +528,7 @@ pub fn drop_uncommitted_samples(dir: &Path) -> Result<usize, ResultsError> {
         return Ok(0);
     }
     let mut skipped = Vec::new();
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    for row in read_rows::<SummaryRow>(&summary_path, &mut skipped)? {
-        match summary.iter_mut().find(|r| r.key() == row.key()) {
-            Some(existing) => *existing = row,
-            None => summary.push(row),
-        }
-    }
+    let summary = last_rows(&summary_path, &mut skipped)?;
     let rows: Vec<SampleRow> = read_rows(&samples_path, &mut skipped)?;
     let total = rows.len();
     let mut kept: BTreeMap<(PairKey, u32, u32), SampleRow> = BTreeMap::new();
