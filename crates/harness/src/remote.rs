@@ -239,8 +239,10 @@ impl<'a> Remote<'a> {
                 env
             );
         }
-        Ok(root
-            .join("target")
+        // Where cargo put it: CARGO_TARGET_DIR (relative to the tree) when set.
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), |d| root.join(d));
+        Ok(target_dir
             .join(&target.triple)
             .join("release")
             .join("bench"))
