@@ -1,18 +1,34 @@
-//! The executor: the graph is planned once at load (BN folded, weights re-laid out, one
-//! kernel per node, activation buffers assigned by liveness), then run with no allocation.
+//! The executor: the graph is planned once at load (BN folded or kept as a pass, weights
+//! packed for their kernels, a pointwise projection and the residual add after it fused into
+//! one step, activation buffers assigned by liveness), then run with no allocation.
 
+use std::time::{Duration, Instant};
+
+use mobilebench_models::counting::count_node;
 use mobilebench_models::ir::{Activation, Conv2d, Graph, Op, ValueId};
 use mobilebench_models::weights::NodeWeights;
 use mobilebench_models::Model;
 
-use crate::kernels::{self, Depthwise, Direct, FullyConnected, Pointwise, SqueezeExcite, Window};
+use crate::conv::{Depthwise, StemConv, Window};
+use crate::gemm::{AMatrix, Gemm, PackedB};
+use crate::kernels::{self, FullyConnected, SqueezeExcite};
+use crate::simd::Isa;
 
 enum Kernel {
-    Pointwise(Pointwise),
+    /// 1×1 stride-1 convolution as a GEMM over pixels; `residual` adds the step's second
+    /// input (a fused residual add).
+    Pointwise {
+        pixels: usize,
+        weight: PackedB,
+        act: Activation,
+        residual: bool,
+    },
     Depthwise(Depthwise),
-    Direct(Direct),
+    Conv(StemConv),
     SqueezeExcite(SqueezeExcite),
-    GlobalAvgPool { channels: usize },
+    GlobalAvgPool {
+        channels: usize,
+    },
     FullyConnected(FullyConnected),
     Add,
 }
@@ -31,9 +47,25 @@ struct Step {
     inputs: Vec<(Src, usize)>,
     output: usize,
     output_len: usize,
+    info: StepInfo,
+}
+
+/// What one step of the plan computes, for `--profile-ops`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// The graph nodes the step runs, joined by `+` when fused.
+    pub name: String,
+    /// The op kinds, joined by `+` when fused (`pointwise_conv+add`).
+    pub op: String,
+    /// `HxWxC` of the first input and of the output.
+    pub input_shape: String,
+    pub output_shape: String,
+    /// Multiply-accumulates, counted as in the model tables.
+    pub macs: u64,
 }
 
 pub struct Engine {
+    isa: Isa,
     steps: Vec<Step>,
     buffers: Vec<Vec<f32>>,
     scratch: Vec<f32>,
@@ -41,25 +73,39 @@ pub struct Engine {
     output_len: usize,
 }
 
+/// A step before buffers are assigned: the nodes it runs and the values it reads.
+struct Planned {
+    nodes: Vec<usize>,
+    inputs: Vec<ValueId>,
+    output: ValueId,
+}
+
 impl Engine {
-    /// Plans `model` as given: batch norms it still has run as separate passes after their
-    /// convolutions (`--bn separate`); fold them first for the deployed form.
+    /// Plans `model` as given for this CPU's best instruction set: batch norms it still has
+    /// run as separate passes after their convolutions (`--bn separate`); fold them first for
+    /// the deployed form.
     pub fn new(model: &Model) -> Engine {
+        Engine::with_isa(model, Isa::detect())
+    }
+
+    /// Plans `model` for `isa`, which must be one of [`Isa::available`].
+    pub fn with_isa(model: &Model, isa: Isa) -> Engine {
         let graph = &model.graph;
-        let slots = assign_buffers(graph);
+        let planned = fuse(graph, model);
+        let slots = assign_buffers(graph, &planned);
         let mut buffers: Vec<Vec<f32>> = Vec::new();
         let mut scratch_len = 0;
-        let mut steps = Vec::with_capacity(graph.nodes.len());
-        for (i, (node, w)) in graph.nodes.iter().zip(&model.weights.nodes).enumerate() {
-            let out_slot = slots[i + 1].expect("every node output gets a buffer");
+        let mut steps = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let out_slot = slots[p.output].expect("every step output gets a buffer");
             if buffers.len() <= out_slot {
                 buffers.resize_with(out_slot + 1, Vec::new);
             }
-            let len = node.output.len();
+            let len = graph.value_shape(p.output).len();
             if buffers[out_slot].len() < len {
                 buffers[out_slot].resize(len, 0.0);
             }
-            let inputs = node
+            let inputs = p
                 .inputs
                 .iter()
                 .map(|&v| {
@@ -71,25 +117,40 @@ impl Engine {
                     (src, graph.value_shape(v).len())
                 })
                 .collect();
-            let (kernel, batch_norm) = plan_kernel(graph, i, w);
-            if let Kernel::SqueezeExcite(se) = &kernel {
-                scratch_len = scratch_len.max(2 * se.channels + se.reduce.bias.len());
+            let first = p.nodes[0];
+            let (mut kernel, batch_norm) = plan_kernel(graph, first, &model.weights.nodes[first]);
+            if p.nodes.len() == 2 {
+                let Kernel::Pointwise { residual, .. } = &mut kernel else {
+                    unreachable!("only pointwise + add is fused")
+                };
+                *residual = true;
             }
+            scratch_len = scratch_len.max(match &kernel {
+                Kernel::SqueezeExcite(se) => se.scratch_len(),
+                Kernel::Conv(conv) => conv.scratch_len(),
+                _ => 0,
+            });
             steps.push(Step {
                 kernel,
                 batch_norm,
                 inputs,
                 output: out_slot,
                 output_len: len,
+                info: step_info(graph, p),
             });
         }
         Engine {
+            isa,
             steps,
             buffers,
             scratch: vec![0.0; scratch_len],
             input_len: graph.input.len(),
             output_len: graph.output().len(),
         }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     pub fn input_len(&self) -> usize {
@@ -100,9 +161,26 @@ impl Engine {
         self.output_len
     }
 
+    /// The plan's steps, in execution order.
+    pub fn steps(&self) -> impl Iterator<Item = &StepInfo> {
+        self.steps.iter().map(|s| &s.info)
+    }
+
     /// One inference. Lengths must match (checked by the session).
     pub fn run(&mut self, input: &[f32], output: &mut [f32]) {
-        for step in &self.steps {
+        self.execute(input, output, None);
+    }
+
+    /// One inference that adds each step's wall time to `times` (one entry per step).
+    pub fn run_timed(&mut self, input: &[f32], output: &mut [f32], times: &mut [Duration]) {
+        assert_eq!(times.len(), self.steps.len(), "one time per step");
+        self.execute(input, output, Some(times));
+    }
+
+    fn execute(&mut self, input: &[f32], output: &mut [f32], mut times: Option<&mut [Duration]>) {
+        let isa = self.isa;
+        for (index, step) in self.steps.iter().enumerate() {
+            let start = times.is_some().then(Instant::now);
             // Take the output buffer out so inputs can be borrowed beside it (no allocation:
             // `take` leaves an empty Vec behind). Plans never alias an output with an input.
             let mut out = std::mem::take(&mut self.buffers[step.output]);
@@ -115,21 +193,101 @@ impl Engine {
             };
             let a = read(step.inputs[0]);
             match &step.kernel {
-                Kernel::Pointwise(k) => k.run(a, dst),
-                Kernel::Depthwise(k) => k.run(a, dst),
-                Kernel::Direct(k) => k.run(a, dst),
-                Kernel::SqueezeExcite(k) => k.run(a, dst, &mut self.scratch),
+                Kernel::Pointwise {
+                    pixels,
+                    weight,
+                    act,
+                    residual,
+                } => Gemm {
+                    m: *pixels,
+                    a: AMatrix::Rows {
+                        data: a,
+                        stride: weight.k(),
+                    },
+                    b: weight,
+                    act: *act,
+                    residual: residual.then(|| read(step.inputs[1])),
+                    c: dst,
+                    ldc: weight.n(),
+                }
+                .run(isa),
+                Kernel::Depthwise(k) => k.run(isa, a, dst),
+                Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
+                Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
                 Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(a, *channels, dst),
-                Kernel::FullyConnected(k) => kernels::matvec(a, &k.weight, &k.bias, k.act, dst),
+                Kernel::FullyConnected(k) => k.run(isa, a, dst),
                 Kernel::Add => kernels::add(a, read(step.inputs[1]), dst),
             }
             if let Some(bn) = &step.batch_norm {
                 bn.run(dst);
             }
             self.buffers[step.output] = out;
+            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                times[index] += start.elapsed();
+            }
         }
         let last = self.steps.last().expect("a graph has nodes");
         output.copy_from_slice(&self.buffers[last.output][..self.output_len]);
+    }
+}
+
+/// Groups nodes into steps: a pointwise convolution whose only reader is the residual add
+/// right after it becomes one step (the GEMM adds the residual in its store), unless its batch
+/// norm is a separate pass (which must run between the two).
+fn fuse(graph: &Graph, model: &Model) -> Vec<Planned> {
+    let readers = graph.nodes.iter().flat_map(|n| n.inputs.iter().copied());
+    let mut read_count = vec![0usize; graph.nodes.len() + 1];
+    for v in readers {
+        read_count[v] += 1;
+    }
+    let mut planned = Vec::with_capacity(graph.nodes.len());
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let node = &graph.nodes[i];
+        let value = i + 1;
+        let next = graph.nodes.get(i + 1);
+        let fusable = matches!(&node.op, Op::Conv2d(c) if c.is_pointwise())
+            && matches!(&model.weights.nodes[i], NodeWeights::Conv { bn: None, .. })
+            && read_count[value] == 1
+            && next.is_some_and(|n| {
+                n.op == Op::Add && n.inputs.contains(&value) && n.inputs[0] != n.inputs[1]
+            });
+        if let (true, Some(add)) = (fusable, next) {
+            let residual = add.inputs.iter().copied().find(|&v| v != value).unwrap();
+            planned.push(Planned {
+                nodes: vec![i, i + 1],
+                inputs: vec![node.inputs[0], residual],
+                output: i + 2,
+            });
+            i += 2;
+        } else {
+            planned.push(Planned {
+                nodes: vec![i],
+                inputs: node.inputs.clone(),
+                output: value,
+            });
+            i += 1;
+        }
+    }
+    planned
+}
+
+fn step_info(graph: &Graph, p: &Planned) -> StepInfo {
+    let shape = |v: ValueId| {
+        let s = graph.value_shape(v);
+        format!("{}x{}x{}", s.h, s.w, s.c)
+    };
+    let nodes = || p.nodes.iter().map(|&i| &graph.nodes[i]);
+    let macs = nodes().map(|n| count_node(n).macs).sum();
+    StepInfo {
+        name: nodes()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        op: nodes().map(|n| n.op.kind()).collect::<Vec<_>>().join("+"),
+        input_shape: shape(p.inputs[0]),
+        output_shape: shape(p.output),
+        macs,
     }
 }
 
@@ -170,24 +328,12 @@ fn plan_kernel(
             },
         ) => Kernel::SqueezeExcite(SqueezeExcite {
             channels: se.channels,
-            reduce: FullyConnected {
-                weight: reduce.clone(),
-                bias: reduce_bias.clone(),
-                act: Activation::Relu,
-            },
-            expand: FullyConnected {
-                weight: expand.clone(),
-                bias: expand_bias.clone(),
-                act: Activation::HardSigmoid,
-            },
+            reduce: FullyConnected::new(reduce, reduce_bias, Activation::Relu),
+            expand: FullyConnected::new(expand, expand_bias, Activation::HardSigmoid),
         }),
         (Op::GlobalAvgPool, _) => Kernel::GlobalAvgPool { channels: input.c },
         (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
-            Kernel::FullyConnected(FullyConnected {
-                weight: weight.clone(),
-                bias: bias.clone(),
-                act: fc.activation,
-            })
+            Kernel::FullyConnected(FullyConnected::new(weight, bias, fc.activation))
         }
         (Op::Add, _) => Kernel::Add,
         (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
@@ -203,14 +349,13 @@ fn plan_conv(
     act: Activation,
 ) -> Kernel {
     if c.is_pointwise() {
-        Kernel::Pointwise(Pointwise {
+        // HWIO with H = W = 1 is `[cin][cout]`, the GEMM's K × N.
+        Kernel::Pointwise {
             pixels: window.input.h * window.input.w,
-            cin: c.in_channels,
-            cout: c.out_channels,
-            weight: kernel.to_vec(),
-            bias,
+            weight: PackedB::new(c.in_channels, c.out_channels, kernel, &bias),
             act,
-        })
+            residual: false,
+        }
     } else if c.is_depthwise() {
         // HWIO with I = 1 is already [kh][kw][c].
         Kernel::Depthwise(Depthwise {
@@ -224,30 +369,32 @@ fn plan_conv(
             c.groups, 1,
             "grouped convolutions other than depthwise are not in the zoo"
         );
-        Kernel::Direct(Direct {
-            window,
-            cout: c.out_channels,
-            weight: kernel.to_vec(),
-            bias,
-            act,
-        })
+        // HWIO is `[kh·kw·cin][cout]`, the column order the implicit GEMM reads windows in.
+        Kernel::Conv(StemConv::new(window, kernel, &bias, act))
     }
 }
 
-/// Assigns each node output a buffer index, reusing a buffer once its value's last reader has
-/// run. A node's output never shares a buffer with its own inputs.
-fn assign_buffers(graph: &Graph) -> Vec<Option<usize>> {
-    let last_use = graph.last_uses();
+/// Assigns each step's output value a buffer index (indexed by value), reusing a buffer once
+/// its value's last reading step has run. A step's output never shares a buffer with its own
+/// inputs (the buffer is taken before the inputs are released).
+fn assign_buffers(graph: &Graph, steps: &[Planned]) -> Vec<Option<usize>> {
+    let mut last_use: Vec<Option<usize>> = vec![None; graph.nodes.len() + 1];
+    for (i, step) in steps.iter().enumerate() {
+        for &v in &step.inputs {
+            last_use[v] = Some(i);
+        }
+    }
     let mut slot_of: Vec<Option<usize>> = vec![None; graph.nodes.len() + 1];
     let mut free: Vec<usize> = Vec::new();
     let mut count = 0;
-    for (i, node) in graph.nodes.iter().enumerate() {
+    for (i, step) in steps.iter().enumerate() {
         let slot = free.pop().unwrap_or_else(|| {
             count += 1;
             count - 1
         });
-        slot_of[i + 1] = Some(slot);
-        let mut released: Vec<ValueId> = node.inputs.clone();
+        slot_of[step.output] = Some(slot);
+        let mut released: Vec<ValueId> = step.inputs.clone();
+        released.sort_unstable();
         released.dedup();
         for v in released {
             if v != 0 && last_use[v] == Some(i) {
@@ -266,23 +413,36 @@ mod tests {
     #[test]
     fn buffers_are_reused_and_never_alias_inputs() {
         for cfg in select("default").unwrap() {
-            let graph = cfg.graph();
-            let slots = assign_buffers(&graph);
+            let model = Model::from_config(&cfg, 1);
+            let steps = fuse(&model.graph, &model);
+            let slots = assign_buffers(&model.graph, &steps);
             let distinct: std::collections::HashSet<_> = slots.iter().flatten().collect();
             // A chain with residuals needs a handful of buffers, not one per layer.
             assert!(distinct.len() <= 4, "{cfg}: {} buffers", distinct.len());
-            for (i, node) in graph.nodes.iter().enumerate() {
-                for &v in &node.inputs {
-                    if v != 0 {
-                        assert_ne!(
-                            slots[v],
-                            slots[i + 1],
-                            "{cfg}: {} aliases its input",
-                            node.name
-                        );
-                    }
+            for step in &steps {
+                for &v in step.inputs.iter().filter(|&&v| v != 0) {
+                    assert_ne!(
+                        slots[v], slots[step.output],
+                        "{cfg}: step aliases its input"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn projections_fuse_with_their_residual_adds() {
+        let cfg = &select("mobilenet_v2_1.0_224").unwrap()[0];
+        let separate = Model::from_config(cfg, 1);
+        let model = separate.with_bn(mobilebench_models::BnMode::Fused).unwrap();
+        let steps = fuse(&model.graph, &model);
+        let adds = model.graph.nodes.iter().filter(|n| n.op == Op::Add).count();
+        let fused = steps.iter().filter(|s| s.nodes.len() == 2).count();
+        assert_eq!(adds, 10, "MobileNetV2 has ten residual blocks");
+        assert_eq!(fused, adds, "every residual add rides on its projection");
+        // With separate batch norm the pass must run between the two: nothing fuses.
+        assert!(fuse(&separate.graph, &separate)
+            .iter()
+            .all(|s| s.nodes.len() == 1));
     }
 }

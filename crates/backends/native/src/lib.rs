@@ -2,15 +2,21 @@
 //! into the convolutions (or into the batch-norm pass with `--bn separate`), pointwise
 //! convolutions as SGEMM.
 
+mod conv;
 mod engine;
+mod gemm;
 mod kernels;
+mod peak;
+mod simd;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
     ModelSource, Session, SourceKind, Workload,
 };
 
-pub use engine::Engine;
+pub use engine::{Engine, StepInfo};
+pub use peak::fma_peak_gflops;
+pub use simd::Isa;
 
 pub struct NativeBackend;
 

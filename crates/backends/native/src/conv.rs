@@ -1,0 +1,283 @@
+//! The spatial convolutions: depthwise (vectorised over channels, one pass per output pixel
+//! with the whole tile in registers) and the regular convolution of the stem (im2col of a
+//! block of output pixels into the shared GEMM).
+
+use mobilebench_models::ir::{Activation, Padding, Shape};
+
+use crate::gemm::{AMatrix, Gemm, PackedB};
+use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
+
+/// Geometry shared by the spatial convolutions.
+pub struct Window {
+    pub input: Shape,
+    pub output: Shape,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: Padding,
+}
+
+impl Window {
+    /// The kernel taps `(start..end)` that land inside the input for output row/col `o`, and
+    /// the input coordinate of tap 0 (negative in the padding).
+    #[inline]
+    fn taps(&self, o: usize, pad: usize, size: usize) -> (usize, usize, isize) {
+        let origin = (o * self.stride) as isize - pad as isize;
+        let start = (-origin).max(0) as usize;
+        let end = ((size as isize - origin).min(self.kernel as isize)).max(0) as usize;
+        (start, end.max(start), origin)
+    }
+
+    /// Fills `taps` with `(input pixel, tap index ky·k + kx)` for the taps of output pixel
+    /// `(oy, ox)` that land inside the input, and returns their count. Padding is handled
+    /// here, once per pixel, so the kernels' inner loops have no bounds logic. (A plain
+    /// function, not a visitor closure: closures do not inherit `#[target_feature]`.)
+    #[inline(always)]
+    fn pixel_taps(&self, oy: usize, ox: usize, taps: &mut [(usize, usize); MAX_TAPS]) -> usize {
+        let k = self.kernel;
+        let (ky0, ky1, iy0) = self.taps(oy, self.padding.top, self.input.h);
+        let (kx0, kx1, ix0) = self.taps(ox, self.padding.left, self.input.w);
+        let mut count = 0;
+        for ky in ky0..ky1 {
+            let iy = (iy0 + ky as isize) as usize;
+            for kx in kx0..kx1 {
+                let ix = (ix0 + kx as isize) as usize;
+                taps[count] = (iy * self.input.w + ix, ky * k + kx);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Whether output pixel `(oy, ox)`'s whole window is inside the input, and where its
+    /// top-left input pixel is.
+    #[inline(always)]
+    fn interior(&self, oy: usize, ox: usize) -> Option<usize> {
+        let iy = (oy * self.stride).checked_sub(self.padding.top)?;
+        let ix = (ox * self.stride).checked_sub(self.padding.left)?;
+        (iy + self.kernel <= self.input.h && ix + self.kernel <= self.input.w)
+            .then_some(iy * self.input.w + ix)
+    }
+}
+
+/// Depthwise convolution (multiplier 1), weights `[kh][kw][c]`.
+pub struct Depthwise {
+    pub window: Window,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub act: Activation,
+}
+
+impl Depthwise {
+    pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32]) {
+        let w = &self.window;
+        let c = w.input.c;
+        assert!(input.len() >= w.input.len() && out.len() >= w.output.len());
+        assert!(self.weight.len() == w.kernel * w.kernel * c && self.bias.len() == c);
+        dispatch(
+            isa,
+            DepthwiseOp {
+                conv: self,
+                input,
+                out,
+            },
+        );
+    }
+}
+
+struct DepthwiseOp<'a> {
+    conv: &'a Depthwise,
+    input: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl SimdOp for DepthwiseOp<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        match self.conv.window.kernel {
+            3 => self.run_kernel::<S, 3, 9>(),
+            5 => self.run_kernel::<S, 5, 25>(),
+            _ => self.run_kernel::<S, 0, 0>(),
+        }
+    }
+}
+
+impl DepthwiseOp<'_> {
+    /// `K × K` taps known at compile time (`TAPS = K·K`) for the pixels whose window lies
+    /// inside the input, fully unrolled; the border pixels (and other sizes, `K = 0`) take
+    /// the general path with their tap lists.
+    #[inline(always)]
+    fn run_kernel<S: Simd, const K: usize, const TAPS: usize>(self) {
+        let conv = self.conv;
+        let w = &conv.window;
+        let c = w.input.c;
+        let x = self.input.as_ptr();
+        let out = self.out.as_mut_ptr();
+        // Offsets of the taps from the window's top-left input value.
+        let weight = conv.weight.as_ptr();
+        let mut rel = [0usize; TAPS];
+        for (t, r) in rel.iter_mut().enumerate() {
+            *r = ((t / K.max(1)) * w.input.w + t % K.max(1)) * c;
+        }
+        // SAFETY (all pointers below): the taps for_each_pixel lists lie inside the input
+        // (all K·K of them when it lists TAPS), tap rows are below K·K, and `pixel` is an
+        // output pixel; the extents were asserted in `Depthwise::run`.
+        let tap_weights: [*const f32; TAPS] = std::array::from_fn(|t| unsafe { weight.add(t * c) });
+        let mut taps = [(0, 0); MAX_TAPS];
+        let mut inputs = [std::ptr::null(); MAX_TAPS];
+        let mut weights = [std::ptr::null(); MAX_TAPS];
+        for oy in 0..w.output.h {
+            for ox in 0..w.output.w {
+                unsafe {
+                    let o = out.add((oy * w.output.w + ox) * c);
+                    match w.interior(oy, ox) {
+                        Some(origin) if K > 0 => {
+                            let origin = x.add(origin * c);
+                            let inputs: [*const f32; TAPS] =
+                                std::array::from_fn(|t| origin.add(rel[t]));
+                            conv.pixel::<S, TAPS>(&inputs, &tap_weights, TAPS, o);
+                        }
+                        _ => {
+                            let n = w.pixel_taps(oy, ox, &mut taps);
+                            for (i, &(px, tap)) in taps[..n].iter().enumerate() {
+                                inputs[i] = x.add(px * c);
+                                weights[i] = weight.add(tap * c);
+                            }
+                            conv.pixel::<S, MAX_TAPS>(&inputs, &weights, n, o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Most taps a depthwise window may have (7×7).
+const MAX_TAPS: usize = 49;
+
+impl Depthwise {
+    /// One output pixel over all channels from its first `n` taps: tap `t` reads input at
+    /// `inputs[t]` with weights at `weights[t]`. With `n` a constant (the interior path) the
+    /// tap loops unroll. Safety: every pointer has `c` readable values.
+    #[inline(always)]
+    unsafe fn pixel<S: Simd, const TAPS: usize>(
+        &self,
+        inputs: &[*const f32; TAPS],
+        weights: &[*const f32; TAPS],
+        n: usize,
+        o: *mut f32,
+    ) {
+        let c = self.window.input.c;
+        let (bias, lanes) = (self.bias.as_ptr(), S::LANES);
+        let mut ch = 0;
+        // Two registers per step while they fit, then one, then scalars.
+        while ch + 2 * lanes <= c {
+            let mut a0 = S::load(bias.add(ch));
+            let mut a1 = S::load(bias.add(ch + lanes));
+            for t in 0..n {
+                let (xp, wp) = (inputs[t].add(ch), weights[t].add(ch));
+                a0 = S::fma(a0, S::load(xp), S::load(wp));
+                a1 = S::fma(a1, S::load(xp.add(lanes)), S::load(wp.add(lanes)));
+            }
+            S::store(o.add(ch), activate::<S>(a0, self.act));
+            S::store(o.add(ch + lanes), activate::<S>(a1, self.act));
+            ch += 2 * lanes;
+        }
+        while ch + lanes <= c {
+            let mut a0 = S::load(bias.add(ch));
+            for t in 0..n {
+                a0 = S::fma(a0, S::load(inputs[t].add(ch)), S::load(weights[t].add(ch)));
+            }
+            S::store(o.add(ch), activate::<S>(a0, self.act));
+            ch += lanes;
+        }
+        for ch in ch..c {
+            let mut acc = *bias.add(ch);
+            for t in 0..n {
+                acc += *inputs[t].add(ch) * *weights[t].add(ch);
+            }
+            *o.add(ch) = self.act.apply(acc);
+        }
+    }
+}
+
+/// Regular convolution (the stem) as an implicit GEMM: the input is copied once into a
+/// zero-padded buffer, and the GEMM reads each output pixel's window in place through two
+/// offset tables (row: the window's corner; column: tap and input channel), so no im2col
+/// matrix is written. The HWIO kernel is the `(k·k·cin) × cout` B in that column order.
+pub struct StemConv {
+    pub window: Window,
+    pub weight: PackedB,
+    pub act: Activation,
+    /// Per output pixel, the offset of its window's corner in the padded input.
+    rows: Vec<usize>,
+    /// Per (ky, kx, ci), the offset from the corner.
+    cols: Vec<usize>,
+}
+
+impl StemConv {
+    pub fn new(window: Window, hwio: &[f32], bias: &[f32], act: Activation) -> StemConv {
+        let (k, cin) = (window.kernel, window.input.c);
+        let weight = PackedB::new(k * k * cin, window.output.c, hwio, bias);
+        let padded_w = window.input.w + window.padding.left + window.padding.right;
+        let mut rows = Vec::with_capacity(window.output.h * window.output.w);
+        for oy in 0..window.output.h {
+            for ox in 0..window.output.w {
+                rows.push((oy * window.stride * padded_w + ox * window.stride) * cin);
+            }
+        }
+        let mut cols = Vec::with_capacity(k * k * cin);
+        for ky in 0..k {
+            for kx in 0..k {
+                cols.extend((0..cin).map(|ci| (ky * padded_w + kx) * cin + ci));
+            }
+        }
+        StemConv {
+            window,
+            weight,
+            act,
+            rows,
+            cols,
+        }
+    }
+
+    /// Floats of scratch `run` needs: the padded input.
+    pub fn scratch_len(&self) -> usize {
+        let w = &self.window;
+        let p = &w.padding;
+        (w.input.h + p.top + p.bottom) * (w.input.w + p.left + p.right) * w.input.c
+    }
+
+    pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let w = &self.window;
+        let (p, cin) = (&w.padding, w.input.c);
+        let padded = &mut scratch[..self.scratch_len()];
+        // Every value is written: zeros in the border, the input row by row inside.
+        let row_len = (w.input.w + p.left + p.right) * cin;
+        for (y, row) in padded.chunks_exact_mut(row_len).enumerate() {
+            match y.checked_sub(p.top).filter(|&iy| iy < w.input.h) {
+                Some(iy) => {
+                    let (left, rest) = row.split_at_mut(p.left * cin);
+                    let (inside, right) = rest.split_at_mut(w.input.w * cin);
+                    left.fill(0.0);
+                    inside.copy_from_slice(&input[iy * w.input.w * cin..][..w.input.w * cin]);
+                    right.fill(0.0);
+                }
+                None => row.fill(0.0),
+            }
+        }
+        Gemm {
+            m: self.rows.len(),
+            a: AMatrix::Gather {
+                data: padded,
+                rows: &self.rows,
+                cols: &self.cols,
+            },
+            b: &self.weight,
+            act: self.act,
+            residual: None,
+            c: out,
+            ldc: w.output.c,
+        }
+        .run(isa);
+    }
+}

@@ -1,0 +1,436 @@
+//! `C = act(A · B + bias) [+ residual]` with B packed once at load: the pointwise
+//! convolutions (M = pixels, K = input channels, N = output channels), the stem through
+//! im2col, and the fully connected layers (M = 1).
+//!
+//! B is packed into panels of [`NR`] = 16 columns, each panel `K` rows of 16 contiguous
+//! values (zero past N), so the micro-kernel streams one panel with unit stride. The
+//! micro-kernel keeps an `MR × 16` tile of C in registers (6 × 16 = 12 AVX2 registers, 24
+//! NEON registers), starts it from the bias, and applies the activation and the residual
+//! before its only store: C is written once, never zeroed or re-read.
+
+use mobilebench_models::ir::Activation;
+
+use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
+
+/// Columns of C per micro-kernel tile (and per packed panel).
+pub const NR: usize = 16;
+/// Rows of C per micro-kernel tile.
+const MR: usize = 6;
+/// A block of rows of A stays in L2 while every panel of B passes over it (each panel then
+/// comes from memory once per block, not once per tile): 256 KiB.
+const A_BLOCK_FLOATS: usize = 64 * 1024;
+
+/// A `K × N` row-major matrix and its `N` biases, in panel order.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    panels: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl PackedB {
+    /// `b` is `K × N` row-major (a 1×1 conv's `[cin][cout]`, an im2col'd HWIO kernel, an FC's
+    /// `[in][out]`).
+    pub fn new(k: usize, n: usize, b: &[f32], bias: &[f32]) -> PackedB {
+        assert_eq!(b.len(), k * n, "B is K × N");
+        assert_eq!(bias.len(), n, "one bias per column");
+        let count = n.div_ceil(NR);
+        let mut panels = vec![0.0; count * k * NR];
+        let mut packed_bias = vec![0.0; count * NR];
+        for p in 0..count {
+            let cols = (n - p * NR).min(NR);
+            for row in 0..k {
+                let src = &b[row * n + p * NR..][..cols];
+                panels[(p * k + row) * NR..][..cols].copy_from_slice(src);
+            }
+            packed_bias[p * NR..][..cols].copy_from_slice(&bias[p * NR..][..cols]);
+        }
+        PackedB {
+            k,
+            n,
+            panels,
+            bias: packed_bias,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// Where row `i`, column `kk` of A is.
+#[derive(Clone, Copy)]
+pub enum AMatrix<'a> {
+    /// Row-major: `data[i · stride + kk]` (activations, one pixel per row).
+    Rows { data: &'a [f32], stride: usize },
+    /// `data[rows[i] + cols[kk]]`: an implicit im2col, each output pixel's window read in
+    /// place (the stem convolution over its padded input).
+    Gather {
+        data: &'a [f32],
+        rows: &'a [usize],
+        cols: &'a [usize],
+    },
+}
+
+/// One GEMM: `m` rows of A times `b`, into C (row stride `ldc`), with an optional residual of
+/// C's shape added after the activation.
+pub struct Gemm<'a> {
+    pub m: usize,
+    pub a: AMatrix<'a>,
+    pub b: &'a PackedB,
+    pub act: Activation,
+    pub residual: Option<&'a [f32]>,
+    pub c: &'a mut [f32],
+    pub ldc: usize,
+}
+
+impl Gemm<'_> {
+    pub fn run(self, isa: Isa) {
+        let (m, k, n) = (self.m, self.b.k, self.b.n);
+        if m == 0 {
+            return;
+        }
+        // The kernel reads and writes through raw pointers within these extents.
+        assert!(self.ldc >= n);
+        match self.a {
+            AMatrix::Rows { data, stride } => {
+                assert!(
+                    stride >= k && data.len() >= (m - 1) * stride + k,
+                    "A too short"
+                )
+            }
+            AMatrix::Gather { data, rows, cols } => {
+                assert!(
+                    rows.len() >= m && cols.len() == k,
+                    "one offset per row and column"
+                );
+                let (row_max, col_max) = (rows[..m].iter().max(), cols.iter().max());
+                assert!(row_max.unwrap() + col_max.unwrap_or(&0) < data.len().max(1));
+            }
+        }
+        assert!(self.c.len() >= (m - 1) * self.ldc + n, "C too short");
+        if let Some(r) = self.residual {
+            assert!(r.len() >= (m - 1) * self.ldc + n, "residual too short");
+        }
+        dispatch(isa, self);
+    }
+}
+
+impl SimdOp for Gemm<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        match self.a {
+            AMatrix::Rows { data, stride } => {
+                let a = data.as_ptr();
+                // SAFETY: rows below `m` start inside A (asserted in `run`).
+                self.tiles::<S, _>(|i| unsafe { a.add(i * stride) }, Dense);
+            }
+            AMatrix::Gather { data, rows, cols } => {
+                let a = data.as_ptr();
+                // SAFETY: every row offset plus every column offset is inside A (asserted).
+                self.tiles::<S, _>(|i| unsafe { a.add(rows[i]) }, Table(cols));
+            }
+        }
+    }
+}
+
+impl Gemm<'_> {
+    /// Walks C in `MR × NR` tiles: blocks of rows of A, every panel of B over each block.
+    #[inline(always)]
+    fn tiles<S: Simd, C: Columns>(self, row: impl Fn(usize) -> *const f32, cols: C) {
+        let (m, k, n) = (self.m, self.b.k, self.b.n);
+        let block = (A_BLOCK_FLOATS / k.max(1) / MR).max(1) * MR;
+        let residual = self.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        let c = self.c.as_mut_ptr();
+        for m0 in (0..m).step_by(block) {
+            let m1 = (m0 + block).min(m);
+            for p in 0..n.div_ceil(NR) {
+                let tile = Tile {
+                    k,
+                    b: self.b.panels[p * k * NR..].as_ptr(),
+                    bias: self.b.bias[p * NR..].as_ptr(),
+                    cols: (n - p * NR).min(NR),
+                    act: self.act,
+                };
+                let mut i = m0;
+                while i < m1 {
+                    let rows = (m1 - i).min(MR);
+                    let offset = i * self.ldc + p * NR;
+                    // SAFETY: rows `i..i + rows` of A, C and the residual and columns
+                    // `p·NR..p·NR + cols` of C lie within the extents asserted in `run`.
+                    unsafe {
+                        let r = if residual.is_null() {
+                            residual
+                        } else {
+                            residual.add(offset)
+                        };
+                        let c = c.add(offset);
+                        let a = |j: usize| row(i + j.min(rows - 1));
+                        tile.compute_rows::<S, C>(rows, a, cols, r, c, self.ldc);
+                    }
+                    i += rows;
+                }
+            }
+        }
+    }
+}
+
+/// The offset of column `kk` within a row of A.
+trait Columns: Copy {
+    fn at(self, kk: usize) -> usize;
+}
+
+#[derive(Clone, Copy)]
+struct Dense;
+
+impl Columns for Dense {
+    #[inline(always)]
+    fn at(self, kk: usize) -> usize {
+        kk
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Table<'a>(&'a [usize]);
+
+impl Columns for Table<'_> {
+    #[inline(always)]
+    fn at(self, kk: usize) -> usize {
+        // SAFETY: kk < K = the table's length (asserted in `Gemm::run`).
+        unsafe { *self.0.get_unchecked(kk) }
+    }
+}
+
+/// Runs `$body` for `$r` = 0, 1, … below `$rows` (at most [`MR`]), written out: with a
+/// constant `$rows` every index into the accumulators is a constant, which is what lets the
+/// compiler keep them in registers (a loop it declines to unroll leaves them in memory).
+macro_rules! unrolled_rows {
+    ($rows:expr, |$r:ident| $body:block) => {{
+        const _: () = assert!(MR == 6, "unrolled_rows is written out for MR = 6");
+        unrolled_rows!(@each $rows, $r, $body, 0 1 2 3 4 5);
+    }};
+    (@each $rows:expr, $r:ident, $body:block, $($i:literal)*) => {
+        $(if $i < $rows {
+            let $r: usize = $i;
+            $body
+        })*
+    };
+}
+
+/// One packed panel of B and what the micro-kernel does with its output.
+struct Tile {
+    k: usize,
+    b: *const f32,
+    bias: *const f32,
+    /// Valid columns in this panel (16 except in the last).
+    cols: usize,
+    act: Activation,
+}
+
+impl Tile {
+    /// Picks the micro-kernel for `rows` rows and this panel's width: registers per row are
+    /// only those the valid columns need (an 8-column last panel costs one AVX2 register per
+    /// row, not two).
+    #[inline(always)]
+    unsafe fn compute_rows<S: Simd, C: Columns>(
+        &self,
+        rows: usize,
+        a: impl Fn(usize) -> *const f32,
+        cols: C,
+        residual: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        macro_rules! with_rows {
+            ($vecs:literal) => {
+                match rows {
+                    6 => self.compute::<S, 6, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                    5 => self.compute::<S, 5, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                    4 => self.compute::<S, 4, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                    3 => self.compute::<S, 3, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                    2 => self.compute::<S, 2, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                    _ => self.compute::<S, 1, $vecs, C>(
+                        std::array::from_fn(a),
+                        cols,
+                        residual,
+                        c,
+                        ldc,
+                    ),
+                }
+            };
+        }
+        match self.cols.div_ceil(S::LANES) {
+            1 => with_rows!(1),
+            2 => with_rows!(2),
+            3 => with_rows!(3),
+            _ => with_rows!(4),
+        }
+    }
+
+    /// `ROWS × VECS·LANES` of C. Safety: row `r` of A has its `k` columns at `a[r] + cols.at(kk)`;
+    /// the panel's `cols` columns of C (and of the residual, unless null) at stride `ldc`.
+    // Index loops on purpose: constant indices are what keep `acc` in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn compute<S: Simd, const ROWS: usize, const VECS: usize, C: Columns>(
+        &self,
+        a: [*const f32; ROWS],
+        cols: C,
+        residual: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // `VECS` registers per row: up to 2 on AVX2, 4 on NEON and portable.
+        let vecs = VECS.min(NR / S::LANES);
+        let mut acc = [[S::splat(0.0); VECS]; ROWS];
+        unrolled_rows!(ROWS, |r| {
+            for j in 0..vecs {
+                acc[r][j] = S::load(self.bias.add(j * S::LANES));
+            }
+        });
+        let mut b = self.b;
+        for kk in 0..self.k {
+            let mut bv = [S::splat(0.0); VECS];
+            for j in 0..vecs {
+                bv[j] = S::load(b.add(j * S::LANES));
+            }
+            let col = cols.at(kk);
+            unrolled_rows!(ROWS, |r| {
+                let av = S::splat(*a[r].add(col));
+                for j in 0..vecs {
+                    acc[r][j] = S::fma(acc[r][j], av, bv[j]);
+                }
+            });
+            b = b.add(NR);
+        }
+        // The activation and residual in registers, then the tile's only store.
+        let has_residual = !residual.is_null();
+        unrolled_rows!(ROWS, |r| {
+            let (c, residual) = (c.add(r * ldc), residual.wrapping_add(r * ldc));
+            for j in 0..vecs {
+                acc[r][j] = activate::<S>(acc[r][j], self.act);
+            }
+            if self.cols == vecs * S::LANES {
+                for j in 0..vecs {
+                    let mut v = acc[r][j];
+                    if has_residual {
+                        v = S::add(v, S::load(residual.add(j * S::LANES)));
+                    }
+                    S::store(c.add(j * S::LANES), v);
+                }
+            } else {
+                let mut tmp = [0.0f32; NR];
+                for j in 0..vecs {
+                    S::store(tmp.as_mut_ptr().add(j * S::LANES), acc[r][j]);
+                }
+                for (j, v) in tmp.iter().enumerate().take(self.cols) {
+                    let res = if has_residual { *residual.add(j) } else { 0.0 };
+                    *c.add(j) = v + res;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], bias: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = bias[j] + (0..k).map(|x| a[i * k + x] * b[x * n + j]).sum::<f32>();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32)
+            .map(|v| (v / (1u32 << 24) as f32) - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn every_tile_remainder_and_isa_matches_naive() {
+        // Rows cover every remainder of MR and more than one A block; columns every
+        // remainder of NR; K includes 1 and the stem's 27.
+        for isa in Isa::available() {
+            for (m, k, n) in [
+                (1, 1, 1),
+                (7, 27, 16),
+                (13, 5, 33),
+                (1, 64, 1000),
+                (1500, 9, 8),
+            ] {
+                let (a, b, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
+                let residual = values(m * n, 4);
+                let packed = PackedB::new(k, n, &b, &bias);
+                let expected = naive(m, k, n, &a, &b, &bias);
+                for act in [Activation::None, Activation::Relu6, Activation::HardSwish] {
+                    for with_residual in [false, true] {
+                        let mut c = vec![f32::NAN; m * n];
+                        Gemm {
+                            m,
+                            a: AMatrix::Rows {
+                                data: &a,
+                                stride: k,
+                            },
+                            b: &packed,
+                            act,
+                            residual: with_residual.then_some(&residual[..]),
+                            c: &mut c,
+                            ldc: n,
+                        }
+                        .run(isa);
+                        for (i, (got, want)) in c.iter().zip(&expected).enumerate() {
+                            let want =
+                                act.apply(*want) + if with_residual { residual[i] } else { 0.0 };
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * k as f32,
+                                "{isa:?} {m}×{k}×{n} {act:?} residual {with_residual}: \
+                                 C[{i}] = {got}, want {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The handful of SIMD operations the kernels need, behind one trait, so that each kernel is
+//! written once and compiled per instruction set: AVX2+FMA and NEON through `std::arch`, and
+//! a portable fallback for other targets.
+//!
+//! How the compilation works: a kernel is a [`SimdOp`] whose `run` is generic over [`Simd`]
+//! and `#[inline(always)]`; [`dispatch`] calls it from a `#[target_feature]` function, so after
+//! inlining the intrinsics sit in a function compiled for that instruction set.
+
+use mobilebench_models::ir::Activation;
+
+/// The instruction set the engine runs on, chosen once per process from the CPU's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX2 and FMA3: 8 lanes, fused multiply-add.
+    Avx2Fma,
+    /// aarch64 Advanced SIMD: 4 lanes, fused multiply-add (always present on aarch64).
+    Neon,
+    /// Plain Rust on 4-float arrays, for targets without either (the compiler vectorises what
+    /// it can for the baseline instruction set).
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2Fma;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            return Isa::Neon;
+        }
+        #[allow(unreachable_code)]
+        Isa::Portable
+    }
+
+    /// Every instruction set this CPU can run, best first (tests check each against the
+    /// reference).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        if best == Isa::Portable {
+            vec![best]
+        } else {
+            vec![best, Isa::Portable]
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2Fma => "avx2+fma",
+            Isa::Neon => "neon",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+/// A kernel invocation: its arguments, and its body written once for any [`Simd`].
+/// Implementations mark `run` `#[inline(always)]`, so that it compiles inside the
+/// `#[target_feature]` entry [`dispatch`] calls it from.
+pub trait SimdOp {
+    fn run<S: Simd>(self);
+}
+
+/// Runs `op` with the [`Simd`] implementation of `isa`.
+pub fn dispatch<Op: SimdOp>(isa: Isa, op: Op) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` is only chosen when the CPU reports AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { run_avx2_fma(op) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => op.run::<Neon>(),
+        Isa::Portable => op.run::<Portable>(),
+        #[allow(unreachable_patterns)]
+        other => unreachable!("{other:?} is not built for this target"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2_fma<Op: SimdOp>(op: Op) {
+    op.run::<Avx2>()
+}
+
+/// One SIMD register of `LANES` f32 values and the operations on it. Loads and stores are
+/// unaligned; callers guarantee `LANES` readable (writable) values at the pointer.
+pub trait Simd {
+    const LANES: usize;
+    type V: Copy;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `acc + a · b`, fused where the instruction set has it.
+    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// `act(v)` lane-wise, in the same operation order as [`Activation::apply`].
+#[inline(always)]
+pub unsafe fn activate<S: Simd>(v: S::V, act: Activation) -> S::V {
+    let clamp6 = |x| S::min(S::max(x, S::splat(0.0)), S::splat(6.0));
+    match act {
+        Activation::None => v,
+        Activation::Relu => S::max(v, S::splat(0.0)),
+        Activation::Relu6 => clamp6(v),
+        Activation::HardSwish => S::mul(
+            S::mul(v, clamp6(S::add(v, S::splat(3.0)))),
+            S::splat(1.0 / 6.0),
+        ),
+        Activation::HardSigmoid => S::mul(clamp6(S::add(v, S::splat(3.0))), S::splat(1.0 / 6.0)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx2 {
+    const LANES: usize = 8;
+    type V = std::arch::x86_64::__m256;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::x86_64::_mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_fmadd_ps(a, b, acc)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_min_ps(a, b)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub struct Neon;
+
+#[cfg(target_arch = "aarch64")]
+impl Simd for Neon {
+    const LANES: usize = 4;
+    type V = std::arch::aarch64::float32x4_t;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::aarch64::vdupq_n_f32(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::aarch64::vld1q_f32(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::aarch64::vst1q_f32(p, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vfmaq_f32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vaddq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vmulq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vmaxq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vminq_f32(a, b)
+    }
+}
+
+/// Four lanes in plain Rust; multiply and add are separate (a software `mul_add` is slow).
+pub struct Portable;
+
+impl Simd for Portable {
+    const LANES: usize = 4;
+    type V = [f32; 4];
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        [x; 4]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::ptr::read_unaligned(p as *const [f32; 4])
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::ptr::write_unaligned(p as *mut [f32; 4], v)
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| acc[i] + a[i] * b[i])
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i])
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i].max(b[i]))
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i].min(b[i]))
+    }
+}
