@@ -5,6 +5,7 @@
 //! logits, so every backend is fed the same buffer and compared on the same output.
 
 pub mod onnx;
+mod proto2;
 pub mod tflite;
 
 pub use mobilebench_models::BnMode;

@@ -321,5 +321,11 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
         graph: Some(b.graph),
         ..Default::default()
     };
-    Ok(proto.encode_to_vec())
+    // The reference (proto2) form of number lists, which every ONNX reader accepts.
+    crate::proto2::unpack_repeated_numbers(&proto.encode_to_vec()).map_err(|why| {
+        ExportError::Unsupported {
+            format: "onnx",
+            what: format!("the encoded model ({why})"),
+        }
+    })
 }

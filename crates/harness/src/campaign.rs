@@ -133,8 +133,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     drop(writer);
     // Whatever happened, what was measured is on disk: show it.
     let report_path = dir.join("report.md");
-    let tables = mobilebench_reports::latency_tables(&read_runs(std::slice::from_ref(&dir))?);
-    std::fs::write(&report_path, &tables)
+    let runs = read_runs(std::slice::from_ref(&dir))?;
+    let tables = mobilebench_reports::latency_tables(&runs);
+    let profiles = mobilebench_reports::profile_tables(&runs);
+    let report = if profiles.is_empty() {
+        tables.clone()
+    } else {
+        format!("{tables}\n## Where the time goes (`--profile-ops`)\n\n{profiles}")
+    };
+    std::fs::write(&report_path, &report)
         .with_context(|| format!("cannot write {}", report_path.display()))?;
     if !args.emit_rows {
         print!("{tables}");
@@ -268,6 +275,7 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         }
         .name()
         .into(),
+        profile_ops: args.profile_ops,
         core,
         weight_seed: args.seed,
         input_seed: DEFAULT_INPUT_SEED,

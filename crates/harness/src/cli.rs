@@ -114,6 +114,13 @@ pub(crate) struct RunArgs {
     /// loop, so a sample is the inference alone; the CSV's `timing` column says which)
     #[arg(long)]
     pub(crate) timed_io: bool,
+    /// After each timed loop (never inside it), run the model again (--runs times, at most
+    /// 200) timing every step of the engine's plan, and write ops.csv beside samples.csv:
+    /// per step its op, shapes, MACs, median time and GFLOP/s, with the core's measured FMA
+    /// peak; report.md gains a "where the time goes" table. Only `native` can time its steps;
+    /// other backends run as usual
+    #[arg(long)]
+    pub(crate) profile_ops: bool,
     /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy
     /// loss, backward and an SGD update of every weight, in training mode). Backends without a
     /// training step (all but the tch ones) are recorded unavailable, with the reason
@@ -136,7 +143,7 @@ pub(crate) struct RunArgs {
     pub(crate) out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io", "pair_timeout"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io", "pair_timeout", "profile_ops"])]
     pub(crate) resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]

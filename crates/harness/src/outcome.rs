@@ -5,8 +5,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+use mobilebench_backend::OpTiming;
 use mobilebench_results::stats;
-use mobilebench_results::{PairSamples, Status, SummaryRow};
+use mobilebench_results::{OpRow, PairSamples, Status, SummaryRow};
 
 use crate::probe::CoreState;
 use crate::worker::Event;
@@ -65,6 +66,44 @@ fn to_ns(ms: f64) -> f64 {
 pub struct RoundSamples {
     pub latencies_ns: Vec<u64>,
     pub gpu_ns: Option<Vec<u64>>,
+    /// `--profile-ops`: the step times, with the core's FMA peak and the engine's ISA.
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub steps: Vec<OpTiming>,
+    pub core_peak_gflops: f64,
+    pub isa: String,
+}
+
+impl Profile {
+    /// The rows of ops.csv for one pair's round.
+    pub fn rows(&self, row: &SummaryRow, round: u32) -> Vec<OpRow> {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(step, s)| {
+                let ms = s.median_ns as f64 / 1e6;
+                OpRow {
+                    device: row.device.clone(),
+                    model: row.model.clone(),
+                    backend: row.backend.clone(),
+                    round,
+                    step: step as u32,
+                    name: s.name.clone(),
+                    op: s.op.clone(),
+                    input_shape: s.input_shape.clone(),
+                    output_shape: s.output_shape.clone(),
+                    macs: s.macs,
+                    median_ms: ms,
+                    gflops: OpRow::achieved_gflops(s.macs, ms),
+                    core_peak_gflops: Some(self.core_peak_gflops),
+                    isa: self.isa.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 fn kib_to_mib(kib: u64) -> f64 {
@@ -78,6 +117,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
     let mut before = CoreState::default();
     let mut samples = RoundSamples::default();
     let mut pin_verified = false;
+    let mut profile = None;
     for event in &outcome.events {
         match event {
             Event::Pinned { core, before: b } => {
@@ -143,12 +183,24 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                 samples = RoundSamples {
                     latencies_ns: samples_ns.clone(),
                     gpu_ns: gpu_ns.clone(),
+                    profile: None,
                 };
             }
             Event::Failed { message } => {
                 row.status = Some(Status::Failed);
                 // One line: the first line of the error chain, which names the file and cause.
                 row.message = message.lines().next().unwrap_or_default().to_string();
+            }
+            Event::Profiled {
+                steps,
+                core_peak_gflops,
+                isa,
+            } => {
+                profile = Some(Profile {
+                    steps: steps.clone(),
+                    core_peak_gflops: *core_peak_gflops,
+                    isa: isa.clone(),
+                });
             }
             Event::Progress { .. } => {}
         }
@@ -197,6 +249,8 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
     }
     if row.status != Some(Status::Ok) {
         samples = RoundSamples::default();
+    } else {
+        samples.profile = profile;
     }
     // Keep flags set before the run (`emulated`).
     let earlier: Vec<String> = row.flag_list().iter().map(|f| f.to_string()).collect();

@@ -8,13 +8,18 @@ use mobilebench_backend::{
 use mobilebench_litert::{Accelerator, LiteRtBackend};
 use mobilebench_native::NativeBackend;
 use mobilebench_onnxruntime::OnnxRuntimeBackend;
+use mobilebench_rten::RtenBackend;
 use mobilebench_runtimes::{self as runtimes, Platform, Runtime};
 use mobilebench_tract::TractBackend;
 use mobilebench_wgpu::WgpuBackend;
 
 pub fn all() -> Vec<Box<dyn Backend>> {
     let cpu: Vec<Box<dyn Backend>> = vec![Box::new(NativeBackend), Box::new(OnnxRuntimeBackend)];
-    let rest: Vec<Box<dyn Backend>> = vec![Box::new(TractBackend), Box::new(WgpuBackend)];
+    let rest: Vec<Box<dyn Backend>> = vec![
+        Box::new(TractBackend),
+        Box::new(RtenBackend),
+        Box::new(WgpuBackend),
+    ];
     let litert = Accelerator::ALL
         .into_iter()
         .map(|accelerator| Box::new(LiteRtBackend { accelerator }) as Box<dyn Backend>);

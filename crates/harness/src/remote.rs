@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use mobilebench_devices::DeviceProfile;
-use mobilebench_results::{RunManifest, RunWriter, SampleRow, SummaryRow};
+use mobilebench_results::{OpRow, RunManifest, RunWriter, SampleRow, SummaryRow};
 use mobilebench_runtimes::{self as runtimes, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,9 @@ use sha2::{Digest, Sha256};
 pub struct RowMessage {
     pub summary: SummaryRow,
     pub samples: Vec<SampleRow>,
+    /// `--profile-ops` rows of the pair's round (older devices' binaries send none).
+    #[serde(default)]
+    pub ops: Vec<OpRow>,
 }
 
 pub const ROW_PREFIX: &str = "@mobilebench-row ";
@@ -468,6 +471,8 @@ impl<'a> Remote<'a> {
             {
                 continue; // resent by a resumed remote run, and already here
             }
+            mobilebench_results::append_ops(writer.lock().expect("writer lock").dir(), &msg.ops)
+                .with_context(|| format!("cannot record a pair of device {}", self.profile.name))?;
             writer
                 .lock()
                 .expect("writer lock")

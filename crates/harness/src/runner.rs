@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
 use mobilebench_models::{count, BnMode, ModelConfig};
-use mobilebench_results::{self as results, RunManifest, RunWriter, SampleRow, Status, SummaryRow};
+use mobilebench_results::{
+    self as results, OpRow, RunManifest, RunWriter, SampleRow, Status, SummaryRow,
+};
 
 use crate::agreement::{self, Agreement, PreparedZoo};
 use crate::children::{probe_availability, run_worker, stop_requested};
@@ -54,9 +56,11 @@ fn resend(ctx: &RunContext, run: &results::Run, model: &str, backend: &str) -> R
                 .collect()
         })
         .unwrap_or_default();
+    let ops = mobilebench_results::read_ops(&ctx.dir, std::slice::from_ref(row))?;
     let msg = crate::remote::RowMessage {
         summary: row.clone(),
         samples,
+        ops,
     };
     println!(
         "{}{}",
@@ -72,7 +76,10 @@ fn record(
     writer: &Mutex<RunWriter>,
     row: &SummaryRow,
     samples: &[SampleRow],
+    ops: &[OpRow],
 ) -> Result<()> {
+    // Before the summary row, which commits the round (read_ops ignores uncommitted rounds).
+    mobilebench_results::append_ops(&ctx.dir, ops)?;
     writer
         .lock()
         .expect("writer lock")
@@ -81,6 +88,7 @@ fn record(
         let msg = crate::remote::RowMessage {
             summary: row.clone(),
             samples: samples.to_vec(),
+            ops: ops.to_vec(),
         };
         println!(
             "{}{}",
@@ -229,7 +237,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                         let mut row = file_row(ctx, &machine, &label, path, "-");
                         row.status = Some(Status::Failed);
                         row.message = format!("{e:#}");
-                        record(ctx, writer, &row, &[])?;
+                        record(ctx, writer, &row, &[], &[])?;
                         for b in &backends {
                             done.insert((label.clone(), b.name().to_string()));
                         }
@@ -278,9 +286,13 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     pair.stopped = true;
                     continue;
                 };
+                let mut op_rows = Vec::new();
                 let (row, sample_rows) = if row.is_ok() {
                     let sample_rows =
                         row.sample_rows(round, &samples.latencies_ns, samples.gpu_ns.as_deref());
+                    if let Some(profile) = &samples.profile {
+                        op_rows = profile.rows(&row, round);
+                    }
                     (
                         pair.add(round, &row, samples, ctx.manifest.cv_threshold),
                         sample_rows,
@@ -294,7 +306,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     }
                     (row, Vec::new())
                 };
-                record(ctx, writer, &row, &sample_rows)
+                record(ctx, writer, &row, &sample_rows, &op_rows)
                     .with_context(|| format!("cannot record {tag}"))?;
                 eprintln!("{tag}: {}", one_line(&row));
             }
@@ -515,6 +527,7 @@ fn measure_pair(
         workload,
         bn,
         timing: timing_of(&ctx.manifest)?,
+        profile_ops: ctx.manifest.profile_ops,
         output_path: output.clone(),
     };
     if backend.software_adapter().is_some() {

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, Timing, Workload};
+use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, OpTiming, Timing, Workload};
 use mobilebench_models::{synthetic_for_shape, BnMode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{self, pin_current_thread, CoreState, Memory};
 use crate::registry;
 use crate::timing;
+
+/// `--profile-ops` times at most this many extra runs per pair and round.
+pub const MAX_PROFILE_RUNS: u32 = 200;
 
 /// What the worker loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct WorkerSpec {
     /// What a sample covers.
     #[serde(default)]
     pub timing: Timing,
+    /// Time every step after the timed loop (`--profile-ops`).
+    #[serde(default)]
+    pub profile_ops: bool,
     /// Where to write the last output (raw little-endian f32), for the agreement check.
     pub output_path: PathBuf,
 }
@@ -81,6 +87,13 @@ pub enum Event {
         /// What the worker could not do as asked (keep its helper thread off the core, read
         /// its memory), for `probe_notes`.
         notes: Vec<String>,
+    },
+    /// `--profile-ops`: the median time of every step of the engine's plan, after the timed
+    /// loop, and the core's measured FMA peak.
+    Profiled {
+        steps: Vec<OpTiming>,
+        core_peak_gflops: f64,
+        isa: String,
     },
     Failed {
         message: String,
@@ -287,6 +300,21 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
             None
         }
     };
+    if spec.profile_ops {
+        // After the timed loop and the output read: the samples are already taken.
+        match session.profile_ops(spec.runs.min(MAX_PROFILE_RUNS)) {
+            Some(Ok(steps)) => {
+                let isa = mobilebench_native::Isa::detect();
+                emit(&Event::Profiled {
+                    steps,
+                    core_peak_gflops: mobilebench_native::fma_peak_gflops(isa, 5),
+                    isa: isa.name().into(),
+                });
+            }
+            Some(Err(e)) => notes.push(format!("--profile-ops: {e}")),
+            None => {}
+        }
+    }
     let bytes: Vec<u8> = output.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&spec.output_path, bytes)
         .with_context(|| format!("cannot write {}", spec.output_path.display()))?;

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod plots;
+mod profile;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use mobilebench_results::{Run, SummaryRow};
 
 pub use mobilebench_results::format_ms;
+pub use profile::profile_tables;
 pub use tables::{can_win, device_table, latency_tables, model_table, stats_table};
 
 /// How the report picks what it shows.
@@ -116,6 +118,11 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
     }
     md.push_str("\n## Every pair\n\n");
     md.push_str(&stats_table(runs));
+    let profiles = profile_tables(runs);
+    if !profiles.is_empty() {
+        md.push_str("\n## Where the time goes (`--profile-ops`)\n\n");
+        md.push_str(&profiles);
+    }
     md
 }
 

@@ -329,6 +329,7 @@ mod tests {
             ],
             samples: Default::default(),
             skipped_rows: vec![],
+            ops: vec![],
         };
         let md = latency_tables(&[run]);
         let lines: Vec<&str> = md.lines().collect();
@@ -360,6 +361,7 @@ mod tests {
             ],
             samples: Default::default(),
             skipped_rows: vec![],
+            ops: vec![],
         };
         let md = latency_tables(std::slice::from_ref(&run));
         // tch crashed on one model: it keeps its column, with both cells.
@@ -384,6 +386,7 @@ mod tests {
             ],
             samples: Default::default(),
             skipped_rows: vec![],
+            ops: vec![],
         };
         let md = model_table(std::slice::from_ref(&run), &ReportOptions::default());
         assert!(md.contains("| 3.00 (native) |"), "{md}");
@@ -404,6 +407,7 @@ mod tests {
             ],
             samples: Default::default(),
             skipped_rows: vec![],
+            ops: vec![],
         };
         let md = latency_tables(&[run]);
         assert!(md.contains("### a") && md.contains("### b"));

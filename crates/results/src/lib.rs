@@ -1,11 +1,13 @@
 //! The results contract: `samples.csv` (one row per timed iteration) and `summary.csv` (one
 //! row per (model, backend) pair) in one run directory per device and timestamp, plus
-//! `run.json`, the plan that `--resume` continues. Every writer and reader uses these types.
+//! `run.json`, the plan that `--resume` continues, and with `--profile-ops` `ops.csv` (per-step
+//! times of engines that can report them). Every writer and reader uses these types.
 //!
 //! Rows are appended and flushed one pair at a time, so a crash loses at most the pair that
 //! was running. A pair may appear more than once in `summary.csv` (a crashed pair re-run by
 //! `--resume`): readers take the last row of each pair.
 
+mod ops;
 mod schema;
 pub mod stats;
 
@@ -16,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use schema::{Column, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
+pub use ops::{append_ops, read_ops, OpRow, OPS_FILE};
+pub use schema::{Column, OP_COLUMNS, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
 pub use stats::format_ms;
 
 pub const SAMPLES_FILE: &str = "samples.csv";
@@ -260,6 +263,9 @@ pub struct RunManifest {
     /// `infer` or `infer-with-io` (what one sample covers).
     #[serde(default = "legacy_timing")]
     pub timing: String,
+    /// `--profile-ops`: per-step times into ops.csv after each timed loop.
+    #[serde(default)]
+    pub profile_ops: bool,
     pub core: Option<usize>,
     pub weight_seed: u64,
     pub input_seed: u64,
@@ -420,6 +426,8 @@ pub struct Run {
     pub samples: HashMap<PairKey, PairSamples>,
     /// Rows that could not be parsed (a line cut by a crash), as `file:line`.
     pub skipped_rows: Vec<String>,
+    /// `--profile-ops` steps of the last round each pair's row counts (empty if none).
+    pub ops: Vec<OpRow>,
 }
 
 impl Run {
@@ -433,7 +441,13 @@ impl Run {
                 continue;
             }
             let key = row.key();
-            row.backend = format!("{} ({workload})", row.backend);
+            let label = format!("{} ({workload})", row.backend);
+            for op in &mut self.ops {
+                if (&op.device, &op.model, &op.backend) == (&row.device, &row.model, &row.backend) {
+                    op.backend = label.clone();
+                }
+            }
+            row.backend = label;
             if let Some(s) = self.samples.remove(&key) {
                 samples.insert(row.key(), s);
             }
@@ -487,11 +501,13 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
         }
         samples.insert(key, pair);
     }
+    let ops = read_ops(dir, &summary)?;
     Ok(Run {
         dir: dir.to_path_buf(),
         summary,
         samples,
         skipped_rows: skipped,
+        ops,
     })
 }
 

@@ -233,3 +233,48 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "what this machine did not expose (why a system column is empty) and what the worker could not do as asked (e.g. keep its helper threads off a one-core device)",
     ),
 ];
+
+pub const OP_COLUMNS: &[Column] = &[
+    col("device", "", "device profile name"),
+    col("model", "", "canonical model name"),
+    col("backend", "", "backend name (only `native` can time its steps)"),
+    col("round", "", "1-based round the profile was taken in"),
+    col("step", "", "0-based position of the step in the engine's plan"),
+    col(
+        "name",
+        "",
+        "the graph nodes the step runs, joined by `+` when the engine fused them",
+    ),
+    col(
+        "op",
+        "",
+        "their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add` when fused)",
+    ),
+    col("input_shape", "", "`HxWxC` of the step's first input"),
+    col("output_shape", "", "`HxWxC` of its output"),
+    col(
+        "macs",
+        "",
+        "multiply-accumulates of the step, counted as in the model tables",
+    ),
+    col(
+        "median_ms",
+        "ms",
+        "median wall time of the step over the profiled runs (`--runs`, at most 200, after the timed loop)",
+    ),
+    col(
+        "gflops",
+        "GFLOP/s",
+        "achieved: 2 × macs / median time (empty for steps without MACs)",
+    ),
+    col(
+        "core_peak_gflops",
+        "GFLOP/s",
+        "the pinned core's fp32 FMA peak, measured in the same worker by a register-only loop of independent fused multiply-adds in the engine's instruction set (best of 5 × 20 ms)",
+    ),
+    col(
+        "isa",
+        "",
+        "the instruction set the engine chose at run time (`avx2+fma`, `neon`, `portable`)",
+    ),
+];

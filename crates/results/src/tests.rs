@@ -40,6 +40,46 @@ fn documented_columns_are_the_serialised_headers() {
     let names = |cols: &[Column]| cols.iter().map(|c| c.name.to_string()).collect::<Vec<_>>();
     assert_eq!(header_of(&SummaryRow::default()), names(SUMMARY_COLUMNS));
     assert_eq!(header_of(&sample("m", 0)), names(SAMPLE_COLUMNS));
+    assert_eq!(header_of(&op_row(1, 0)), names(OP_COLUMNS));
+}
+
+fn op_row(round: u32, step: u32) -> OpRow {
+    OpRow {
+        device: "local".into(),
+        model: "m".into(),
+        backend: "native".into(),
+        round,
+        step,
+        name: format!("n{step}"),
+        op: "pointwise_conv".into(),
+        input_shape: "7x7x8".into(),
+        output_shape: "7x7x16".into(),
+        macs: 6272,
+        median_ms: 0.01 * f64::from(round),
+        gflops: OpRow::achieved_gflops(6272, 0.01),
+        core_peak_gflops: Some(100.0),
+        isa: "avx2+fma".into(),
+    }
+}
+
+#[test]
+fn ops_of_the_last_committed_round_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<OpRow> = (1..=3)
+        .flat_map(|round| (0..2).map(move |step| op_row(round, step)))
+        .collect();
+    append_ops(dir.path(), &rows).unwrap();
+    // The summary counts two rounds: round 3's rows (a crash before its commit) are ignored.
+    let mut committed = summary("m", Status::Ok);
+    committed.rounds = 2;
+    let read = read_ops(dir.path(), &[committed]).unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(read.iter().all(|r| r.round == 2), "{read:?}");
+    assert_eq!(
+        read_ops(dir.path(), &[]).unwrap(),
+        vec![],
+        "no summary row: nothing counts"
+    );
 }
 
 #[test]
@@ -157,6 +197,7 @@ fn manifest_round_trip() {
         rounds: 3,
         pair_timeout_s: 60,
         timing: "infer".into(),
+        profile_ops: true,
         core: Some(1),
         weight_seed: 1,
         input_seed: 2,
@@ -198,6 +239,7 @@ fn workload_labels_name_only_what_differs_from_the_default() {
         summary: vec![row("infer", 1, "fused"), row("train", 4, "separate")],
         samples: HashMap::new(),
         skipped_rows: vec![],
+        ops: vec![],
     };
     run.samples
         .insert(run.summary[1].key(), PairSamples::one_round(vec![7]));
@@ -210,7 +252,11 @@ fn workload_labels_name_only_what_differs_from_the_default() {
 #[test]
 fn readme_documents_every_column() {
     let readme = include_str!("../../../README.md");
-    for c in SUMMARY_COLUMNS.iter().chain(SAMPLE_COLUMNS) {
+    for c in SUMMARY_COLUMNS
+        .iter()
+        .chain(SAMPLE_COLUMNS)
+        .chain(OP_COLUMNS)
+    {
         let line = format!("| `{}` | {} | {} |", c.name, c.unit, c.meaning);
         assert!(readme.contains(&line), "README lacks or differs on: {line}");
     }

@@ -169,6 +169,22 @@ impl Availability {
     }
 }
 
+/// One step of an engine's plan and its median time over the profiled runs
+/// (`Session::profile_ops`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpTiming {
+    /// The graph nodes the step runs (joined by `+` when the engine fused them).
+    pub name: String,
+    /// Their op kinds (`pointwise_conv+add` when fused).
+    pub op: String,
+    /// `HxWxC` of the step's first input and of its output.
+    pub input_shape: String,
+    pub output_shape: String,
+    /// Multiply-accumulates, counted as in the model tables.
+    pub macs: u64,
+    pub median_ns: u64,
+}
+
 /// The configuration a run records in the summary CSV.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendSettings {
@@ -333,6 +349,13 @@ pub trait Session {
     fn settings(&self) -> BackendSettings;
     /// Device-side time of the last run (GPU timestamp queries), where the backend has it.
     fn last_device_time(&self) -> Option<Duration> {
+        None
+    }
+    /// `bench run --profile-ops`: `runs` more inferences (after the timed loop, never inside
+    /// it), each step timed; the median time of every step of the engine's plan. `None`: the
+    /// engine cannot time its steps (only `native` can).
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        let _ = runs;
         None
     }
     /// Input in, one iteration, output out: for tests and one-off uses, never the timed loop.

@@ -1,6 +1,8 @@
-//! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread, activations fused
-//! into the convolutions (or into the batch-norm pass with `--bn separate`), pointwise
-//! convolutions as SGEMM.
+//! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread. Pointwise
+//! convolutions, the stem and the FC layers run one GEMM with packed weights and the bias,
+//! activation and residual add fused into its store; depthwise convolutions have their own
+//! kernel; both are written once over a small SIMD trait and compiled for AVX2+FMA, NEON and
+//! a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
 
 mod conv;
 mod engine;
@@ -9,9 +11,11 @@ mod kernels;
 mod peak;
 mod simd;
 
+use std::time::Duration;
+
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    ModelSource, Session, SourceKind, Workload,
+    ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 
 pub use engine::{Engine, StepInfo};
@@ -28,7 +32,7 @@ impl Backend for NativeBackend {
         "native"
     }
     fn description(&self) -> &'static str {
-        "mobilebench's pure-Rust engine (NHWC f32, one thread, SGEMM pointwise)"
+        "mobilebench's pure-Rust engine (NHWC f32, one thread, AVX2/NEON kernels chosen at run time)"
     }
     fn availability(&self) -> Availability {
         Availability::Available {
@@ -85,6 +89,34 @@ impl Session for NativeSession {
         output.copy_from_slice(&self.output);
         Ok(())
     }
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        let steps: Vec<StepInfo> = self.engine.steps().cloned().collect();
+        let mut per_step: Vec<Vec<u64>> = vec![Vec::with_capacity(runs as usize); steps.len()];
+        let mut times = vec![Duration::ZERO; steps.len()];
+        for _ in 0..runs.max(1) {
+            times.fill(Duration::ZERO);
+            self.engine
+                .run_timed(&self.input, &mut self.output, &mut times);
+            for (all, t) in per_step.iter_mut().zip(&times) {
+                all.push(t.as_nanos() as u64);
+            }
+        }
+        Some(Ok(steps
+            .into_iter()
+            .zip(per_step)
+            .map(|(info, mut ns)| {
+                ns.sort_unstable();
+                OpTiming {
+                    name: info.name,
+                    op: info.op,
+                    input_shape: info.input_shape,
+                    output_shape: info.output_shape,
+                    macs: info.macs,
+                    median_ns: ns[ns.len() / 2],
+                }
+            })
+            .collect()))
+    }
     fn settings(&self) -> BackendSettings {
         BackendSettings {
             library_version: format!("mobilebench-native {}", env!("CARGO_PKG_VERSION")),
@@ -92,12 +124,13 @@ impl Session for NativeSession {
             precision: "fp32".into(),
             adapter: "cpu".into(),
             settings: format!(
-                "bn={};pointwise=matrixmultiply-sgemm",
+                "bn={};isa={};pointwise=packed-gemm-6x16",
                 if self.bn_separate {
                     "separate"
                 } else {
                     "folded"
-                }
+                },
+                self.engine.isa().name()
             ),
         }
     }

@@ -1,0 +1,103 @@
+//! `ops.csv` (`bench run --profile-ops`): one row per step of an engine's plan, per pair and
+//! round, beside samples.csv. Written before the round's summary row, so a round the summary
+//! does not count may have rows here; readers keep, per pair, the last round the summary
+//! counts.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{io_err, open_append, ResultsError, SummaryRow};
+
+pub const OPS_FILE: &str = "ops.csv";
+
+/// One step of one pair's plan in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRow {
+    pub device: String,
+    pub model: String,
+    pub backend: String,
+    pub round: u32,
+    pub step: u32,
+    pub name: String,
+    pub op: String,
+    pub input_shape: String,
+    pub output_shape: String,
+    pub macs: u64,
+    pub median_ms: f64,
+    pub gflops: Option<f64>,
+    pub core_peak_gflops: Option<f64>,
+    pub isa: String,
+}
+
+impl OpRow {
+    /// Achieved GFLOP/s (one MAC = 2 flops) of `macs` in `ms`; `None` for steps without MACs
+    /// or without time.
+    pub fn achieved_gflops(macs: u64, ms: f64) -> Option<f64> {
+        (macs > 0 && ms > 0.0).then(|| 2.0 * macs as f64 / ms / 1e6)
+    }
+}
+
+/// Appends rows to `dir/ops.csv` (header only into a new file), flushed to disk.
+pub fn append_ops(dir: &Path, rows: &[OpRow]) -> Result<(), ResultsError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(OPS_FILE);
+    let mut w = open_append(&path)?;
+    for r in rows {
+        w.serialize(r).map_err(|source| ResultsError::Csv {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    w.flush().map_err(io_err(&path))?;
+    w.get_ref().sync_data().map_err(io_err(&path))
+}
+
+/// The rows of `dir/ops.csv` (none if the run was not profiled) of the last round each pair's
+/// summary row counts, in step order.
+pub fn read_ops(dir: &Path, summary: &[SummaryRow]) -> Result<Vec<OpRow>, ResultsError> {
+    let path = dir.join(OPS_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut reader = csv::Reader::from_path(&path).map_err(|source| ResultsError::Csv {
+        path: path.clone(),
+        source,
+    })?;
+    let all: Vec<OpRow> = reader
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .map_err(|source| ResultsError::Csv {
+            path: path.clone(),
+            source,
+        })?;
+    let committed = |r: &OpRow| {
+        summary
+            .iter()
+            .rev()
+            .find(|s| s.device == r.device && s.model == r.model && s.backend == r.backend)
+            .map_or(0, |s| s.rounds)
+    };
+    let mut last_round = std::collections::HashMap::new();
+    for r in all.iter().filter(|r| r.round <= committed(r)) {
+        let key = (r.device.as_str(), r.model.as_str(), r.backend.as_str());
+        let best = last_round.entry(key).or_insert(r.round);
+        *best = (*best).max(r.round);
+    }
+    let mut kept: Vec<OpRow> = all
+        .iter()
+        .filter(|r| {
+            last_round.get(&(r.device.as_str(), r.model.as_str(), r.backend.as_str()))
+                == Some(&r.round)
+        })
+        .cloned()
+        .collect();
+    // A round re-run by --resume appends again: the last row of each step wins.
+    kept.reverse();
+    let mut seen = std::collections::HashSet::new();
+    kept.retain(|r| seen.insert((r.device.clone(), r.model.clone(), r.backend.clone(), r.step)));
+    kept.reverse();
+    Ok(kept)
+}
