@@ -125,8 +125,29 @@ impl DepthwiseOp<'_> {
         let mut taps = [(0, 0); MAX_TAPS];
         let mut inputs = [std::ptr::null(); MAX_TAPS];
         let mut weights = [std::ptr::null(); MAX_TAPS];
+        // 3×3 layers whose channels fill whole registers take groups of interior pixels
+        // weight-stationary (`pixel_group`); the rest of each row goes pixel by pixel.
+        let grouped = K == 3 && c % S::LANES == 0;
         for oy in 0..w.output.h {
-            for ox in 0..w.output.w {
+            let mut ox = 0;
+            while ox < w.output.w {
+                if grouped && ox + GROUP <= w.output.w {
+                    if let (Some(origin), Some(_)) =
+                        (w.interior(oy, ox), w.interior(oy, ox + GROUP - 1))
+                    {
+                        // SAFETY: every pixel of the group is interior (its first and last
+                        // are, and the ones between lie between them).
+                        unsafe {
+                            conv.pixel_group::<S, TAPS>(
+                                x.add(origin * c),
+                                &rel,
+                                out.add((oy * w.output.w + ox) * c),
+                            );
+                        }
+                        ox += GROUP;
+                        continue;
+                    }
+                }
                 unsafe {
                     let o = out.add((oy * w.output.w + ox) * c);
                     match w.interior(oy, ox) {
@@ -146,7 +167,48 @@ impl DepthwiseOp<'_> {
                         }
                     }
                 }
+                ox += 1;
             }
+        }
+    }
+}
+
+/// Output pixels of one row computed together by `pixel_group`.
+const GROUP: usize = 4;
+
+impl Depthwise {
+    /// `GROUP` horizontally adjacent interior output pixels, one register of channels at a
+    /// time with that register's `TAPS` weights held in registers: each weight is loaded once
+    /// for the group instead of once per pixel (the per-pixel path is bound by its loads),
+    /// and the group's accumulators are independent FMA chains. `x` is the first pixel's
+    /// window corner, `rel` the taps' offsets from it; needs `c` a multiple of the lanes.
+    // Index loops on purpose: constant indices keep the accumulators in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn pixel_group<S: Simd, const TAPS: usize>(
+        &self,
+        x: *const f32,
+        rel: &[usize; TAPS],
+        o: *mut f32,
+    ) {
+        let c = self.window.input.c;
+        let step = self.window.stride * c;
+        let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let mut ch = 0;
+        while ch < c {
+            let taps: [S::V; TAPS] = std::array::from_fn(|t| S::load(w.add(t * c + ch)));
+            let b = S::load(bias.add(ch));
+            let mut acc = [b; GROUP];
+            for t in 0..TAPS {
+                let x = x.add(rel[t] + ch);
+                for p in 0..GROUP {
+                    acc[p] = S::fma(acc[p], S::load(x.add(p * step)), taps[t]);
+                }
+            }
+            for p in 0..GROUP {
+                S::store(o.add(p * c + ch), activate::<S>(acc[p], self.act));
+            }
+            ch += S::LANES;
         }
     }
 }
@@ -158,6 +220,8 @@ impl Depthwise {
     /// One output pixel over all channels from its first `n` taps: tap `t` reads input at
     /// `inputs[t]` with weights at `weights[t]`. With `n` a constant (the interior path) the
     /// tap loops unroll. Safety: every pointer has `c` readable values.
+    // Index loops on purpose: constant indices keep the accumulators in registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn pixel<S: Simd, const TAPS: usize>(
         &self,
@@ -169,25 +233,70 @@ impl Depthwise {
         let c = self.window.input.c;
         let (bias, lanes) = (self.bias.as_ptr(), S::LANES);
         let mut ch = 0;
-        // Two registers per step while they fit, then one, then scalars.
-        while ch + 2 * lanes <= c {
-            let mut a0 = S::load(bias.add(ch));
-            let mut a1 = S::load(bias.add(ch + lanes));
-            for t in 0..n {
-                let (xp, wp) = (inputs[t].add(ch), weights[t].add(ch));
-                a0 = S::fma(a0, S::load(xp), S::load(wp));
-                a1 = S::fma(a1, S::load(xp.add(lanes)), S::load(wp.add(lanes)));
+        // An FMA waits for the previous one on its accumulator (4 cycles on current cores),
+        // so one accumulator per register would leave the FMA units idle between taps: four
+        // registers of channels, each with two partial sums (even and odd taps), keep eight
+        // independent chains in flight. Then one register at a time, then scalars.
+        while ch + 4 * lanes <= c {
+            let mut even: [S::V; 4] = std::array::from_fn(|j| S::load(bias.add(ch + j * lanes)));
+            let mut odd = [S::splat(0.0); 4];
+            let mut t = 0;
+            while t + 1 < n {
+                for j in 0..4 {
+                    let off = ch + j * lanes;
+                    even[j] = S::fma(
+                        even[j],
+                        S::load(inputs[t].add(off)),
+                        S::load(weights[t].add(off)),
+                    );
+                    odd[j] = S::fma(
+                        odd[j],
+                        S::load(inputs[t + 1].add(off)),
+                        S::load(weights[t + 1].add(off)),
+                    );
+                }
+                t += 2;
             }
-            S::store(o.add(ch), activate::<S>(a0, self.act));
-            S::store(o.add(ch + lanes), activate::<S>(a1, self.act));
-            ch += 2 * lanes;
+            if t < n {
+                for j in 0..4 {
+                    let off = ch + j * lanes;
+                    even[j] = S::fma(
+                        even[j],
+                        S::load(inputs[t].add(off)),
+                        S::load(weights[t].add(off)),
+                    );
+                }
+            }
+            for j in 0..4 {
+                let v = activate::<S>(S::add(even[j], odd[j]), self.act);
+                S::store(o.add(ch + j * lanes), v);
+            }
+            ch += 4 * lanes;
         }
         while ch + lanes <= c {
-            let mut a0 = S::load(bias.add(ch));
-            for t in 0..n {
-                a0 = S::fma(a0, S::load(inputs[t].add(ch)), S::load(weights[t].add(ch)));
+            let (mut even, mut odd) = (S::load(bias.add(ch)), S::splat(0.0));
+            let mut t = 0;
+            while t + 1 < n {
+                even = S::fma(
+                    even,
+                    S::load(inputs[t].add(ch)),
+                    S::load(weights[t].add(ch)),
+                );
+                odd = S::fma(
+                    odd,
+                    S::load(inputs[t + 1].add(ch)),
+                    S::load(weights[t + 1].add(ch)),
+                );
+                t += 2;
             }
-            S::store(o.add(ch), activate::<S>(a0, self.act));
+            if t < n {
+                even = S::fma(
+                    even,
+                    S::load(inputs[t].add(ch)),
+                    S::load(weights[t].add(ch)),
+                );
+            }
+            S::store(o.add(ch), activate::<S>(S::add(even, odd), self.act));
             ch += lanes;
         }
         for ch in ch..c {
