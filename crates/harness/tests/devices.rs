@@ -175,6 +175,12 @@ fn emulated_devices_end_to_end_two_at_once_and_resume_after_a_dropped_link() {
             native["flags"].split(';').any(|f| f == "emulated"),
             "{native:?}"
         );
+        // The aarch64 engine ran its NEON kernels and agreed with the reference.
+        assert!(native["settings"].contains("isa=neon"), "{native:?}");
+        assert!(
+            !native["flags"].split(';').any(|f| f == "disagrees"),
+            "{native:?}"
+        );
         let litert = rows
             .iter()
             .find(|r| r["device"] == device && r["backend"] == "litert-xnnpack")

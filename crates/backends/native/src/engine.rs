@@ -178,56 +178,63 @@ impl Engine {
     }
 
     fn execute(&mut self, input: &[f32], output: &mut [f32], mut times: Option<&mut [Duration]>) {
-        let isa = self.isa;
-        for (index, step) in self.steps.iter().enumerate() {
+        for index in 0..self.steps.len() {
             let start = times.is_some().then(Instant::now);
-            // Take the output buffer out so inputs can be borrowed beside it (no allocation:
-            // `take` leaves an empty Vec behind). Plans never alias an output with an input.
-            let mut out = std::mem::take(&mut self.buffers[step.output]);
-            let dst = &mut out[..step.output_len];
-            let read = |(src, len): (Src, usize)| -> &[f32] {
-                match src {
-                    Src::Input => &input[..len],
-                    Src::Buffer(b) => &self.buffers[b][..len],
-                }
-            };
-            let a = read(step.inputs[0]);
-            match &step.kernel {
-                Kernel::Pointwise {
-                    pixels,
-                    weight,
-                    act,
-                    residual,
-                } => Gemm {
-                    m: *pixels,
-                    a: AMatrix::Rows {
-                        data: a,
-                        stride: weight.k(),
-                    },
-                    b: weight,
-                    act: *act,
-                    residual: residual.then(|| read(step.inputs[1])),
-                    c: dst,
-                    ldc: weight.n(),
-                }
-                .run(isa),
-                Kernel::Depthwise(k) => k.run(isa, a, dst),
-                Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
-                Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
-                Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(a, *channels, dst),
-                Kernel::FullyConnected(k) => k.run(isa, a, dst),
-                Kernel::Add => kernels::add(a, read(step.inputs[1]), dst),
-            }
-            if let Some(bn) = &step.batch_norm {
-                bn.run(dst);
-            }
-            self.buffers[step.output] = out;
+            self.run_step(input, index);
             if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
                 times[index] += start.elapsed();
             }
         }
         let last = self.steps.last().expect("a graph has nodes");
         output.copy_from_slice(&self.buffers[last.output][..self.output_len]);
+    }
+
+    /// Step `index` of the plan alone, reading whatever its input buffers hold (the micro-
+    /// benchmarks time each kernel this way, after one full run has filled them).
+    pub fn run_step(&mut self, input: &[f32], index: usize) {
+        let isa = self.isa;
+        let step = &self.steps[index];
+        // Take the output buffer out so inputs can be borrowed beside it (no allocation:
+        // `take` leaves an empty Vec behind). Plans never alias an output with an input.
+        let mut out = std::mem::take(&mut self.buffers[step.output]);
+        let dst = &mut out[..step.output_len];
+        let read = |(src, len): (Src, usize)| -> &[f32] {
+            match src {
+                Src::Input => &input[..len],
+                Src::Buffer(b) => &self.buffers[b][..len],
+            }
+        };
+        let a = read(step.inputs[0]);
+        match &step.kernel {
+            Kernel::Pointwise {
+                pixels,
+                weight,
+                act,
+                residual,
+            } => Gemm {
+                m: *pixels,
+                a: AMatrix::Rows {
+                    data: a,
+                    stride: weight.k(),
+                },
+                b: weight,
+                act: *act,
+                residual: residual.then(|| read(step.inputs[1])),
+                c: dst,
+                ldc: weight.n(),
+            }
+            .run(isa),
+            Kernel::Depthwise(k) => k.run(isa, a, dst),
+            Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
+            Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
+            Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(a, *channels, dst),
+            Kernel::FullyConnected(k) => k.run(isa, a, dst),
+            Kernel::Add => kernels::add(a, read(step.inputs[1]), dst),
+        }
+        if let Some(bn) = &step.batch_norm {
+            bn.run(dst);
+        }
+        self.buffers[step.output] = out;
     }
 }
 

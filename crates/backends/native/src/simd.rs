@@ -239,3 +239,24 @@ impl Simd for Portable {
         std::array::from_fn(|i| a[i].min(b[i]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel tests run on every ISA of `Isa::available`; this pins which one is best, so
+    /// an aarch64 build (CI runs it under qemu-user) is known to have exercised NEON.
+    #[test]
+    fn the_best_instruction_set_is_chosen() {
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(Isa::detect(), Isa::Neon);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            Isa::detect() == Isa::Avx2Fma,
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        );
+        assert_eq!(Isa::available()[0], Isa::detect());
+        assert_eq!(Isa::available().last(), Some(&Isa::Portable));
+    }
+}
