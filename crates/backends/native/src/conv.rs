@@ -127,7 +127,7 @@ impl DepthwiseOp<'_> {
         let mut weights = [std::ptr::null(); MAX_TAPS];
         // 3×3 layers whose channels fill whole registers take groups of interior pixels
         // weight-stationary (`pixel_group`); the rest of each row goes pixel by pixel.
-        let grouped = K == 3 && c % S::LANES == 0;
+        let grouped = K == 3 && c.is_multiple_of(S::LANES);
         for oy in 0..w.output.h {
             let mut ox = 0;
             while ox < w.output.w {
