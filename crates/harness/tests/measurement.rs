@@ -269,3 +269,59 @@ fn a_run_recorded_before_the_timing_contract_is_not_resumed() {
         "nothing may be appended"
     );
 }
+
+#[test]
+fn profile_ops_writes_every_native_step_outside_the_samples() {
+    let _guard = lock();
+    let out = tempfile::tempdir().unwrap();
+    let model = "mobilenet_v3_small_0.25_64";
+    bench_run(
+        out.path(),
+        &[
+            "--models",
+            model,
+            "--backends",
+            "native,noop",
+            "--warmup",
+            "2",
+            "--runs",
+            "10",
+            "--rounds",
+            "2",
+            "--profile-ops",
+        ],
+    );
+    let dir = run_dir(out.path());
+    // The samples are the timed loop's alone: exactly runs × rounds per pair.
+    assert!(common::sample_counts(&dir).values().all(|&n| n == 20));
+    let text = std::fs::read_to_string(dir.join("ops.csv")).expect("ops.csv written");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let ops: Vec<HashMap<String, String>> = reader.deserialize().map(|r| r.unwrap()).collect();
+    // Only native times its steps; noop ran as usual and has none.
+    assert!(ops.iter().all(|o| o["backend"] == "native"), "{ops:?}");
+    // One profile per round, each the whole plan: its steps' MACs add up to the model's.
+    let rows = final_rows(&dir);
+    let macs: u64 = pair(&rows, model, "native")["macs"].parse().unwrap();
+    for round in ["1", "2"] {
+        let steps: Vec<_> = ops.iter().filter(|o| o["round"] == round).collect();
+        assert!(steps.len() > 20, "round {round}: {} steps", steps.len());
+        let sum: u64 = steps
+            .iter()
+            .map(|o| o["macs"].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(sum, macs, "round {round}");
+        for o in &steps {
+            assert!(number(o, "median_ms") > 0.0, "{o:?}");
+            assert!(number(o, "core_peak_gflops") > 0.0, "{o:?}");
+        }
+    }
+    // Both the run's report.md and `bench report` show where the time goes.
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("Where the time goes"), "{report}");
+    assert!(
+        report.contains(&format!("### {model} × native on local")),
+        "{report}"
+    );
+    let md = stdout(&bench(&["report", dir.to_str().unwrap()]));
+    assert!(md.contains("| pointwise_conv |"), "{md}");
+}

@@ -27,7 +27,7 @@ fn every_cpu_backend_runs_zoo_models_and_agrees_with_native() {
         "--models",
         "mobilenet_v3_small_0.5_96,mobilenet_v2_0.35_96,mobilenet_v1_0.25_128",
         "--backends",
-        "native,onnxruntime,litert-builtin,litert-xnnpack,tract",
+        "native,onnxruntime,litert-builtin,litert-xnnpack,tract,rten",
         "--warmup",
         "2",
         "--runs",
@@ -38,7 +38,7 @@ fn every_cpu_backend_runs_zoo_models_and_agrees_with_native() {
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = run_dir(tmp.path());
     let rows = summary(&dir);
-    assert_eq!(rows.len(), 15);
+    assert_eq!(rows.len(), 18);
     for row in &rows {
         let pair = format!("{} × {}", row["model"], row["backend"]);
         assert_eq!(row["status"], "ok", "{pair}: {}", row["message"]);
@@ -168,7 +168,7 @@ fn a_torchvision_mobilenet_runs_on_every_backend_that_reads_onnx() {
     }
     let rows = summary(&run_dir(&tmp.path().join("results")));
     let backends: Vec<&str> = rows.iter().map(|r| r["backend"].as_str()).collect();
-    assert_eq!(backends, ["onnxruntime", "tract"]);
+    assert_eq!(backends, ["onnxruntime", "tract", "rten"]);
     for row in &rows {
         assert_eq!(row["status"], "ok", "{row:?}");
         assert_eq!(row["input_shape"], "1x3x224x224");

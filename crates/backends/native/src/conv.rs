@@ -1,6 +1,6 @@
-//! The spatial convolutions: depthwise (vectorised over channels, one pass per output pixel
-//! with the whole tile in registers) and the regular convolution of the stem (im2col of a
-//! block of output pixels into the shared GEMM).
+//! The spatial convolutions: depthwise (vectorised over channels, the window's taps unrolled
+//! for interior pixels, padding handled once per pixel) and the regular convolution of the
+//! stem (an implicit GEMM over its zero-padded input).
 
 use mobilebench_models::ir::{Activation, Padding, Shape};
 
@@ -73,6 +73,10 @@ impl Depthwise {
         let c = w.input.c;
         assert!(input.len() >= w.input.len() && out.len() >= w.output.len());
         assert!(self.weight.len() == w.kernel * w.kernel * c && self.bias.len() == c);
+        assert!(
+            w.kernel * w.kernel <= MAX_TAPS,
+            "depthwise kernels up to 7×7"
+        );
         dispatch(
             isa,
             DepthwiseOp {
