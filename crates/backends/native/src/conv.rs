@@ -242,65 +242,11 @@ impl Depthwise {
         // registers of channels, each with two partial sums (even and odd taps), keep eight
         // independent chains in flight. Then one register at a time, then scalars.
         while ch + 4 * lanes <= c {
-            let mut even: [S::V; 4] = std::array::from_fn(|j| S::load(bias.add(ch + j * lanes)));
-            let mut odd = [S::splat(0.0); 4];
-            let mut t = 0;
-            while t + 1 < n {
-                for j in 0..4 {
-                    let off = ch + j * lanes;
-                    even[j] = S::fma(
-                        even[j],
-                        S::load(inputs[t].add(off)),
-                        S::load(weights[t].add(off)),
-                    );
-                    odd[j] = S::fma(
-                        odd[j],
-                        S::load(inputs[t + 1].add(off)),
-                        S::load(weights[t + 1].add(off)),
-                    );
-                }
-                t += 2;
-            }
-            if t < n {
-                for j in 0..4 {
-                    let off = ch + j * lanes;
-                    even[j] = S::fma(
-                        even[j],
-                        S::load(inputs[t].add(off)),
-                        S::load(weights[t].add(off)),
-                    );
-                }
-            }
-            for j in 0..4 {
-                let v = activate::<S>(S::add(even[j], odd[j]), self.act);
-                S::store(o.add(ch + j * lanes), v);
-            }
+            self.channels::<S, TAPS, 4>(inputs, weights, n, ch, o);
             ch += 4 * lanes;
         }
         while ch + lanes <= c {
-            let (mut even, mut odd) = (S::load(bias.add(ch)), S::splat(0.0));
-            let mut t = 0;
-            while t + 1 < n {
-                even = S::fma(
-                    even,
-                    S::load(inputs[t].add(ch)),
-                    S::load(weights[t].add(ch)),
-                );
-                odd = S::fma(
-                    odd,
-                    S::load(inputs[t + 1].add(ch)),
-                    S::load(weights[t + 1].add(ch)),
-                );
-                t += 2;
-            }
-            if t < n {
-                even = S::fma(
-                    even,
-                    S::load(inputs[t].add(ch)),
-                    S::load(weights[t].add(ch)),
-                );
-            }
-            S::store(o.add(ch), activate::<S>(S::add(even, odd), self.act));
+            self.channels::<S, TAPS, 1>(inputs, weights, n, ch, o);
             ch += lanes;
         }
         for ch in ch..c {
@@ -309,6 +255,54 @@ impl Depthwise {
                 acc += *inputs[t].add(ch) * *weights[t].add(ch);
             }
             *o.add(ch) = self.act.apply(acc);
+        }
+    }
+
+    /// `REGS` registers of channels from `ch` of one pixel (see `pixel`), each summed in two
+    /// halves (even and odd taps).
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn channels<S: Simd, const TAPS: usize, const REGS: usize>(
+        &self,
+        inputs: &[*const f32; TAPS],
+        weights: &[*const f32; TAPS],
+        n: usize,
+        ch: usize,
+        o: *mut f32,
+    ) {
+        let (bias, lanes) = (self.bias.as_ptr(), S::LANES);
+        let mut even: [S::V; REGS] = std::array::from_fn(|j| S::load(bias.add(ch + j * lanes)));
+        let mut odd = [S::splat(0.0); REGS];
+        let mut t = 0;
+        while t + 1 < n {
+            for j in 0..REGS {
+                let off = ch + j * lanes;
+                even[j] = S::fma(
+                    even[j],
+                    S::load(inputs[t].add(off)),
+                    S::load(weights[t].add(off)),
+                );
+                odd[j] = S::fma(
+                    odd[j],
+                    S::load(inputs[t + 1].add(off)),
+                    S::load(weights[t + 1].add(off)),
+                );
+            }
+            t += 2;
+        }
+        if t < n {
+            for j in 0..REGS {
+                let off = ch + j * lanes;
+                even[j] = S::fma(
+                    even[j],
+                    S::load(inputs[t].add(off)),
+                    S::load(weights[t].add(off)),
+                );
+            }
+        }
+        for j in 0..REGS {
+            let v = activate::<S>(S::add(even[j], odd[j]), self.act);
+            S::store(o.add(ch + j * lanes), v);
         }
     }
 }
