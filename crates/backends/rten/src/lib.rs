@@ -88,10 +88,29 @@ impl Backend for RtenBackend {
             output_len: 0,
             pinned,
         };
-        // One run at load to learn the output's length (the ONNX file may not state it).
-        session.infer()?;
-        session.output_len = session.output_values()?.len();
-        session.output = None;
+        // The output's length from the file; only a file that leaves it open costs a run here
+        // (counted in init_ms, so first_inference_ms is then not rten's very first).
+        let declared: Option<usize> = session
+            .model
+            .node_info(output_id)
+            .and_then(|info| info.shape())
+            .and_then(|dims| {
+                dims.iter()
+                    .map(|d| match d {
+                        Dimension::Fixed(n) => Some(*n),
+                        Dimension::Symbolic(_) => None,
+                    })
+                    .product()
+            });
+        session.output_len = match declared {
+            Some(len) => len,
+            None => {
+                session.infer()?;
+                let len = session.output_values()?.len();
+                session.output = None;
+                len
+            }
+        };
         Ok(Box::new(session))
     }
 }
