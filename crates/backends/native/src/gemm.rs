@@ -323,7 +323,28 @@ impl Tile {
             }
         });
         let mut b = self.b;
-        for kk in 0..self.k {
+        let mut kk = 0;
+        if ROWS == 1 {
+            // One row (the FC layers): its chain of FMAs would wait on itself every step, so
+            // even and odd steps of K go to two sets of accumulators, added at the end.
+            let mut odd = [S::splat(0.0); VECS];
+            while kk + 1 < self.k {
+                let (x0, x1) = (
+                    S::splat(*a[0].add(cols.at(kk))),
+                    S::splat(*a[0].add(cols.at(kk + 1))),
+                );
+                for j in 0..vecs {
+                    acc[0][j] = S::fma(acc[0][j], x0, S::load(b.add(j * S::LANES)));
+                    odd[j] = S::fma(odd[j], x1, S::load(b.add(NR + j * S::LANES)));
+                }
+                b = b.add(2 * NR);
+                kk += 2;
+            }
+            for j in 0..vecs {
+                acc[0][j] = S::add(acc[0][j], odd[j]);
+            }
+        }
+        for kk in kk..self.k {
             let mut bv = [S::splat(0.0); VECS];
             for j in 0..vecs {
                 bv[j] = S::load(b.add(j * S::LANES));
