@@ -471,12 +471,10 @@ impl<'a> Remote<'a> {
             {
                 continue; // resent by a resumed remote run, and already here
             }
-            mobilebench_results::append_ops(writer.lock().expect("writer lock").dir(), &msg.ops)
-                .with_context(|| format!("cannot record a pair of device {}", self.profile.name))?;
             writer
                 .lock()
                 .expect("writer lock")
-                .append_pair(&msg.summary, &msg.samples)
+                .append_round(&msg.summary, &msg.samples, &msg.ops)
                 .with_context(|| format!("cannot record a pair of device {}", self.profile.name))?;
             received += 1;
         }

@@ -78,12 +78,10 @@ fn record(
     samples: &[SampleRow],
     ops: &[OpRow],
 ) -> Result<()> {
-    // Before the summary row, which commits the round (read_ops ignores uncommitted rounds).
-    mobilebench_results::append_ops(&ctx.dir, ops)?;
     writer
         .lock()
         .expect("writer lock")
-        .append_pair(row, samples)?;
+        .append_round(row, samples, ops)?;
     if ctx.emit_rows {
         let msg = crate::remote::RowMessage {
             summary: row.clone(),

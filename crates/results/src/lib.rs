@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use ops::{append_ops, read_ops, OpRow, OPS_FILE};
+use ops::append_ops;
+pub use ops::{read_ops, OpRow, OPS_FILE};
 pub use schema::{Column, OP_COLUMNS, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
 pub use stats::format_ms;
 
@@ -319,6 +320,18 @@ impl RunWriter {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes one round of a pair with its `--profile-ops` rows: the rows first (ops.csv),
+    /// then [`append_pair`](Self::append_pair), whose summary row commits them all.
+    pub fn append_round(
+        &mut self,
+        summary: &SummaryRow,
+        samples: &[SampleRow],
+        ops: &[OpRow],
+    ) -> Result<(), ResultsError> {
+        append_ops(&self.dir, ops)?;
+        self.append_pair(summary, samples)
     }
 
     /// Writes one pair (one round of it): its samples, then its summary row, each flushed
