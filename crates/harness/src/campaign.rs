@@ -135,11 +135,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let report_path = dir.join("report.md");
     let runs = read_runs(std::slice::from_ref(&dir))?;
     let tables = mobilebench_reports::latency_tables(&runs);
-    let profiles = mobilebench_reports::profile_tables(&runs);
+    let profiles = mobilebench_reports::profile_section(&runs);
     let report = if profiles.is_empty() {
         tables.clone()
     } else {
-        format!("{tables}\n## Where the time goes (`--profile-ops`)\n\n{profiles}")
+        format!("{tables}\n{profiles}")
     };
     std::fs::write(&report_path, &report)
         .with_context(|| format!("cannot write {}", report_path.display()))?;

@@ -5,12 +5,11 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use mobilebench_backend::OpTiming;
 use mobilebench_results::stats;
 use mobilebench_results::{OpRow, PairSamples, Status, SummaryRow};
 
 use crate::probe::CoreState;
-use crate::worker::Event;
+use crate::worker::{Event, Profile};
 
 /// A frequency change of more than this fraction during a pair flags it.
 const FREQ_CHANGE: f64 = 0.05;
@@ -68,13 +67,6 @@ pub struct RoundSamples {
     pub gpu_ns: Option<Vec<u64>>,
     /// `--profile-ops`: the step times, with the core's FMA peak and the engine's ISA.
     pub profile: Option<Profile>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Profile {
-    pub steps: Vec<OpTiming>,
-    pub core_peak_gflops: f64,
-    pub isa: String,
 }
 
 impl Profile {
@@ -191,17 +183,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                 // One line: the first line of the error chain, which names the file and cause.
                 row.message = message.lines().next().unwrap_or_default().to_string();
             }
-            Event::Profiled {
-                steps,
-                core_peak_gflops,
-                isa,
-            } => {
-                profile = Some(Profile {
-                    steps: steps.clone(),
-                    core_peak_gflops: *core_peak_gflops,
-                    isa: isa.clone(),
-                });
-            }
+            Event::Profiled(p) => profile = Some(p.clone()),
             Event::Progress { .. } => {}
         }
     }

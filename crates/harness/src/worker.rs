@@ -21,6 +21,15 @@ use crate::timing;
 /// `--profile-ops` times at most this many extra runs per pair and round.
 pub const MAX_PROFILE_RUNS: u32 = 200;
 
+/// A pair's `--profile-ops` result for one round: the step times, with the core's FMA peak
+/// and the instruction set it was measured in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Profile {
+    pub steps: Vec<OpTiming>,
+    pub core_peak_gflops: f64,
+    pub isa: String,
+}
+
 /// What the worker loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SourceSpec {
@@ -90,11 +99,7 @@ pub enum Event {
     },
     /// `--profile-ops`: the median time of every step of the engine's plan, after the timed
     /// loop, and the core's measured FMA peak.
-    Profiled {
-        steps: Vec<OpTiming>,
-        core_peak_gflops: f64,
-        isa: String,
-    },
+    Profiled(Profile),
     Failed {
         message: String,
     },
@@ -305,11 +310,11 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         match session.profile_ops(spec.runs.min(MAX_PROFILE_RUNS)) {
             Some(Ok(steps)) => {
                 let isa = mobilebench_native::Isa::detect();
-                emit(&Event::Profiled {
+                emit(&Event::Profiled(Profile {
                     steps,
                     core_peak_gflops: mobilebench_native::fma_peak_gflops(isa, 5),
                     isa: isa.name().into(),
-                });
+                }));
             }
             Some(Err(e)) => notes.push(format!("--profile-ops: {e}")),
             None => {}

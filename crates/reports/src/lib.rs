@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use mobilebench_results::{Run, SummaryRow};
 
 pub use mobilebench_results::format_ms;
-pub use profile::profile_tables;
+pub use profile::profile_section;
 pub use tables::{can_win, device_table, latency_tables, model_table, stats_table};
 
 /// How the report picks what it shows.
@@ -118,9 +118,9 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
     }
     md.push_str("\n## Every pair\n\n");
     md.push_str(&stats_table(runs));
-    let profiles = profile_tables(runs);
+    let profiles = profile_section(runs);
     if !profiles.is_empty() {
-        md.push_str("\n## Where the time goes (`--profile-ops`)\n\n");
+        md.push('\n');
         md.push_str(&profiles);
     }
     md

@@ -6,8 +6,9 @@ use mobilebench_results::{format_ms, OpRow, Run};
 /// Steps listed individually per pair, slowest first.
 const SLOWEST: usize = 8;
 
-/// The profile tables of every profiled pair in `runs`; empty when none was profiled.
-pub fn profile_tables(runs: &[Run]) -> String {
+/// The report section with the profile tables of every profiled pair in `runs`; empty when
+/// none was profiled.
+pub fn profile_section(runs: &[Run]) -> String {
     let mut md = String::new();
     for run in runs {
         let mut pairs: Vec<(&str, &str, &str)> = Vec::new();
@@ -34,7 +35,11 @@ pub fn profile_tables(runs: &[Run]) -> String {
             md.push_str(&pair_table(device, model, backend, &steps, p50));
         }
     }
-    md
+    if md.is_empty() {
+        md
+    } else {
+        format!("## Where the time goes (`--profile-ops`)\n\n{md}")
+    }
 }
 
 fn percent(part: f64, whole: f64) -> String {
@@ -151,7 +156,7 @@ mod tests {
                 op(2, "pointwise_conv", 10_000_000, 0.1),
             ],
         };
-        let md = profile_tables(&[run]);
+        let md = profile_section(&[run]);
         // 20 M MACs in 0.5 ms = 80 GFLOP/s = 80% of the 100 GFLOP/s peak, half the time.
         assert!(
             md.contains("| pointwise_conv | 2 | 0.500 | 50% | 80.0 | 80% |"),
@@ -166,6 +171,7 @@ mod tests {
             md.contains("42.0 GFLOP/s = 42% of the core's measured FMA peak"),
             "{md}"
         );
-        assert!(profile_tables(&[]).is_empty());
+        assert!(md.starts_with("## Where the time goes"), "{md}");
+        assert!(profile_section(&[]).is_empty());
     }
 }
