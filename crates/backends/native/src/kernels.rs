@@ -1,6 +1,7 @@
-//! The small NHWC f32 kernels: pooling, squeeze-excite, fully connected, residual add and
-//! the separate batch-norm pass. Their loops run over channels (contiguous in NHWC) so the
-//! compiler vectorises them; the convolutions are in `conv` and `gemm`.
+//! The small NHWC f32 kernels: pooling, squeeze-excite, residual add and the separate
+//! batch-norm pass, whose loops run over channels (contiguous in NHWC) so the compiler
+//! vectorises them; fully connected layers (and SE's two) as one-row GEMMs. The convolutions
+//! are in `conv` and `gemm`.
 
 use mobilebench_models::ir::Activation;
 
