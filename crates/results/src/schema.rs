@@ -275,6 +275,6 @@ pub const OP_COLUMNS: &[Column] = &[
     col(
         "isa",
         "",
-        "the instruction set the engine chose at run time (`avx2+fma`, `neon`, `portable`)",
+        "the instruction set the engine chose at run time (`avx512f`, `avx2+fma`, `neon`, `portable`)",
     ),
 ];

@@ -9,7 +9,8 @@ use mobilebench_models::ir::{Activation, Conv2d, Graph, Op, ValueId};
 use mobilebench_models::weights::NodeWeights;
 use mobilebench_models::Model;
 
-use crate::conv::{Depthwise, StemConv, Window};
+use crate::conv::{StemConv, Window};
+use crate::depthwise::Depthwise;
 use crate::gemm::{AMatrix, Gemm, PackedB};
 use crate::kernels::{self, FullyConnected, SqueezeExcite};
 use crate::simd::Isa;
@@ -128,6 +129,7 @@ impl Engine {
             scratch_len = scratch_len.max(match &kernel {
                 Kernel::SqueezeExcite(se) => se.scratch_len(),
                 Kernel::Conv(conv) => conv.scratch_len(),
+                Kernel::Depthwise(dw) => dw.scratch_len(),
                 _ => 0,
             });
             steps.push(Step {
@@ -224,7 +226,7 @@ impl Engine {
                 ldc: weight.n(),
             }
             .run(isa),
-            Kernel::Depthwise(k) => k.run(isa, a, dst),
+            Kernel::Depthwise(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(a, *channels, dst),
@@ -365,12 +367,7 @@ fn plan_conv(
         }
     } else if c.is_depthwise() {
         // HWIO with I = 1 is already [kh][kw][c].
-        Kernel::Depthwise(Depthwise {
-            window,
-            weight: kernel.to_vec(),
-            bias,
-            act,
-        })
+        Kernel::Depthwise(Depthwise::new(window, kernel, &bias, act))
     } else {
         assert_eq!(
             c.groups, 1,

@@ -4,9 +4,11 @@
 //!
 //! B is packed into panels of [`NR`] = 16 columns, each panel `K` rows of 16 contiguous
 //! values (zero past N), so the micro-kernel streams one panel with unit stride. The
-//! micro-kernel keeps an `MR × 16` tile of C in registers (6 × 16 = 12 AVX2 registers, 24
-//! NEON registers), starts it from the bias, and applies the activation and the residual
-//! before its only store: C is written once, never zeroed or re-read.
+//! micro-kernel keeps a tile of C of up to 16 columns in registers (6 rows: 12 AVX2 registers
+//! or 24 NEON ones; 7 rows of one AVX-512 register each, as XNNPACK's avx512f GEMM, which also
+//! divides MobileNet's pixel counts, 7²·4ⁿ), starts it from the bias, and applies the
+//! activation and the residual before its only store: C is written once, never zeroed or
+//! re-read.
 
 use mobilebench_models::ir::Activation;
 
@@ -14,11 +16,29 @@ use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
 
 /// Columns of C per micro-kernel tile (and per packed panel).
 pub const NR: usize = 16;
-/// Rows of C per micro-kernel tile.
+/// Rows of C per micro-kernel tile with 8- or 4-lane registers (6 × 2 AVX2 accumulators of
+/// 16 registers; 6 × 4 NEON of 32).
 const MR: usize = 6;
+/// Rows per tile with 16-lane registers (AVX-512: one register per row of a panel, of 32).
+const MR_WIDE: usize = 7;
+/// The most rows any tile has (what `unrolled_rows!` is written out for).
+const MAX_MR: usize = 7;
+
+/// Rows per tile for `S`.
+#[inline(always)]
+fn mr<S: Simd>() -> usize {
+    if S::LANES >= 16 {
+        MR_WIDE
+    } else {
+        MR
+    }
+}
 /// A block of rows of A stays in L2 while every panel of B passes over it (each panel then
 /// comes from memory once per block, not once per tile): 256 KiB.
 const A_BLOCK_FLOATS: usize = 64 * 1024;
+/// A packed B up to this size (16 KiB, half a typical L1) is read from L1 for every tile; the
+/// layers with few input channels at high resolution (K = 16–32) have one.
+const B_IN_L1_FLOATS: usize = 4 * 1024;
 
 /// A `K × N` row-major matrix and its `N` biases, in panel order.
 pub struct PackedB {
@@ -121,6 +141,9 @@ impl Gemm<'_> {
 }
 
 impl SimdOp for Gemm<'_> {
+    fn wide(&self) -> bool {
+        true
+    }
     #[inline(always)]
     fn run<S: Simd>(self) {
         match self.a {
@@ -143,7 +166,14 @@ impl Gemm<'_> {
     #[inline(always)]
     fn tiles<S: Simd, C: Columns>(self, row: impl Fn(usize) -> *const f32, cols: C) {
         let (m, k, n) = (self.m, self.b.k, self.b.n);
-        let block = (A_BLOCK_FLOATS / k.max(1) / MR).max(1) * MR;
+        let mr = mr::<S>();
+        let block = if k * n.div_ceil(NR) * NR <= B_IN_L1_FLOATS {
+            // All of B stays in L1: one row tile per block, so each tile of A is read once
+            // and C is written a whole row at a time.
+            mr
+        } else {
+            (A_BLOCK_FLOATS / k.max(1) / mr).max(1) * mr
+        };
         let residual = self.residual.map_or(std::ptr::null(), |r| r.as_ptr());
         let c = self.c.as_mut_ptr();
         for m0 in (0..m).step_by(block) {
@@ -158,7 +188,7 @@ impl Gemm<'_> {
                 };
                 let mut i = m0;
                 while i < m1 {
-                    let rows = (m1 - i).min(MR);
+                    let rows = (m1 - i).min(mr);
                     let offset = i * self.ldc + p * NR;
                     // SAFETY: rows `i..i + rows` of A, C and the residual and columns
                     // `p·NR..p·NR + cols` of C lie within the extents asserted in `run`.
@@ -205,13 +235,13 @@ impl Columns for Table<'_> {
     }
 }
 
-/// Runs `$body` for `$r` = 0, 1, … below `$rows` (at most [`MR`]), written out: with a
+/// Runs `$body` for `$r` = 0, 1, … below `$rows` (at most [`MAX_MR`]), written out: with a
 /// constant `$rows` every index into the accumulators is a constant, which is what lets the
 /// compiler keep them in registers (a loop it declines to unroll leaves them in memory).
 macro_rules! unrolled_rows {
     ($rows:expr, |$r:ident| $body:block) => {{
-        const _: () = assert!(MR == 6, "unrolled_rows is written out for MR = 6");
-        unrolled_rows!(@each $rows, $r, $body, 0 1 2 3 4 5);
+        const _: () = assert!(MAX_MR == 7, "unrolled_rows is written out for 7 rows");
+        unrolled_rows!(@each $rows, $r, $body, 0 1 2 3 4 5 6);
     }};
     (@each $rows:expr, $r:ident, $body:block, $($i:literal)*) => {
         $(if $i < $rows {
@@ -247,42 +277,17 @@ impl Tile {
     ) {
         macro_rules! with_rows {
             ($vecs:literal) => {
-                match rows {
-                    6 => self.compute::<S, 6, $vecs, C>(
+                with_rows!(@arms $vecs, rows, 7 6 5 4 3 2)
+            };
+            (@arms $vecs:literal, $rows:expr, $($n:literal)*) => {
+                match $rows {
+                    $($n => self.compute::<S, $n, $vecs, C>(
                         std::array::from_fn(a),
                         cols,
                         residual,
                         c,
                         ldc,
-                    ),
-                    5 => self.compute::<S, 5, $vecs, C>(
-                        std::array::from_fn(a),
-                        cols,
-                        residual,
-                        c,
-                        ldc,
-                    ),
-                    4 => self.compute::<S, 4, $vecs, C>(
-                        std::array::from_fn(a),
-                        cols,
-                        residual,
-                        c,
-                        ldc,
-                    ),
-                    3 => self.compute::<S, 3, $vecs, C>(
-                        std::array::from_fn(a),
-                        cols,
-                        residual,
-                        c,
-                        ldc,
-                    ),
-                    2 => self.compute::<S, 2, $vecs, C>(
-                        std::array::from_fn(a),
-                        cols,
-                        residual,
-                        c,
-                        ldc,
-                    ),
+                    ),)*
                     _ => self.compute::<S, 1, $vecs, C>(
                         std::array::from_fn(a),
                         cols,

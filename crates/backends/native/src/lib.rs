@@ -1,10 +1,11 @@
 //! `native`: mobilebench's own pure-Rust CPU engine. NHWC f32, one thread. Pointwise
 //! convolutions, the stem and the FC layers run one GEMM with packed weights and the bias,
 //! activation and residual add fused into its store; depthwise convolutions have their own
-//! kernel; both are written once over a small SIMD trait and compiled for AVX2+FMA, NEON and
-//! a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
+//! kernel; both are written once over a small SIMD trait and compiled for AVX-512F, AVX2+FMA,
+//! NEON and a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
 
 mod conv;
+mod depthwise;
 mod engine;
 mod gemm;
 mod kernels;
@@ -32,7 +33,7 @@ impl Backend for NativeBackend {
         "native"
     }
     fn description(&self) -> &'static str {
-        "mobilebench's pure-Rust engine (NHWC f32, one thread, AVX2/NEON kernels chosen at run time)"
+        "mobilebench's pure-Rust engine (NHWC f32, one thread, AVX-512/AVX2/NEON kernels chosen at run time)"
     }
     fn availability(&self) -> Availability {
         Availability::Available {

@@ -16,6 +16,10 @@ struct FmaLoop {
 }
 
 impl SimdOp for FmaLoop {
+    // The peak of the widest registers the engine uses.
+    fn wide(&self) -> bool {
+        true
+    }
     #[inline(always)]
     fn run<S: Simd>(self) {
         // SAFETY: `sink` points at LANES writable floats (the caller's buffer).
@@ -40,10 +44,11 @@ impl SimdOp for FmaLoop {
 /// ever slow a run down).
 pub fn fma_peak_gflops(isa: Isa, repeats: usize) -> f64 {
     let lanes = match isa {
+        Isa::Avx512 => 16,
         Isa::Avx2Fma => 8,
         Isa::Neon | Isa::Portable => 4,
     };
-    let mut sink = [0.0f32; 8];
+    let mut sink = [0.0f32; 16];
     let iterations = 2_000_000u64;
     let flops = (iterations * CHAINS as u64 * lanes as u64 * 2) as f64;
     (0..repeats.max(1))

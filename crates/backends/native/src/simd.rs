@@ -11,6 +11,9 @@ use mobilebench_models::ir::Activation;
 /// The instruction set the engine runs on, chosen once per process from the CPU's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// x86-64 with AVX-512F: kernels that gain from 16 lanes and 32 registers (the GEMM) use
+    /// them; the others run their AVX2+FMA code (see [`SimdOp::wide`]).
+    Avx512,
     /// x86-64 with AVX2 and FMA3: 8 lanes, fused multiply-add.
     Avx2Fma,
     /// aarch64 Advanced SIMD: 4 lanes, fused multiply-add (always present on aarch64).
@@ -25,6 +28,12 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
@@ -42,16 +51,16 @@ impl Isa {
     /// Every instruction set this CPU can run, best first (tests check each against the
     /// reference).
     pub fn available() -> Vec<Isa> {
-        let best = Isa::detect();
-        if best == Isa::Portable {
-            vec![best]
-        } else {
-            vec![best, Isa::Portable]
+        match Isa::detect() {
+            Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2Fma, Isa::Portable],
+            Isa::Portable => vec![Isa::Portable],
+            best => vec![best, Isa::Portable],
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Avx512 => "avx512f",
             Isa::Avx2Fma => "avx2+fma",
             Isa::Neon => "neon",
             Isa::Portable => "portable",
@@ -63,6 +72,11 @@ impl Isa {
 /// Implementations mark `run` `#[inline(always)]`, so that it compiles inside the
 /// `#[target_feature]` entry [`dispatch`] calls it from.
 pub trait SimdOp {
+    /// Whether this invocation runs with 16-lane registers where the CPU has AVX-512F (a
+    /// depthwise layer whose channels do not fill 16 lanes, e.g. 72 or 120, stays on 8).
+    fn wide(&self) -> bool {
+        false
+    }
     fn run<S: Simd>(self);
 }
 
@@ -70,8 +84,12 @@ pub trait SimdOp {
 pub fn dispatch<Op: SimdOp>(isa: Isa, op: Op) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only chosen when the CPU reports AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { run_avx2_fma(op) },
+        // SAFETY: `Isa::Avx512` is only chosen when the CPU reports AVX-512F, AVX2 and FMA.
+        Isa::Avx512 if op.wide() => unsafe { run_avx512(op) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` (and `Avx512`, a superset) only when the CPU reports AVX2
+        // and FMA.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { run_avx2_fma(op) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => op.run::<Neon>(),
         Isa::Portable => op.run::<Portable>(),
@@ -84,6 +102,12 @@ pub fn dispatch<Op: SimdOp>(isa: Isa, op: Op) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2_fma<Op: SimdOp>(op: Op) {
     op.run::<Avx2>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<Op: SimdOp>(op: Op) {
+    op.run::<Avx512>()
 }
 
 /// One SIMD register of `LANES` f32 values and the operations on it. Loads and stores are
@@ -156,6 +180,47 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
         std::arch::x86_64::_mm256_min_ps(a, b)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx512 {
+    const LANES: usize = 16;
+    type V = std::arch::x86_64::__m512;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::x86_64::_mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_fmadd_ps(a, b, acc)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_min_ps(a, b)
     }
 }
 
@@ -251,11 +316,13 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         assert_eq!(Isa::detect(), Isa::Neon);
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            Isa::detect() == Isa::Avx2Fma,
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        );
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
+            assert_eq!(Isa::detect() == Isa::Avx512, avx512);
+            assert_eq!(Isa::detect() == Isa::Avx2Fma, avx2 && !avx512);
+        }
         assert_eq!(Isa::available()[0], Isa::detect());
         assert_eq!(Isa::available().last(), Some(&Isa::Portable));
     }

@@ -99,11 +99,13 @@ fn depthwise_matches_reference() {
 fn depthwise_kernels_cover_every_zoo_window_and_odd_channel_counts() {
     // Every kernel/stride the zoo uses (3×3 and 5×5, stride 1 and 2), on odd and even maps
     // (SAME padding is asymmetric for stride 2 on even sizes), with channel counts that fill
-    // whole registers or leave every possible tail (1, 3, 7 … lanes, groups of four vectors
-    // and the weight-stationary pixel groups, whose row remainders the widths 5–11 cover).
-    for channels in [1, 3, 7, 8, 13, 16, 24, 33, 40, 72] {
+    // whole 4-, 8- or 16-lane registers (16, 32, 48 take the AVX-512 path) or leave every
+    // possible tail (1, 3, 7 …). Widths 3–21 give rows of 0 to 19 interior pixels: two whole
+    // groups of 8 (4 at stride 2) and every remainder (2, 1), and maps where a 5×5 window
+    // crosses both edges at once.
+    for channels in [1, 3, 7, 8, 13, 16, 24, 32, 33, 40, 48, 72] {
         for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
-            for (h, w) in [(7, 11), (8, 5), (6, 9)] {
+            for (h, w) in [(7, 11), (8, 5), (6, 9), (5, 21), (3, 3), (4, 18)] {
                 let m = single_op("dw", Shape::new(h, w, channels), |g| {
                     g.depthwise_bn("dw", 0, k, s, Activation::HardSwish);
                 });

@@ -1,0 +1,271 @@
+//! Depthwise convolution (multiplier 1), one output row at a time.
+//!
+//! The kernel takes a group of up to [`GROUP`] adjacent output pixels of a row, one register
+//! of channels at a time: per kernel row it loads that row's `K` weights once for the group,
+//! then walks the input columns the group covers, loading each value once and multiplying it
+//! into every pixel whose window holds it, `GROUP` independent accumulators (enough chains to
+//! hide the FMA latency; for 5×5, 8 accumulators + 5 weights + 1 input fit AVX2's 16
+//! registers). Window size and stride are compile-time constants.
+//!
+//! Padding: kernel rows above or below the input read a shared zero row; the pixels whose
+//! window crosses the left or right edge (one or two at each end) take only their columns'
+//! taps, one at a time. Interior pixels read the input in place: a zero-padded copy of the
+//! input would cost as much memory traffic as a stride-2 layer's arithmetic.
+
+use mobilebench_models::ir::Activation;
+
+use crate::conv::Window;
+use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
+
+/// Output pixels per kernel call.
+const GROUP: usize = 8;
+
+/// Depthwise convolution with its weights `[ky][kx][c]`.
+pub struct Depthwise {
+    window: Window,
+    act: Activation,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Depthwise {
+    /// `weight` is `[kh][kw][c]` (HWIO with I = 1). Kernels 3×3 and 5×5, strides 1 and 2:
+    /// what the zoo has, each compiled as its own kernel.
+    pub fn new(window: Window, weight: &[f32], bias: &[f32], act: Activation) -> Depthwise {
+        let (k, c) = (window.kernel, window.input.c);
+        assert!(
+            matches!((k, window.stride), (3 | 5, 1 | 2)),
+            "depthwise {k}×{k} stride {} is not built (the zoo has 3×3 and 5×5, stride 1 and 2)",
+            window.stride
+        );
+        assert_eq!(weight.len(), k * k * c, "depthwise weights are [kh][kw][c]");
+        assert_eq!(bias.len(), c, "one bias per channel");
+        let padded_w = window.input.w + window.padding.left + window.padding.right;
+        assert!(
+            (window.output.w - 1) * window.stride + k <= padded_w,
+            "the padding covers every window"
+        );
+        Depthwise {
+            window,
+            act,
+            weight: weight.to_vec(),
+            bias: bias.to_vec(),
+        }
+    }
+
+    /// Floats of scratch `run` needs: the zero row.
+    pub fn scratch_len(&self) -> usize {
+        self.window.input.w * self.window.input.c
+    }
+
+    /// Output pixels `(first, end)` of a row whose windows lie inside the input's columns.
+    fn interior_columns(&self) -> (usize, usize) {
+        let w = &self.window;
+        let first = w.padding.left.div_ceil(w.stride).min(w.output.w);
+        // Pixel `ox` is interior while `ox·s − left + K ≤ W`.
+        let end = (w.input.w + w.padding.left)
+            .checked_sub(w.kernel)
+            .map_or(0, |span| span / w.stride + 1)
+            .min(w.output.w)
+            .max(first);
+        (first, end)
+    }
+
+    pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let w = &self.window;
+        let c = w.input.c;
+        assert!(input.len() >= w.input.len() && out.len() >= w.output.len());
+        let zero = &mut scratch[..self.scratch_len()];
+        zero.fill(0.0);
+        let row_len = w.input.w * c;
+        for oy in 0..w.output.h {
+            let top = (oy * w.stride) as isize - w.padding.top as isize;
+            let rows = std::array::from_fn(|ky| {
+                let iy = top + ky as isize;
+                if ky >= w.kernel || iy < 0 || iy >= w.input.h as isize {
+                    zero.as_ptr()
+                } else {
+                    input[iy as usize * row_len..][..row_len].as_ptr()
+                }
+            });
+            dispatch(
+                isa,
+                RowOp {
+                    conv: self,
+                    rows,
+                    out: &mut out[oy * w.output.w * c..][..w.output.w * c],
+                },
+            );
+        }
+    }
+}
+
+/// One output row: `rows[ky]` is the input row under kernel row `ky` (the zero row above or
+/// below the input).
+struct RowOp<'a> {
+    conv: &'a Depthwise,
+    rows: [*const f32; 5],
+    out: &'a mut [f32],
+}
+
+impl SimdOp for RowOp<'_> {
+    /// 16 lanes where they are whole registers of channels: a cache line per load, read once
+    /// per group (with 8 lanes the group's second register re-reads each line, which layers
+    /// of 512 or 1024 channels evict in between: their pixels map to the same L1 sets).
+    fn wide(&self) -> bool {
+        self.conv.window.input.c.is_multiple_of(16)
+    }
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        match (self.conv.window.kernel, self.conv.window.stride) {
+            (3, 1) => self.row::<S, 3, 1>(),
+            (3, 2) => self.row::<S, 3, 2>(),
+            (5, 1) => self.row::<S, 5, 1>(),
+            _ => self.row::<S, 5, 2>(),
+        }
+    }
+}
+
+impl RowOp<'_> {
+    /// The interior pixels in groups of [`GROUP`] (stride 1; 4 for stride 2), then 2 and 1
+    /// for the remainder; then the edge pixels.
+    #[inline(always)]
+    fn row<S: Simd, const K: usize, const STRIDE: usize>(self) {
+        let conv = self.conv;
+        let (c, left) = (conv.window.input.c, conv.window.padding.left);
+        let (first, end) = conv.interior_columns();
+        let out = self.out.as_mut_ptr();
+        // SAFETY: interior pixels' windows lie inside the rows (`interior_columns`), and
+        // `first · STRIDE ≥ left` by its definition; outputs are below the row's width.
+        unsafe {
+            let corner = (first * STRIDE - left) * c;
+            let rows: [*const f32; K] = std::array::from_fn(|ky| self.rows[ky].add(corner));
+            let out_interior = out.add(first * c);
+            let mut p = 0;
+            let pixels = end - first;
+            // Stride 2 covers twice the columns per group: 8 pixels measured ~2× slower than
+            // 4 (AVX2 spills), and no faster with 32 registers.
+            if STRIDE == 1 {
+                while p + GROUP <= pixels {
+                    self.group::<S, K, STRIDE, GROUP>(&rows, p, out_interior);
+                    p += GROUP;
+                }
+            }
+            while p + 4 <= pixels {
+                self.group::<S, K, STRIDE, 4>(&rows, p, out_interior);
+                p += 4;
+            }
+            if p + 2 <= pixels {
+                self.group::<S, K, STRIDE, 2>(&rows, p, out_interior);
+                p += 2;
+            }
+            if p < pixels {
+                self.group::<S, K, STRIDE, 1>(&rows, p, out_interior);
+            }
+            for ox in (0..first).chain(end..conv.window.output.w) {
+                self.edge::<S, K, STRIDE>(ox, out.add(ox * c));
+            }
+        }
+    }
+
+    /// A pixel whose window crosses the left or right edge: only its taps inside the input.
+    #[inline(always)]
+    unsafe fn edge<S: Simd, const K: usize, const STRIDE: usize>(&self, ox: usize, out: *mut f32) {
+        let conv = self.conv;
+        let (c, left, width) = (
+            conv.window.input.c,
+            conv.window.padding.left,
+            conv.window.input.w,
+        );
+        let origin = (ox * STRIDE) as isize - left as isize;
+        let kx0 = (-origin).max(0) as usize;
+        let kx1 = ((width as isize - origin).min(K as isize)).max(0) as usize;
+        let (weight, bias) = (conv.weight.as_ptr(), conv.bias.as_ptr());
+        let tap = |ky: usize, kx: usize, ch: usize| {
+            let x = self.rows[ky].add((origin + kx as isize) as usize * c + ch);
+            (x, weight.add((ky * K + kx) * c + ch))
+        };
+        let vector_end = c - c % S::LANES;
+        let mut ch = 0;
+        while ch < vector_end {
+            let mut acc = S::load(bias.add(ch));
+            for ky in 0..K {
+                for kx in kx0..kx1 {
+                    let (x, w) = tap(ky, kx, ch);
+                    acc = S::fma(acc, S::load(x), S::load(w));
+                }
+            }
+            S::store(out.add(ch), activate::<S>(acc, conv.act));
+            ch += S::LANES;
+        }
+        for ch in vector_end..c {
+            let mut acc = *bias.add(ch);
+            for ky in 0..K {
+                for kx in kx0..kx1 {
+                    let (x, w) = tap(ky, kx, ch);
+                    acc += *x * *w;
+                }
+            }
+            *out.add(ch) = conv.act.apply(acc);
+        }
+    }
+
+    /// Interior pixels `p..p + N` over every channel; `rows[ky]` is kernel row `ky`'s first
+    /// tap for interior pixel 0, `out` that pixel's output.
+    // Index loops on purpose: constant indices keep the accumulators in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn group<S: Simd, const K: usize, const STRIDE: usize, const N: usize>(
+        &self,
+        rows: &[*const f32; K],
+        p: usize,
+        out: *mut f32,
+    ) {
+        let conv = self.conv;
+        let c = conv.window.input.c;
+        let ps = c;
+        let rows: [*const f32; K] = std::array::from_fn(|ky| rows[ky].add(p * STRIDE * ps));
+        let out = out.add(p * c);
+        let (weight, bias) = (conv.weight.as_ptr(), conv.bias.as_ptr());
+        // Kernel rows as a loop the compiler cannot unroll: unrolled, it interleaves the rows'
+        // FMAs and runs out of registers (AVX2 has 16), spilling the accumulators.
+        let kernel_rows = std::hint::black_box(K);
+        let vector_end = c - c % S::LANES;
+        let mut ch = 0;
+        while ch < vector_end {
+            let mut acc = [S::load(bias.add(ch)); N];
+            for ky in 0..kernel_rows {
+                let w: [S::V; K] =
+                    std::array::from_fn(|kx| S::load(weight.add((ky * K + kx) * c + ch)));
+                let x = rows[ky].add(ch);
+                // Along the input columns the group covers: each value is loaded once and
+                // multiplied into every pixel whose window holds it (tap `ix − q·STRIDE`).
+                for ix in 0..(N - 1) * STRIDE + K {
+                    let v = S::load(x.add(ix * ps));
+                    for q in 0..N {
+                        if ix >= q * STRIDE && ix - q * STRIDE < K {
+                            acc[q] = S::fma(acc[q], v, w[ix - q * STRIDE]);
+                        }
+                    }
+                }
+            }
+            for q in 0..N {
+                S::store(out.add(q * c + ch), activate::<S>(acc[q], conv.act));
+            }
+            ch += S::LANES;
+        }
+        // Channels past the last whole register (counts the zoo does not have), in scalars.
+        for ch in vector_end..c {
+            for q in 0..N {
+                let mut acc = *bias.add(ch);
+                for ky in 0..K {
+                    for kx in 0..K {
+                        let x = *rows[ky].add((q * STRIDE + kx) * ps + ch);
+                        acc += x * *weight.add((ky * K + kx) * c + ch);
+                    }
+                }
+                *out.add(q * c + ch) = conv.act.apply(acc);
+            }
+        }
+    }
+}
