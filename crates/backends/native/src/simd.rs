@@ -74,6 +74,8 @@ impl Isa {
 pub trait SimdOp {
     /// Whether this invocation runs with 16-lane registers where the CPU has AVX-512F (a
     /// depthwise layer whose channels do not fill 16 lanes, e.g. 72 or 120, stays on 8).
+    // Only x86-64 has a 16-lane instruction set to choose.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn wide(&self) -> bool {
         false
     }
