@@ -248,7 +248,7 @@ pub const OP_COLUMNS: &[Column] = &[
     col(
         "op",
         "",
-        "their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add` when fused)",
+        "their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused)",
     ),
     col("input_shape", "", "`HxWxC` of the step's first input"),
     col("output_shape", "", "`HxWxC` of its output"),

@@ -175,7 +175,7 @@ impl Availability {
 pub struct OpTiming {
     /// The graph nodes the step runs (joined by `+` when the engine fused them).
     pub name: String,
-    /// Their op kinds (`pointwise_conv+add` when fused).
+    /// Their op kinds (`pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused).
     pub op: String,
     /// `HxWxC` of the step's first input and of its output.
     pub input_shape: String,

@@ -73,30 +73,86 @@ impl Depthwise {
 
     pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
         let w = &self.window;
-        let c = w.input.c;
         assert!(input.len() >= w.input.len() && out.len() >= w.output.len());
         let zero = &mut scratch[..self.scratch_len()];
         zero.fill(0.0);
-        let row_len = w.input.w * c;
+        let row_len = w.input.w * w.input.c;
+        for oy in 0..w.output.h {
+            let rows = self.window_rows(oy, zero, |iy| input[iy * row_len..][..row_len].as_ptr());
+            self.output_row(isa, oy, rows, out);
+        }
+    }
+
+    /// Floats of scratch [`run_producing_rows`](Self::run_producing_rows) needs: the zero row
+    /// and a ring of `K` input rows.
+    pub fn ring_scratch_len(&self) -> usize {
+        (1 + self.window.kernel) * self.scratch_len()
+    }
+
+    /// [`run`](Self::run) for an input that is produced as it is read: `produce(iy, row)`
+    /// writes input row `iy` into `row`, once per row, in order, just before the first output
+    /// row that needs it, into a ring of `K` rows in scratch. A pointwise convolution that
+    /// feeds its rows in this way hands them over while they are still in cache, and its
+    /// whole output (megabytes at high resolution) is never written to memory.
+    pub fn run_producing_rows(
+        &self,
+        isa: Isa,
+        mut produce: impl FnMut(usize, &mut [f32]),
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let w = &self.window;
+        assert!(out.len() >= w.output.len());
+        let row_len = self.scratch_len();
+        let (zero, ring) = scratch[..self.ring_scratch_len()].split_at_mut(row_len);
+        zero.fill(0.0);
+        let k = w.kernel;
+        // The ring holds the last K rows produced; an output row's window is K consecutive
+        // rows ending at or before the last one produced, so it is always in the ring.
+        let mut next_row = 0;
         for oy in 0..w.output.h {
             let top = (oy * w.stride) as isize - w.padding.top as isize;
-            let rows = std::array::from_fn(|ky| {
-                let iy = top + ky as isize;
-                if ky >= w.kernel || iy < 0 || iy >= w.input.h as isize {
-                    zero.as_ptr()
-                } else {
-                    input[iy as usize * row_len..][..row_len].as_ptr()
-                }
-            });
-            dispatch(
-                isa,
-                RowOp {
-                    conv: self,
-                    rows,
-                    out: &mut out[oy * w.output.w * c..][..w.output.w * c],
-                },
-            );
+            let last = (top + k as isize - 1).min(w.input.h as isize - 1);
+            while (next_row as isize) <= last {
+                produce(next_row, &mut ring[(next_row % k) * row_len..][..row_len]);
+                next_row += 1;
+            }
+            let rows = self.window_rows(oy, zero, |iy| ring[(iy % k) * row_len..].as_ptr());
+            self.output_row(isa, oy, rows, out);
         }
+    }
+
+    /// The input rows under output row `oy`'s kernel rows: `row(iy)` inside the input, the
+    /// zero row above and below it.
+    fn window_rows(
+        &self,
+        oy: usize,
+        zero: &[f32],
+        row: impl Fn(usize) -> *const f32,
+    ) -> [*const f32; 5] {
+        let w = &self.window;
+        let top = (oy * w.stride) as isize - w.padding.top as isize;
+        std::array::from_fn(|ky| {
+            let iy = top + ky as isize;
+            if ky >= w.kernel || iy < 0 || iy >= w.input.h as isize {
+                zero.as_ptr()
+            } else {
+                row(iy as usize)
+            }
+        })
+    }
+
+    /// Output row `oy` from its window's rows, each `W · C` floats.
+    fn output_row(&self, isa: Isa, oy: usize, rows: [*const f32; 5], out: &mut [f32]) {
+        let row_len = self.window.output.w * self.window.input.c;
+        dispatch(
+            isa,
+            RowOp {
+                conv: self,
+                rows,
+                out: &mut out[oy * row_len..][..row_len],
+            },
+        );
     }
 }
 

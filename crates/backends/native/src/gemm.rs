@@ -12,6 +12,7 @@
 
 use mobilebench_models::ir::Activation;
 
+use crate::aligned::AlignedVec;
 use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
 
 /// Columns of C per micro-kernel tile (and per packed panel).
@@ -44,7 +45,8 @@ const B_IN_L1_FLOATS: usize = 4 * 1024;
 pub struct PackedB {
     k: usize,
     n: usize,
-    panels: Vec<f32>,
+    /// Each panel starts on a cache line (`K · 16` floats each), and so does each 16-float row.
+    panels: AlignedVec,
     bias: Vec<f32>,
 }
 
@@ -55,7 +57,7 @@ impl PackedB {
         assert_eq!(b.len(), k * n, "B is K × N");
         assert_eq!(bias.len(), n, "one bias per column");
         let count = n.div_ceil(NR);
-        let mut panels = vec![0.0; count * k * NR];
+        let mut panels = AlignedVec::zeros(count * k * NR);
         let mut packed_bias = vec![0.0; count * NR];
         for p in 0..count {
             let cols = (n - p * NR).min(NR);

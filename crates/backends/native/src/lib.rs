@@ -4,6 +4,7 @@
 //! kernel; both are written once over a small SIMD trait and compiled for AVX-512F, AVX2+FMA,
 //! NEON and a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
 
+mod aligned;
 mod conv;
 mod depthwise;
 mod engine;

@@ -39,26 +39,34 @@ fn check_form(model: &Model, input: &[f32], expected: &[f32], tolerance: f32) ->
         .fold(0.0, f32::max)
 }
 
+/// The engine as planned for `isa`, and planned with every pointwise → depthwise pair run row
+/// by row (the default fuses only large ones, which small test inputs never have).
 fn check_isa(model: &Model, isa: Isa, input: &[f32], expected: &[f32], tolerance: f32) -> f32 {
-    let mut engine = Engine::with_isa(model, isa);
-    let mut out = vec![0.0; engine.output_len()];
-    engine.run(input, &mut out);
-    let diff = max_scaled_diff(&out, expected);
-    let form = if model.has_batch_norm() {
-        "separate BN"
-    } else {
-        "fused BN"
-    };
-    assert!(
-        diff <= tolerance,
-        "{} ({form}, {isa:?}): scaled diff {diff:e} > {tolerance:e}",
-        model.name
-    );
-    // Run again: buffers are reused, so a stale-state bug shows as a different answer.
-    let mut again = vec![0.0; engine.output_len()];
-    engine.run(input, &mut again);
-    assert_eq!(out, again, "{}: second run differs", model.name);
-    diff
+    [Engine::with_isa(model, isa), Engine::planned(model, isa, 0)]
+        .into_iter()
+        .enumerate()
+        .map(|(plan, mut engine)| {
+            let mut out = vec![0.0; engine.output_len()];
+            engine.run(input, &mut out);
+            let diff = max_scaled_diff(&out, expected);
+            let form = if model.has_batch_norm() {
+                "separate BN"
+            } else {
+                "fused BN"
+            };
+            let rows = ["", ", every pointwise → depthwise row by row"][plan];
+            assert!(
+                diff <= tolerance,
+                "{} ({form}, {isa:?}{rows}): scaled diff {diff:e} > {tolerance:e}",
+                model.name
+            );
+            // Run again: buffers are reused, so a stale-state bug shows as a different answer.
+            let mut again = vec![0.0; engine.output_len()];
+            engine.run(input, &mut again);
+            assert_eq!(out, again, "{}{rows}: second run differs", model.name);
+            diff
+        })
+        .fold(0.0, f32::max)
 }
 
 fn single_op(name: &str, input: Shape, build: impl FnOnce(&mut Graph)) -> Model {
@@ -82,6 +90,22 @@ fn stem_conv_matches_reference() {
             g.conv_bn("c", 0, 16, k, s, Activation::HardSwish);
         });
         check(&m, OP_TOLERANCE);
+    }
+}
+
+#[test]
+fn expansion_into_depthwise_row_by_row_matches_reference() {
+    // A pointwise expansion and the depthwise after it, which `check` also runs fused (each
+    // depthwise input row produced by the GEMM as the window reaches it, in a ring of K rows):
+    // every zoo window and stride, odd and even maps, channel counts with tails.
+    for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+        for (h, w, cout) in [(9, 7, 24), (8, 10, 13), (5, 12, 48)] {
+            let m = single_op("pw_dw", Shape::new(h, w, 5), |g| {
+                g.conv_bn("pw", 0, cout, 1, 1, Activation::Relu6);
+                g.depthwise_bn("dw", 1, k, s, Activation::HardSwish);
+            });
+            check(&m, OP_TOLERANCE);
+        }
     }
 }
 
