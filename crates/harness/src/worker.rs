@@ -251,6 +251,14 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         notes.push(format!("progress thread: {why}"));
     }
 
+    // Memory the worker freed before loading (the unfolded model `with_bn` replaced) is
+    // handed back to the kernel first: otherwise the allocator reuses it for the backend's
+    // allocations, which then add nothing to VmRSS and model_mem_mb undercounts them.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; no live allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let memory_before = Memory::read();
     let start = Instant::now();
     let mut session = backend.load(&source, &spec.workload)?;

@@ -68,10 +68,12 @@ fn peak_memory_is_each_workers_own() {
         .min_by(|a, b| number(a, "peak_rss_mb").total_cmp(&number(b, "peak_rss_mb")))
         .unwrap();
     assert_eq!(smallest["backend"], "noop", "{rows:?}");
-    assert!(peak(v1, "noop") < peak(v1, "native"));
-    // What the backend added: V1's engine holds its 4.2 M folded weights (16 MiB) and more.
-    let added = number(pair(&rows, v1, "native"), "model_mem_mb");
-    assert!(added > 16.0, "model_mem_mb {added}");
+    // What the backend added: V1's engine holds its 4.2 M folded weights (16 MiB) and more;
+    // noop holds nothing. (Not compared on peak_rss_mb: building V1's weights before loading
+    // can set the worker's high-water mark above what the engine then adds.)
+    let added = |b| number(pair(&rows, v1, b), "model_mem_mb");
+    assert!(added("native") > 16.0, "model_mem_mb {}", added("native"));
+    assert!(added("noop") < 2.0, "noop model_mem_mb {}", added("noop"));
     for r in &rows {
         assert_eq!(r["pinned"], "true", "pinning not verified: {r:?}");
         assert!(
