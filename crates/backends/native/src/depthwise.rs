@@ -78,7 +78,8 @@ impl Depthwise {
         zero.fill(0.0);
         let row_len = w.input.w * w.input.c;
         for oy in 0..w.output.h {
-            let rows = self.window_rows(oy, zero, |iy| input[iy * row_len..][..row_len].as_ptr());
+            let top = self.top_row(oy);
+            let rows = self.window_rows(top, zero, |iy| input[iy * row_len..][..row_len].as_ptr());
             self.output_row(isa, oy, rows, out);
         }
     }
@@ -111,27 +112,31 @@ impl Depthwise {
         // rows ending at or before the last one produced, so it is always in the ring.
         let mut next_row = 0;
         for oy in 0..w.output.h {
-            let top = (oy * w.stride) as isize - w.padding.top as isize;
+            let top = self.top_row(oy);
             let last = (top + k as isize - 1).min(w.input.h as isize - 1);
             while (next_row as isize) <= last {
                 produce(next_row, &mut ring[(next_row % k) * row_len..][..row_len]);
                 next_row += 1;
             }
-            let rows = self.window_rows(oy, zero, |iy| ring[(iy % k) * row_len..].as_ptr());
+            let rows = self.window_rows(top, zero, |iy| ring[(iy % k) * row_len..].as_ptr());
             self.output_row(isa, oy, rows, out);
         }
     }
 
-    /// The input rows under output row `oy`'s kernel rows: `row(iy)` inside the input, the
-    /// zero row above and below it.
+    /// The input row under output row `oy`'s first kernel row (negative in the padding).
+    fn top_row(&self, oy: usize) -> isize {
+        (oy * self.window.stride) as isize - self.window.padding.top as isize
+    }
+
+    /// The input rows under the kernel rows of a window whose first row is `top`: `row(iy)`
+    /// inside the input, the zero row above and below it.
     fn window_rows(
         &self,
-        oy: usize,
+        top: isize,
         zero: &[f32],
         row: impl Fn(usize) -> *const f32,
     ) -> [*const f32; 5] {
         let w = &self.window;
-        let top = (oy * w.stride) as isize - w.padding.top as isize;
         std::array::from_fn(|ky| {
             let iy = top + ky as isize;
             if ky >= w.kernel || iy < 0 || iy >= w.input.h as isize {
@@ -279,8 +284,7 @@ impl RowOp<'_> {
     ) {
         let conv = self.conv;
         let c = conv.window.input.c;
-        let ps = c;
-        let rows: [*const f32; K] = std::array::from_fn(|ky| rows[ky].add(p * STRIDE * ps));
+        let rows: [*const f32; K] = std::array::from_fn(|ky| rows[ky].add(p * STRIDE * c));
         let out = out.add(p * c);
         let (weight, bias) = (conv.weight.as_ptr(), conv.bias.as_ptr());
         // Kernel rows as a loop the compiler cannot unroll: unrolled, it interleaves the rows'
@@ -297,7 +301,7 @@ impl RowOp<'_> {
                 // Along the input columns the group covers: each value is loaded once and
                 // multiplied into every pixel whose window holds it (tap `ix − q·STRIDE`).
                 for ix in 0..(N - 1) * STRIDE + K {
-                    let v = S::load(x.add(ix * ps));
+                    let v = S::load(x.add(ix * c));
                     for q in 0..N {
                         if ix >= q * STRIDE && ix - q * STRIDE < K {
                             acc[q] = S::fma(acc[q], v, w[ix - q * STRIDE]);
@@ -316,7 +320,7 @@ impl RowOp<'_> {
                 let mut acc = *bias.add(ch);
                 for ky in 0..K {
                     for kx in 0..K {
-                        let x = *rows[ky].add((q * STRIDE + kx) * ps + ch);
+                        let x = *rows[ky].add((q * STRIDE + kx) * c + ch);
                         acc += x * *weight.add((ky * K + kx) * c + ch);
                     }
                 }

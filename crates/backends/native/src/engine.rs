@@ -28,9 +28,8 @@ enum Kernel {
     },
     Depthwise(Depthwise),
     /// A pointwise convolution whose only reader is the depthwise after it: the depthwise
-    /// asks for its input rows as it needs them, and each is one GEMM of `width` pixels.
+    /// asks for its input rows as it needs them, and each is one GEMM over a row's pixels.
     PointwiseDepthwise {
-        width: usize,
         weight: PackedB,
         act: Activation,
         depthwise: Depthwise,
@@ -150,7 +149,6 @@ impl Engine {
                 kernel = match (kernel, next) {
                     (Kernel::Pointwise { weight, act, .. }, Kernel::Depthwise(depthwise)) => {
                         Kernel::PointwiseDepthwise {
-                            width: graph.value_shape(p.inputs[0]).w,
                             weight,
                             act,
                             depthwise,
@@ -276,15 +274,16 @@ impl Engine {
             .run(isa),
             Kernel::Depthwise(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::PointwiseDepthwise {
-                width,
                 weight,
                 act,
                 depthwise,
             } => {
                 let (k, n) = (weight.k(), weight.n());
                 let produce = |iy: usize, row: &mut [f32]| {
+                    // The row holds the GEMM's output for one row of pixels, n per pixel.
+                    let width = row.len() / n;
                     Gemm {
-                        m: *width,
+                        m: width,
                         a: AMatrix::Rows {
                             data: &a[iy * width * k..][..width * k],
                             stride: k,

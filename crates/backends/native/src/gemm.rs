@@ -23,7 +23,7 @@ const MR: usize = 6;
 /// Rows per tile with 16-lane registers (AVX-512: one register per row of a panel, of 32).
 const MR_WIDE: usize = 7;
 /// The most rows any tile has (what `unrolled_rows!` is written out for).
-const MAX_MR: usize = 7;
+const MAX_MR: usize = if MR > MR_WIDE { MR } else { MR_WIDE };
 
 /// Rows per tile for `S`.
 #[inline(always)]

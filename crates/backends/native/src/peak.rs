@@ -13,6 +13,8 @@ const CHAINS: usize = 12;
 struct FmaLoop {
     iterations: u64,
     sink: *mut f32,
+    /// Set to the lanes of the registers the loop ran with.
+    lanes: *mut usize,
 }
 
 impl SimdOp for FmaLoop {
@@ -22,8 +24,9 @@ impl SimdOp for FmaLoop {
     }
     #[inline(always)]
     fn run<S: Simd>(self) {
-        // SAFETY: `sink` points at LANES writable floats (the caller's buffer).
+        // SAFETY: `sink` points at LANES writable floats, `lanes` at a usize (the caller's).
         unsafe {
+            *self.lanes = S::LANES;
             let mut acc = [S::splat(0.0); CHAINS];
             let (a, b) = (S::splat(A), S::splat(B));
             for _ in 0..self.iterations {
@@ -40,17 +43,19 @@ impl SimdOp for FmaLoop {
 }
 
 /// Runs the FMA loop `iterations` times on `isa` and returns one lane of its result (the sum
-/// of the chains): `CHAINS · iterations · A · B` when every FMA ran.
-fn fma_loop(isa: Isa, iterations: u64) -> f32 {
+/// of the chains: `CHAINS · iterations · A · B` when every FMA ran) and the lanes it ran with.
+fn fma_loop(isa: Isa, iterations: u64) -> (f32, usize) {
     let mut sink = [0.0f32; 16];
+    let mut lanes = 0;
     dispatch(
         isa,
         FmaLoop {
             iterations,
             sink: sink.as_mut_ptr(),
+            lanes: &mut lanes,
         },
     );
-    sink[0]
+    (sink[0], lanes)
 }
 
 /// The loop's multiplicands (`acc + A · B` per step; small, so the sums stay exact enough to
@@ -62,17 +67,12 @@ const B: f32 = 1e-7;
 /// the best of `repeats` runs of about 20 ms each (the best, because interruptions only
 /// ever slow a run down).
 pub fn fma_peak_gflops(isa: Isa, repeats: usize) -> f64 {
-    let lanes = match isa {
-        Isa::Avx512 => 16,
-        Isa::Avx2Fma => 8,
-        Isa::Neon | Isa::Portable => 4,
-    };
     let iterations = 2_000_000u64;
-    let flops = (iterations * CHAINS as u64 * lanes as u64 * 2) as f64;
     (0..repeats.max(1))
         .map(|_| {
             let start = Instant::now();
-            std::hint::black_box(fma_loop(isa, iterations));
+            let (_, lanes) = std::hint::black_box(fma_loop(isa, iterations));
+            let flops = (iterations * CHAINS as u64 * lanes as u64 * 2) as f64;
             flops / start.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max)
@@ -90,7 +90,7 @@ mod tests {
         let iterations = 10_000u64;
         let expected = CHAINS as f64 * iterations as f64 * A as f64 * B as f64;
         for isa in Isa::available() {
-            let got = fma_loop(isa, iterations) as f64;
+            let got = fma_loop(isa, iterations).0 as f64;
             assert!(
                 (got - expected).abs() <= 1e-3 * expected,
                 "{isa:?}: {got}, want {expected}"

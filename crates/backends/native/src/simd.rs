@@ -144,87 +144,80 @@ pub unsafe fn activate<S: Simd>(v: S::V, act: Activation) -> S::V {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-pub struct Avx2;
+/// The x86 implementations differ only in register width: one definition serves AVX2+FMA
+/// (`__m256`, `_mm256_*`) and AVX-512F (`__m512`, `_mm512_*`).
+macro_rules! x86_simd {
+    ($name:ident, $lanes:literal, $v:ident, $set1:ident, $loadu:ident, $storeu:ident,
+     $fmadd:ident, $add:ident, $mul:ident, $max:ident, $min:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        pub struct $name;
 
-#[cfg(target_arch = "x86_64")]
-impl Simd for Avx2 {
-    const LANES: usize = 8;
-    type V = std::arch::x86_64::__m256;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm256_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm256_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_fmadd_ps(a, b, acc)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_max_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_min_ps(a, b)
-    }
+        #[cfg(target_arch = "x86_64")]
+        impl Simd for $name {
+            const LANES: usize = $lanes;
+            type V = std::arch::x86_64::$v;
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> Self::V {
+                std::arch::x86_64::$set1(x)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self::V {
+                std::arch::x86_64::$loadu(p)
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self::V) {
+                std::arch::x86_64::$storeu(p, v)
+            }
+            #[inline(always)]
+            unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$fmadd(a, b, acc)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$add(a, b)
+            }
+            #[inline(always)]
+            unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$mul(a, b)
+            }
+            #[inline(always)]
+            unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$max(a, b)
+            }
+            #[inline(always)]
+            unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$min(a, b)
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-pub struct Avx512;
-
-#[cfg(target_arch = "x86_64")]
-impl Simd for Avx512 {
-    const LANES: usize = 16;
-    type V = std::arch::x86_64::__m512;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm512_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm512_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm512_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn fma(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_fmadd_ps(a, b, acc)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_max_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_min_ps(a, b)
-    }
-}
+x86_simd!(
+    Avx2,
+    8,
+    __m256,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_mul_ps,
+    _mm256_max_ps,
+    _mm256_min_ps
+);
+x86_simd!(
+    Avx512,
+    16,
+    __m512,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_mul_ps,
+    _mm512_max_ps,
+    _mm512_min_ps
+);
 
 #[cfg(target_arch = "aarch64")]
 pub struct Neon;
