@@ -6,6 +6,7 @@ pub mod counting;
 pub mod input;
 pub mod ir;
 pub mod published;
+pub mod quant;
 pub mod reference;
 pub mod sets;
 pub mod weights;
@@ -14,6 +15,7 @@ pub mod zoo;
 pub use counting::{count, Counts};
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
+pub use quant::{Precision, QuantModel};
 pub use weights::{BnMode, Model, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};
 
