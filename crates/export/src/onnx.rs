@@ -22,7 +22,7 @@ const IR_VERSION: i64 = 8;
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -31,7 +31,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -40,7 +40,7 @@ fn attr_int(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-fn attr_float(name: &str, v: f32) -> AttributeProto {
+pub(crate) fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,
@@ -60,7 +60,7 @@ fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
     }
 }
 
-fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|&d| Dimension {
@@ -81,18 +81,18 @@ fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     }
 }
 
-struct Builder {
-    graph: GraphProto,
-    counter: usize,
+pub(crate) struct Builder {
+    pub(crate) graph: GraphProto,
+    pub(crate) counter: usize,
 }
 
 impl Builder {
-    fn fresh(&mut self, hint: &str) -> String {
+    pub(crate) fn fresh(&mut self, hint: &str) -> String {
         self.counter += 1;
         format!("{hint}_{}", self.counter)
     }
 
-    fn node(
+    pub(crate) fn node(
         &mut self,
         op: &str,
         name: &str,
@@ -111,13 +111,13 @@ impl Builder {
         output
     }
 
-    fn constant(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
+    pub(crate) fn constant(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
         let name = self.fresh(name);
         self.graph.initializer.push(tensor(&name, dims, data));
         name
     }
 
-    fn activation(&mut self, x: String, act: Activation, name: &str) -> String {
+    pub(crate) fn activation(&mut self, x: String, act: Activation, name: &str) -> String {
         match act {
             Activation::None => x,
             Activation::Relu => self.node("Relu", name, &[&x], vec![]),
@@ -310,6 +310,12 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
     b.graph
         .output
         .push(value_info(OUTPUT_NAME, &[1, graph.output().c]));
+    encode(b.graph)
+}
+
+/// The model file around `graph`: opset, producer, and the reference (proto2) form of number
+/// lists, which every ONNX reader accepts.
+pub(crate) fn encode(graph: GraphProto) -> Result<Vec<u8>, ExportError> {
     let proto = ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -318,10 +324,9 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
         }],
         producer_name: "mobilebench".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(b.graph),
+        graph: Some(graph),
         ..Default::default()
     };
-    // The reference (proto2) form of number lists, which every ONNX reader accepts.
     crate::proto2::unpack_repeated_numbers(&proto.encode_to_vec()).map_err(|why| {
         ExportError::Unsupported {
             format: "onnx",

@@ -12,8 +12,9 @@ use tract_tflite::tflite::{
     BuiltinOptions, Conv2DOptions, Conv2DOptionsArgs, DepthwiseConv2DOptions,
     DepthwiseConv2DOptionsArgs, FullyConnectedOptions, FullyConnectedOptionsArgs, Model as TfModel,
     ModelArgs, MulOptions, MulOptionsArgs, Operator, OperatorArgs, OperatorCode, OperatorCodeArgs,
-    Padding, ReducerOptions, ReducerOptionsArgs, SignatureDef, SignatureDefArgs, SubGraph,
-    SubGraphArgs, Tensor, TensorArgs, TensorMap, TensorMapArgs, TensorType,
+    Padding, QuantizationParameters, QuantizationParametersArgs, ReducerOptions,
+    ReducerOptionsArgs, SignatureDef, SignatureDefArgs, SubGraph, SubGraphArgs, Tensor, TensorArgs,
+    TensorMap, TensorMapArgs, TensorType,
 };
 
 use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Op, Shape};
@@ -26,16 +27,17 @@ pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
 const SIGNATURE_KEY: &str = "serving_default";
 
-struct Builder<'f> {
-    fb: FlatBufferBuilder<'f>,
+pub(crate) struct Builder<'f> {
+    pub(crate) fb: FlatBufferBuilder<'f>,
     buffers: Vec<WIPOffset<Buffer<'f>>>,
     tensors: Vec<WIPOffset<Tensor<'f>>>,
     operators: Vec<WIPOffset<Operator<'f>>>,
-    opcodes: Vec<BuiltinOperator>,
+    /// Each opcode with the version its tensors' types need (1 for float32).
+    opcodes: Vec<(BuiltinOperator, i32)>,
 }
 
 impl<'f> Builder<'f> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut fb = FlatBufferBuilder::with_capacity(1 << 20);
         // Buffer 0 is the empty sentinel that non-constant tensors point at.
         let empty = Buffer::create(&mut fb, &BufferArgs::default());
@@ -49,7 +51,7 @@ impl<'f> Builder<'f> {
     }
 
     /// A float32 tensor: an activation (`data` None) or a constant.
-    fn tensor(&mut self, name: &str, shape: &[usize], data: Option<&[f32]>) -> i32 {
+    pub(crate) fn tensor(&mut self, name: &str, shape: &[usize], data: Option<&[f32]>) -> i32 {
         let bytes = data.map(|values| {
             assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
             values
@@ -57,21 +59,24 @@ impl<'f> Builder<'f> {
                 .flat_map(|v| v.to_le_bytes())
                 .collect::<Vec<u8>>()
         });
-        self.typed_tensor(name, shape, TensorType::FLOAT32, bytes)
+        self.typed_tensor(name, shape, TensorType::FLOAT32, bytes, None)
     }
 
-    fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
+    pub(crate) fn int32_tensor(&mut self, name: &str, values: &[i32]) -> i32 {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.typed_tensor(name, &[values.len()], TensorType::INT32, Some(bytes))
+        self.typed_tensor(name, &[values.len()], TensorType::INT32, Some(bytes), None)
     }
 
     /// Writes a tensor and, for a constant, its buffer; returns the tensor's index.
-    fn typed_tensor(
+    /// `quantization`: the scales and zero points (one each, or one per slice along the
+    /// axis) of an integer tensor.
+    pub(crate) fn typed_tensor(
         &mut self,
         name: &str,
         shape: &[usize],
         type_: TensorType,
         bytes: Option<Vec<u8>>,
+        quantization: Option<Quantization>,
     ) -> i32 {
         let buffer = match bytes {
             Some(bytes) => {
@@ -85,6 +90,19 @@ impl<'f> Builder<'f> {
         let dims: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
         let shape = self.fb.create_vector(&dims);
         let name = self.fb.create_string(name);
+        let quantization = quantization.map(|q| {
+            let scale = self.fb.create_vector(&q.scales);
+            let zero_point = self.fb.create_vector(&q.zero_points);
+            QuantizationParameters::create(
+                &mut self.fb,
+                &QuantizationParametersArgs {
+                    scale: Some(scale),
+                    zero_point: Some(zero_point),
+                    quantized_dimension: q.axis,
+                    ..Default::default()
+                },
+            )
+        });
         let t = Tensor::create(
             &mut self.fb,
             &TensorArgs {
@@ -93,6 +111,7 @@ impl<'f> Builder<'f> {
                 buffer,
                 name: Some(name),
                 has_rank: true,
+                quantization,
                 ..Default::default()
             },
         );
@@ -100,17 +119,29 @@ impl<'f> Builder<'f> {
         self.tensors.len() as i32 - 1
     }
 
-    fn op(
+    pub(crate) fn op(
         &mut self,
         code: BuiltinOperator,
         inputs: &[i32],
         outputs: &[i32],
         options: Option<(BuiltinOptions, WIPOffset<UnionWIPOffset>)>,
     ) {
-        let opcode_index = match self.opcodes.iter().position(|c| *c == code) {
+        self.versioned_op(code, 1, inputs, outputs, options)
+    }
+
+    /// An operator of `code` at `version` (int8 kernels are registered from version 2 or 3).
+    pub(crate) fn versioned_op(
+        &mut self,
+        code: BuiltinOperator,
+        version: i32,
+        inputs: &[i32],
+        outputs: &[i32],
+        options: Option<(BuiltinOptions, WIPOffset<UnionWIPOffset>)>,
+    ) {
+        let opcode_index = match self.opcodes.iter().position(|c| *c == (code, version)) {
             Some(i) => i,
             None => {
-                self.opcodes.push(code);
+                self.opcodes.push((code, version));
                 self.opcodes.len() - 1
             }
         } as u32;
@@ -134,7 +165,7 @@ impl<'f> Builder<'f> {
         self.operators.push(op);
     }
 
-    fn fused(act: Activation) -> ActivationFunctionType {
+    pub(crate) fn fused(act: Activation) -> ActivationFunctionType {
         match act {
             Activation::Relu => ActivationFunctionType::RELU,
             Activation::Relu6 => ActivationFunctionType::RELU6,
@@ -165,7 +196,7 @@ impl<'f> Builder<'f> {
         }
     }
 
-    fn add_options(
+    pub(crate) fn add_options(
         &mut self,
         act: ActivationFunctionType,
     ) -> (BuiltinOptions, WIPOffset<UnionWIPOffset>) {
@@ -179,7 +210,7 @@ impl<'f> Builder<'f> {
         (BuiltinOptions::AddOptions, o.as_union_value())
     }
 
-    fn mul_options(
+    pub(crate) fn mul_options(
         &mut self,
         act: ActivationFunctionType,
     ) -> (BuiltinOptions, WIPOffset<UnionWIPOffset>) {
@@ -229,17 +260,7 @@ impl<'f> Builder<'f> {
             )
         } else {
             let cin = c.in_channels / c.groups;
-            let mut ohwi = vec![0f32; kernel.len()];
-            for ky in 0..k {
-                for kx in 0..k {
-                    for ci in 0..cin {
-                        for co in 0..cout {
-                            ohwi[((co * k + ky) * k + kx) * cin + ci] =
-                                kernel[((ky * k + kx) * cin + ci) * cout + co];
-                        }
-                    }
-                }
-            }
+            let ohwi = hwio_to_ohwi(kernel, k, cin, cout);
             let w = self.tensor(&format!("{name}_w"), &[cout, k, k, cin], Some(&ohwi));
             let o = Conv2DOptions::create(
                 &mut self.fb,
@@ -286,7 +307,7 @@ impl<'f> Builder<'f> {
         self.unfused_activation(y, act, shape, &format!("{name}_act"))
     }
 
-    fn mean_hw(&mut self, x: i32, c: usize, name: &str) -> i32 {
+    pub(crate) fn mean_hw(&mut self, x: i32, c: usize, name: &str) -> i32 {
         let axes = self.int32_tensor(&format!("{name}_axes"), &[1, 2]);
         let y = self.tensor(name, &[1, 1, 1, c], None);
         let o = ReducerOptions::create(&mut self.fb, &ReducerOptionsArgs { keep_dims: true });
@@ -309,12 +330,7 @@ impl<'f> Builder<'f> {
     ) -> i32 {
         let (w, bias) = weights;
         let (k, n, act) = (fc.in_features, fc.out_features, fc.activation);
-        let mut oi = vec![0f32; w.len()];
-        for i in 0..k {
-            for o in 0..n {
-                oi[o * k + i] = w[i * n + o];
-            }
-        }
+        let oi = hwio_to_ohwi(w, 1, k, n);
         let wt = self.tensor(&format!("{name}_w"), &[n, k], Some(&oi));
         let b = self.tensor(&format!("{name}_b"), &[n], Some(bias));
         let y = self.tensor(&format!("{name}_out"), &[1, n], None);
@@ -333,6 +349,36 @@ impl<'f> Builder<'f> {
         );
         self.unfused_activation(y, act, &[1, n], &format!("{name}_act"))
     }
+}
+
+/// The quantization of an integer tensor: one scale and zero point per tensor, or one per
+/// slice along `axis` (TFLite's `quantized_dimension`).
+pub(crate) struct Quantization {
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<i64>,
+    pub axis: i32,
+}
+
+/// A kernel from our HWIO layout (`[kh][kw][in][out]`; an FC's `[in][out]` is k = 1) to
+/// TFLite's OHWI.
+pub(crate) fn hwio_to_ohwi<T: Copy + Default>(
+    kernel: &[T],
+    k: usize,
+    cin: usize,
+    cout: usize,
+) -> Vec<T> {
+    let mut ohwi = vec![T::default(); kernel.len()];
+    for ky in 0..k {
+        for kx in 0..k {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    ohwi[((co * k + ky) * k + kx) * cin + ci] =
+                        kernel[((ky * k + kx) * cin + ci) * cout + co];
+                }
+            }
+        }
+    }
+    ohwi
 }
 
 pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
@@ -429,7 +475,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
     Ok(finish(b, input, output, &model.name))
 }
 
-fn finish(mut b: Builder, input: i32, output: i32, description: &str) -> Vec<u8> {
+pub(crate) fn finish(mut b: Builder, input: i32, output: i32, description: &str) -> Vec<u8> {
     let fb = &mut b.fb;
     let tensors = fb.create_vector(&b.tensors);
     let operators = fb.create_vector(&b.operators);
@@ -450,14 +496,14 @@ fn finish(mut b: Builder, input: i32, output: i32, description: &str) -> Vec<u8>
     let codes: Vec<_> = b
         .opcodes
         .iter()
-        .map(|&code| {
+        .map(|&(code, version)| {
             OperatorCode::create(
                 fb,
                 &OperatorCodeArgs {
                     // Codes below 127 are also written to the deprecated field old readers use.
                     deprecated_builtin_code: code.0.min(127) as i8,
                     custom_code: None,
-                    version: 1,
+                    version,
                     builtin_code: code,
                 },
             )

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mobilebench_backend::{Backend, FileFormat, SourceKind};
 use mobilebench_export::Format;
-use mobilebench_models::{reference, synthetic_input, BnMode, Model, ModelConfig};
+use mobilebench_models::quant::Agreement as FloatAgreement;
+use mobilebench_models::{
+    reference, synthetic_input, BnMode, Calibration, Model, ModelConfig, Precision, QuantModel,
+};
 use mobilebench_native::Engine;
 
 use crate::worker::SourceSpec;
@@ -30,12 +33,37 @@ pub const FP32_TOLERANCE: f64 = 1e-4;
 /// there, which is what the flag should say.
 pub const FP16_TOLERANCE: f64 = 1e-1;
 
+/// int8 rows against the int8 reference (the quantized model's meaning: the float ops with
+/// every quantized tensor rounded to its grid): the smallest cosine similarity of the logits.
+/// Integer kernels round differently (fixed-point rescaling, LUT hard swish, integer means):
+/// a value lands one step off here and there, and these random-weight networks amplify such
+/// steps (LiteRT's own builtin and reference kernels differ by 0.105 max relative on
+/// V3-Small), so the largest difference is no test; the direction of the logits is.
+/// Measured by tests/int8.rs (the Python runtimes on four test models): LiteRT XNNPACK
+/// 0.978–0.999, LiteRT builtin 0.970–0.995, ONNX Runtime 0.993–1.000 (it reproduces the
+/// reference exactly on V3-Small); the input's zero point written with uint8's offset:
+/// 0.864–0.872 on all three. 0.95 sits between.
+pub const INT8_MIN_REFERENCE_COSINE: f64 = 0.95;
+
+/// The max relative difference int8 rows are not judged by (see above); recorded only.
+pub const INT8_TOLERANCE: f64 = f64::INFINITY;
+
+/// int8 rows against the float model: the smallest cosine similarity of the logits over
+/// [`AGREEMENT_INPUTS`] inputs below which the row is flagged. Measured at 224 px: 0.97
+/// (V3-Large) to 0.996 (V3-Small-minimalistic); tiny test models (64–96 px, 2×2 final maps)
+/// 0.88–0.97. A broken quantization (a wrong scale) gives near 0.
+pub const INT8_MIN_COSINE: f64 = 0.8;
+
+/// Inputs (seeds input_seed + 1 ..) int8 rows run after the timed loop to compare with the
+/// float model.
+pub const AGREEMENT_INPUTS: u32 = 16;
+
 /// The tolerance for a row's arithmetic precision.
 pub fn tolerance(precision: &str) -> f64 {
-    if precision == "fp16" {
-        FP16_TOLERANCE
-    } else {
-        FP32_TOLERANCE
+    match precision {
+        "fp16" => FP16_TOLERANCE,
+        "int8" => INT8_TOLERANCE,
+        _ => FP32_TOLERANCE,
     }
 }
 
@@ -50,6 +78,9 @@ pub struct Agreement {
     pub reference_non_finite: usize,
     /// The output's length differs from the reference's: (output, reference).
     pub lengths: Option<(usize, usize)>,
+    /// int8 rows: the cosine similarity with the int8 reference, which their check uses
+    /// (see [`INT8_MIN_REFERENCE_COSINE`]).
+    pub cosine: Option<f64>,
 }
 
 impl Agreement {
@@ -72,6 +103,14 @@ impl Agreement {
                 "the reference ({}) has {} non-finite values: nothing to agree with",
                 self.reference, self.reference_non_finite
             ));
+        }
+        if let Some(c) = self.cosine {
+            return (c.is_nan() || c < INT8_MIN_REFERENCE_COSINE).then(|| {
+                format!(
+                    "cosine similarity {c:.4} with {} is below {INT8_MIN_REFERENCE_COSINE}",
+                    self.reference
+                )
+            });
         }
         // A NaN difference fails too.
         (self.max_rel_diff.is_nan() || self.max_rel_diff > tolerance).then(|| {
@@ -116,6 +155,7 @@ pub fn compare(reference: &str, expected: &[f32], actual: &[f32]) -> Agreement {
         non_finite,
         reference_non_finite,
         lengths,
+        cosine: None,
     }
 }
 
@@ -131,13 +171,23 @@ pub fn read_output(path: &Path) -> Result<Vec<f32>> {
 /// its reference outputs computed on demand.
 pub struct PreparedZoo {
     pub config: ModelConfig,
+    pub precision: Precision,
     /// In the run's BN form (every backend gets this one).
     model: Model,
     bn: BnMode,
+    /// The calibrated model, for `--precision int8`, and its int8 model per file format.
+    calibration: Option<Calibration>,
+    quantized: HashMap<&'static str, QuantModel>,
+    /// The format each backend was given, which says which int8 model it ran.
+    formats: HashMap<String, Format>,
     input: Vec<f32>,
+    input_seed: u64,
     exports: HashMap<&'static str, PathBuf>,
     native: Option<Vec<f32>>,
     naive: Option<Vec<f32>>,
+    int8_reference: HashMap<&'static str, Vec<f32>>,
+    /// The float model's logits on the agreement inputs, one after another.
+    float_outputs: Option<Vec<f32>>,
 }
 
 impl PreparedZoo {
@@ -146,18 +196,48 @@ impl PreparedZoo {
         weight_seed: u64,
         input_seed: u64,
         bn: BnMode,
+        precision: Precision,
     ) -> Result<PreparedZoo> {
         let model = Model::from_config(&config, weight_seed).with_bn(bn)?;
         let input = synthetic_input(model.graph.input, input_seed);
+        let calibration = (precision == Precision::Int8).then(|| {
+            eprintln!(
+                "{config}: calibrating int8 activation ranges on {} images",
+                mobilebench_models::quant::CALIBRATION_IMAGES
+            );
+            Calibration::run(&model)
+        });
         Ok(PreparedZoo {
             config,
+            precision,
             model,
             bn,
+            calibration,
+            quantized: HashMap::new(),
+            formats: HashMap::new(),
             input,
+            input_seed,
             exports: HashMap::new(),
             native: None,
             naive: None,
+            int8_reference: HashMap::new(),
+            float_outputs: None,
         })
+    }
+
+    /// The int8 model of `format`'s files (quantized on first use), for an int8 item.
+    fn int8_model(&mut self, format: Format) -> Option<&QuantModel> {
+        let calibration = self.calibration.as_ref()?;
+        Some(
+            self.quantized.entry(format.extension()).or_insert_with(|| {
+                calibration.quantize(mobilebench_export::int8_weight_range(format))
+            }),
+        )
+    }
+
+    /// The model column of this item's rows.
+    pub fn label(&self) -> String {
+        self.precision.label(&self.config.name())
     }
 
     /// How `backend` gets this model: directly, or as an exported file (written into
@@ -167,7 +247,7 @@ impl PreparedZoo {
         backend: &dyn Backend,
         models_dir: &Path,
     ) -> Result<Option<SourceSpec>> {
-        if backend.accepts(SourceKind::Zoo) {
+        if backend.accepts(SourceKind::Zoo) && self.calibration.is_none() {
             return Ok(Some(SourceSpec::Zoo {
                 name: self.config.name(),
             }));
@@ -178,6 +258,7 @@ impl PreparedZoo {
         ] {
             if backend.accepts(SourceKind::File(file_format)) {
                 let path = self.export(format, models_dir)?;
+                self.formats.insert(backend.name().to_string(), format);
                 return Ok(Some(SourceSpec::File {
                     path,
                     format: file_format,
@@ -191,11 +272,14 @@ impl PreparedZoo {
         if let Some(p) = self.exports.get(format.extension()) {
             return Ok(p.clone());
         }
-        let path = dir.join(format!("{}.{}", self.config.name(), format.extension()));
+        let path = dir.join(format!("{}.{}", self.label(), format.extension()));
         if !path.is_file() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let bytes = mobilebench_export::export(&self.model, format, self.bn)?;
+            let bytes = match self.int8_model(format) {
+                Some(q) => mobilebench_export::export_int8(q, format)?,
+                None => mobilebench_export::export(&self.model, format, self.bn)?,
+            };
             // Write then rename, so an interrupted export never leaves a truncated model.
             let partial = path.with_extension("partial");
             std::fs::write(&partial, bytes)
@@ -216,6 +300,26 @@ impl PreparedZoo {
             a.reference = format!("{} (first image of the batch)", a.reference);
             return a;
         }
+        if self.calibration.is_some() {
+            let format = self.formats.get(backend).copied().unwrap_or(Format::Tflite);
+            let input = self.input.clone();
+            let expected = match self.int8_reference.get(format.extension()) {
+                Some(e) => e.clone(),
+                None => {
+                    let q = self.int8_model(format).expect("calibrated");
+                    let e = q.evaluate(&input);
+                    self.int8_reference.insert(format.extension(), e.clone());
+                    e
+                }
+            };
+            let mut a = compare(
+                &format!("int8-reference ({} weights)", format.extension()),
+                &expected,
+                output,
+            );
+            a.cosine = Some(mobilebench_models::quant::cosine(&expected, output));
+            return a;
+        }
         if backend == "native" {
             let expected = self.naive.get_or_insert_with(|| {
                 reference::evaluate(&self.model.graph, &self.model.weights, &self.input)
@@ -230,6 +334,27 @@ impl PreparedZoo {
             });
             compare("native", expected, output)
         }
+    }
+
+    /// How an int8 backend's logits on the agreement inputs (one after another) agree with
+    /// the float model's (the native engine on the same weights and inputs).
+    pub fn float_agreement(&mut self, outputs: &[f32]) -> FloatAgreement {
+        let classes = self.model.graph.output().len();
+        let n = outputs.len() / classes;
+        let float = self.float_outputs.get_or_insert_with(|| {
+            let mut engine = Engine::new(&self.model);
+            let mut all = vec![0f32; n * classes];
+            for (i, out) in all.chunks_exact_mut(classes).enumerate() {
+                let input = synthetic_input(self.model.graph.input, self.input_seed + 1 + i as u64);
+                engine.run(&input, out);
+            }
+            all
+        });
+        FloatAgreement::of(
+            float
+                .chunks_exact(classes)
+                .zip(outputs.chunks_exact(classes)),
+        )
     }
 }
 

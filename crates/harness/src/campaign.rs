@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::Timing;
-use mobilebench_models::{sets, DEFAULT_INPUT_SEED};
+use mobilebench_models::{sets, BnMode, Precision, DEFAULT_INPUT_SEED};
 use mobilebench_results::RunManifest;
 
 use crate::cli::RunArgs;
@@ -237,6 +237,12 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    let mut precisions = args.precision.clone();
+    precisions.sort();
+    precisions.dedup();
+    if precisions.contains(&Precision::Int8) && args.bn == BnMode::Separate {
+        bail!("--precision int8 folds batch norm into the convolutions (no runtime has an int8 batch norm): drop --bn separate, or run int8 separately");
+    }
     let only_local = profiles
         .iter()
         .all(|p| p.kind == mobilebench_devices::DeviceKind::Local);
@@ -276,6 +282,7 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         .name()
         .into(),
         profile_ops: args.profile_ops,
+        precisions: precisions.iter().map(|p| p.name().to_string()).collect(),
         core,
         weight_seed: args.seed,
         input_seed: DEFAULT_INPUT_SEED,

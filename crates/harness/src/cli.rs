@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use mobilebench_backend::Mode;
-use mobilebench_models::{BnMode, DEFAULT_SEED};
+use mobilebench_models::{BnMode, Precision, DEFAULT_SEED};
 
 #[derive(Parser)]
 #[command(
@@ -29,14 +29,15 @@ pub(crate) enum Cmd {
     #[command(subcommand)]
     List(ListCmd),
     /// Measure every (model, backend) pair, one worker process per pair
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report run directories (any number of devices): tables on stdout, or with -o a folder
     /// with README.md and SVG/PNG plots
     Report(ReportArgs),
     /// Compare two run directories pair by pair: change of the median of round medians,
     /// judged against the between-round spread (run with --rounds), with a verdict
     Compare(CompareArgs),
-    /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits)
+    /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits),
+    /// float32 or post-training int8
     Export(ExportArgs),
     /// Fetch the runtimes (ONNX Runtime, LiteRT) from their PyPI wheels into the cache and
     /// check that they load (libtorch, needed at build time, comes from scripts/setup)
@@ -135,6 +136,15 @@ pub(crate) struct RunArgs {
     /// run). Applies to native, tch, and the files exported for the other runtimes
     #[arg(long, default_value = "fused")]
     pub(crate) bn: BnMode,
+    /// Number formats to run zoo models in, comma-separated: `float32` (the model as built)
+    /// and `int8` (post-training quantized: per-channel int8 weights, int8 activations
+    /// calibrated on 8 seeded images; a fully-integer .tflite and a QDQ .onnx, both with
+    /// float input and output). int8 runs on litert-builtin, litert-xnnpack and onnxruntime;
+    /// other backends are recorded unavailable, with the reason. int8 rows are named
+    /// MODEL_int8 and checked against the int8 reference and, on 16 more inputs, against the
+    /// float model (top-1 agreement and cosine of the logits: agreement, not accuracy)
+    #[arg(long, value_delimiter = ',', default_value = "float32")]
+    pub(crate) precision: Vec<Precision>,
     /// Smoke run: 10 warm-up and 100 timed runs (overrides --warmup/--runs)
     #[arg(long)]
     pub(crate) quick: bool,
@@ -143,7 +153,7 @@ pub(crate) struct RunArgs {
     pub(crate) out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "rounds", "timed_io", "pair_timeout", "profile_ops"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "precision", "rounds", "timed_io", "pair_timeout", "profile_ops"])]
     pub(crate) resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
@@ -188,6 +198,11 @@ pub(crate) struct ExportArgs {
     /// Batch norm folded into the convolutions (`fused`) or kept as separate ops (`separate`)
     #[arg(long, default_value = "fused")]
     pub(crate) bn: BnMode,
+    /// `float32`, or `int8`: post-training quantized (BN folded, activation ranges from 8
+    /// seeded calibration images) as a fully-integer .tflite or a QDQ .onnx, float input and
+    /// output
+    #[arg(long, default_value = "float32")]
+    pub(crate) precision: Precision,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub(crate) seed: u64,

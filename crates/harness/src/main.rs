@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Cmd, CompareArgs, ExportArgs, ListCmd, ReportArgs};
+use mobilebench_models::{BnMode, Precision, QuantModel};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,7 +49,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::List(ListCmd::Models { models }) => print!("{}", list::models(&models)?),
         Cmd::List(ListCmd::Backends) => print!("{}", list::backends()),
         Cmd::List(ListCmd::Devices) => print!("{}", list::devices()?),
-        Cmd::Run(args) => campaign::run(args)?,
+        Cmd::Run(args) => campaign::run(*args)?,
         Cmd::Report(args) => report(&args)?,
         Cmd::Compare(args) => {
             if compare(&args)? && args.fail_on_regression {
@@ -98,7 +99,19 @@ fn export(args: &ExportArgs) -> Result<()> {
     } else {
         Format::Tflite
     };
-    let bytes = mobilebench_export::export(&model, format, args.bn)?;
+    let bytes = match args.precision {
+        Precision::Float32 => mobilebench_export::export(&model, format, args.bn)?,
+        Precision::Int8 => {
+            if args.bn == BnMode::Separate {
+                bail!(
+                    "--precision int8 folds batch norm into the convolutions: drop --bn separate"
+                );
+            }
+            let range = mobilebench_export::int8_weight_range(format);
+            let quantized = QuantModel::quantize(&model, range);
+            mobilebench_export::export_int8(&quantized, format)?
+        }
+    };
     std::fs::write(&args.output, &bytes)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!("wrote {} ({} bytes)", args.output.display(), bytes.len());

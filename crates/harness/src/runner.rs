@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
-use mobilebench_models::{count, BnMode, ModelConfig};
+use mobilebench_models::{count, BnMode, ModelConfig, Precision};
 use mobilebench_results::{
     self as results, OpRow, RunManifest, RunWriter, SampleRow, Status, SummaryRow,
 };
@@ -97,9 +97,9 @@ fn record(
     Ok(())
 }
 
-/// One thing to measure: a zoo model or a user's model file.
+/// One thing to measure: a zoo model in one precision, or a user's model file.
 enum Item {
-    Zoo(ModelConfig),
+    Zoo(ModelConfig, Precision),
     /// A file and its label: its name, or its path as given where two files share a name.
     File(PathBuf, String),
 }
@@ -107,7 +107,7 @@ enum Item {
 impl Item {
     fn label(&self) -> String {
         match self {
-            Item::Zoo(c) => c.name(),
+            Item::Zoo(c, precision) => precision.label(&c.name()),
             Item::File(_, label) => label.clone(),
         }
     }
@@ -158,11 +158,13 @@ fn file_format(path: &Path) -> Result<FileFormat> {
 pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let m = &ctx.manifest;
     let backends = registry::select(&m.backends)?;
-    let mut items: Vec<Item> = m
-        .models
-        .iter()
-        .map(|name| name.parse::<ModelConfig>().map(Item::Zoo))
-        .collect::<Result<_, _>>()?;
+    let precisions = precisions_of(m)?;
+    let mut items: Vec<Item> = Vec::new();
+    for name in &m.models {
+        let config = name.parse::<ModelConfig>()?;
+        // A model's precisions one after another, so its rows sit side by side.
+        items.extend(precisions.iter().map(|&p| Item::Zoo(config, p)));
+    }
     items.extend(file_items(&m.model_files));
     let rounds = m.rounds.max(1);
     // What this run directory already holds (read once: resumed remote runs resend from it).
@@ -324,11 +326,12 @@ fn prepare_item(
 ) -> Result<ItemContext> {
     let m = &ctx.manifest;
     Ok(match item {
-        Item::Zoo(config) => ItemContext::Zoo(Box::new(PreparedZoo::new(
+        Item::Zoo(config, precision) => ItemContext::Zoo(Box::new(PreparedZoo::new(
             *config,
             m.weight_seed,
             m.input_seed,
             workload_of(m)?.1,
+            *precision,
         )?)),
         Item::File(path, _) => ItemContext::File {
             path: path.clone(),
@@ -394,6 +397,14 @@ pub fn timing_of(m: &RunManifest) -> Result<Timing> {
     })
 }
 
+/// The manifest's precisions, parsed.
+pub fn precisions_of(m: &RunManifest) -> Result<Vec<Precision>> {
+    m.precisions
+        .iter()
+        .map(|p| p.parse::<Precision>().map_err(anyhow::Error::msg))
+        .collect()
+}
+
 /// The manifest's workload and BN form, parsed.
 pub fn workload_of(m: &RunManifest) -> Result<(Workload, BnMode)> {
     let mode = m.mode.parse::<Mode>().map_err(anyhow::Error::msg)?;
@@ -402,14 +413,16 @@ pub fn workload_of(m: &RunManifest) -> Result<(Workload, BnMode)> {
     Ok((Workload { mode, batch }, bn))
 }
 
-fn zoo_row(ctx: &RunContext, machine: &Machine, config: &ModelConfig, backend: &str) -> SummaryRow {
+fn zoo_row(ctx: &RunContext, machine: &Machine, zoo: &PreparedZoo, backend: &str) -> SummaryRow {
+    let config = &zoo.config;
     let counts = count(&config.graph());
     SummaryRow {
+        precision: zoo.precision.column().into(),
         source: "zoo".into(),
         input_shape: format!("{}x{1}x{1}x3", ctx.manifest.batch, config.resolution),
         macs: Some(counts.macs),
         params: Some(counts.params),
-        ..common_row(ctx, machine, &config.name(), backend)
+        ..common_row(ctx, machine, &zoo.label(), backend)
     }
 }
 
@@ -471,7 +484,7 @@ fn measure_pair(
     let name = backend.name();
     let (mut row, source) = match item {
         ItemContext::Zoo(prepared) => {
-            let row = zoo_row(ctx, machine, &prepared.config, name);
+            let row = zoo_row(ctx, machine, prepared, name);
             let models_dir = ctx.dir.join("models");
             (row, prepared.source_for(backend, &models_dir)?)
         }
@@ -500,6 +513,12 @@ fn measure_pair(
         return Ok(Some((row, RoundSamples::default())));
     }
     let (workload, bn) = workload_of(&ctx.manifest)?;
+    let int8 = matches!(item, ItemContext::Zoo(z) if z.precision == Precision::Int8);
+    if let (true, Err(why)) = (int8, backend.runs_int8()) {
+        row.status = Some(Status::Unavailable);
+        row.message = format!("{why} (--precision int8)");
+        return Ok(Some((row, RoundSamples::default())));
+    }
     if let Err(why) = backend.supports(&workload) {
         row.status = Some(Status::Unavailable);
         row.message = format!(
@@ -527,6 +546,7 @@ fn measure_pair(
         timing: timing_of(&ctx.manifest)?,
         profile_ops: ctx.manifest.profile_ops,
         output_path: output.clone(),
+        agreement_inputs: if int8 { agreement::AGREEMENT_INPUTS } else { 0 },
     };
     if backend.software_adapter().is_some() {
         row.flags = match row.flags.as_str() {
@@ -537,7 +557,14 @@ fn measure_pair(
     let note = std::mem::take(&mut row.message);
     let timeout = Duration::from_secs(ctx.manifest.pair_timeout_s);
     let samples = match run_worker(&spec, tag, &ctx.worker_prefix, timeout) {
-        Ok(outcome) => fill_row(&mut row, &outcome),
+        Ok(outcome) => {
+            let samples = fill_row(&mut row, &outcome);
+            if int8 {
+                // The session ran an int8 file; it reports the float I/O it sees.
+                row.precision = Precision::Int8.column().into();
+            }
+            samples
+        }
         Err(e) => {
             row.status = Some(Status::Failed);
             row.message = format!("{e:#}");
@@ -566,6 +593,10 @@ fn measure_pair(
                 },
             };
             record_agreement(&mut row, &agreement);
+            if let (true, ItemContext::Zoo(prepared)) = (int8, &mut *item) {
+                let outputs = agreement::read_output(&crate::worker::agreement_path(&output))?;
+                record_float_agreement(&mut row, &prepared.float_agreement(&outputs));
+            }
         } else {
             row.reference = "none (a test-only backend that computes nothing)".into();
         }
@@ -573,21 +604,46 @@ fn measure_pair(
     Ok(Some((row, samples)))
 }
 
-fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
-    row.reference = a.reference.clone();
-    row.max_abs_diff = Some(a.max_abs_diff);
-    row.max_rel_diff = Some(a.max_rel_diff);
-    let problem = a.problem(agreement::tolerance(&row.precision));
-    if let Some(problem) = problem {
+/// An int8 row's agreement with the float model; below [`agreement::INT8_MIN_COSINE`] the
+/// row is flagged.
+fn record_float_agreement(row: &mut SummaryRow, a: &mobilebench_models::quant::Agreement) {
+    row.agreement_inputs = Some(a.inputs as u32);
+    row.top1_agreement = Some(a.top1_agreement);
+    row.cosine_mean = Some(a.mean_cosine);
+    row.cosine_min = Some(a.min_cosine);
+    if a.inputs == 0 || a.min_cosine.is_nan() || a.min_cosine < agreement::INT8_MIN_COSINE {
+        flag_disagreement(
+            row,
+            format!(
+                "int8 logits far from the float model's: smallest cosine {:.3} over {} inputs (at least {} expected)",
+                a.min_cosine,
+                a.inputs,
+                agreement::INT8_MIN_COSINE
+            ),
+        );
+    }
+}
+
+fn flag_disagreement(row: &mut SummaryRow, problem: String) {
+    if !row.flag_list().contains(&"disagrees") {
         row.flags = if row.flags.is_empty() {
             "disagrees".into()
         } else {
             format!("{};disagrees", row.flags)
         };
-        row.message = if row.message.is_empty() {
-            problem
-        } else {
-            format!("{}; {problem}", row.message)
-        };
+    }
+    row.message = if row.message.is_empty() {
+        problem
+    } else {
+        format!("{}; {problem}", row.message)
+    };
+}
+
+fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
+    row.reference = a.reference.clone();
+    row.max_abs_diff = Some(a.max_abs_diff);
+    row.max_rel_diff = Some(a.max_rel_diff);
+    if let Some(problem) = a.problem(agreement::tolerance(&row.precision)) {
+        flag_disagreement(row, problem);
     }
 }

@@ -61,6 +61,16 @@ pub struct WorkerSpec {
     pub profile_ops: bool,
     /// Where to write the last output (raw little-endian f32), for the agreement check.
     pub output_path: PathBuf,
+    /// After everything else, run this many more inputs (seeds input_seed + 1 ...) and write
+    /// their outputs, one after another, to [`agreement_path`] (int8 rows: the comparison
+    /// with the float model).
+    #[serde(default)]
+    pub agreement_inputs: u32,
+}
+
+/// Where a worker writes the outputs of its agreement inputs.
+pub fn agreement_path(output_path: &std::path::Path) -> PathBuf {
+    output_path.with_extension("agreement.f32")
 }
 
 /// The worker → parent protocol: one JSON object per stdout line.
@@ -331,6 +341,17 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
     let bytes: Vec<u8> = output.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&spec.output_path, bytes)
         .with_context(|| format!("cannot write {}", spec.output_path.display()))?;
+    if spec.agreement_inputs > 0 {
+        // After the timed loop and the profile: these runs are never timed.
+        let mut all = Vec::with_capacity(output.len() * spec.agreement_inputs as usize);
+        for i in 1..=spec.agreement_inputs as u64 {
+            let input = synthetic_for_shape(&session.input_shape(), spec.input_seed + i);
+            session.run(&input, &mut output)?;
+            all.extend(output.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        let path = agreement_path(&spec.output_path);
+        std::fs::write(&path, all).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     emit(&Event::Finished {
         samples_ns: measured.samples_ns,
         gpu_ns: measured.gpu_ns,

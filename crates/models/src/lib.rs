@@ -15,7 +15,7 @@ pub mod zoo;
 pub use counting::{count, Counts};
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
-pub use quant::{Precision, QuantModel};
+pub use quant::{Calibration, Precision, QuantModel, WeightRange};
 pub use weights::{BnMode, Model, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};
 

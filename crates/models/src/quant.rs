@@ -1,8 +1,9 @@
 //! Post-training 8-bit quantization of a zoo model, and what the quantized model means.
 //!
 //! The scheme is the one TFLite's int8 kernels and ONNX Runtime's QDQ (S8S8) kernels share:
-//! - weights: int8 in [−127, 127], symmetric (zero point 0), one scale per output channel
-//!   (`max |w| / 127` over the channel), for every convolution and FC layer;
+//! - weights: int8, symmetric (zero point 0), one scale per output channel, for every
+//!   convolution and FC layer: in [−127, 127] for TFLite, in [−64, 64] for ONNX Runtime
+//!   ([`WeightRange`]);
 //! - biases: int32 with scale `input scale × weight scale` of their channel, zero point 0;
 //! - activations: int8 per tensor, asymmetric, from the min/max each tensor takes (widened to
 //!   hold 0, so zero padding is exact) on [`CALIBRATION_IMAGES`] deterministic inputs: the
@@ -51,6 +52,27 @@ impl Precision {
         }
     }
 }
+
+impl Precision {
+    /// The model column of a zoo model in this precision: the name, `_int8` appended for int8.
+    pub fn label(self, model: &str) -> String {
+        match self {
+            Precision::Float32 => model.to_string(),
+            Precision::Int8 => format!("{model}{INT8_SUFFIX}"),
+        }
+    }
+
+    /// A model column split into the model's name and its precision.
+    pub fn of_label(label: &str) -> (&str, Precision) {
+        match label.strip_suffix(INT8_SUFFIX) {
+            Some(name) => (name, Precision::Int8),
+            None => (label, Precision::Float32),
+        }
+    }
+}
+
+/// What an int8 model's name ends with in the CSVs.
+pub const INT8_SUFFIX: &str = "_int8";
 
 impl std::str::FromStr for Precision {
     type Err = String;
@@ -117,7 +139,8 @@ pub struct QWeights {
 
 impl QWeights {
     /// Symmetric per-channel quantization of `w` with `out` output channels.
-    pub fn per_output_channel(w: &[f32], out: usize) -> QWeights {
+    pub fn per_output_channel(w: &[f32], out: usize, range: WeightRange) -> QWeights {
+        let steps = range.max();
         let mut max = vec![0f32; out];
         for (i, v) in w.iter().enumerate() {
             max[i % out] = max[i % out].max(v.abs());
@@ -125,12 +148,12 @@ impl QWeights {
         // An all-zero channel quantizes to zeros with any scale; 1/127 keeps it positive.
         let scales: Vec<f32> = max
             .iter()
-            .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 / 127.0 })
+            .map(|&m| if m > 0.0 { m / steps } else { 1.0 / steps })
             .collect();
         let values = w
             .iter()
             .enumerate()
-            .map(|(i, v)| (v / scales[i % out]).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .map(|(i, v)| (v / scales[i % out]).round_ties_even().clamp(-steps, steps) as i8)
             .collect();
         QWeights { values, scales }
     }
@@ -149,6 +172,109 @@ impl QWeights {
     }
 }
 
+/// The activation ranges of a model (BN folded) on the calibration images: what every
+/// quantization of it shares.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    model: Model,
+    input: Range,
+    ranges: Vec<Ranges>,
+}
+
+impl Calibration {
+    /// Calibrates on the [`CALIBRATION_IMAGES`] images of seeds [`CALIBRATION_SEED`]` + i`.
+    pub fn run(model: &Model) -> Calibration {
+        let images: Vec<Vec<f32>> = (0..CALIBRATION_IMAGES as u64)
+            .map(|i| synthetic_input(model.graph.input, CALIBRATION_SEED + i))
+            .collect();
+        Calibration::on(model, &images)
+    }
+
+    /// Calibrates on `images`.
+    pub fn on(model: &Model, images: &[Vec<f32>]) -> Calibration {
+        let model = model.fold_batch_norm();
+        let mut input = Range::EMPTY;
+        let mut ranges = vec![Ranges::EMPTY; model.graph.nodes.len()];
+        for image in images {
+            forward(
+                &model.graph,
+                &model.weights,
+                image,
+                &mut |point, x| match point {
+                    Point::Input => input.add(x),
+                    Point::PreActivation(i) => ranges[i].pre_activation.add(x),
+                    Point::Output(i) => ranges[i].output.add(x),
+                    Point::SePooled(i) => ranges[i].se_pooled.add(x),
+                    Point::SeHidden(i) => ranges[i].se_hidden.add(x),
+                    Point::SeGateInput(i) => ranges[i].se_gate_input.add(x),
+                    Point::SeGate(_) => {}
+                },
+            );
+        }
+        Calibration {
+            model,
+            input,
+            ranges,
+        }
+    }
+
+    /// The int8 model: these activation ranges, weights quantized in `range`.
+    pub fn quantize(&self, range: WeightRange) -> QuantModel {
+        let graph = &self.model.graph;
+        let input = self.input.params();
+        let mut outputs: Vec<QParams> = vec![input];
+        let mut layers = Vec::with_capacity(graph.nodes.len());
+        for ((node, w), r) in graph
+            .nodes
+            .iter()
+            .zip(&self.model.weights.nodes)
+            .zip(&self.ranges)
+        {
+            let x = outputs[node.inputs[0]];
+            let op = quantize_node(node, w, x, r, range);
+            outputs.push(op.output());
+            layers.push(QLayer {
+                name: node.name.clone(),
+                inputs: node.inputs.clone(),
+                shape: node.output,
+                op,
+            });
+        }
+        let dequantized = Weights {
+            nodes: layers.iter().map(dequantized_weights).collect(),
+        };
+        QuantModel {
+            name: self.model.name.clone(),
+            input_shape: graph.input,
+            input,
+            weight_range: range,
+            layers,
+            graph: graph.clone(),
+            dequantized,
+        }
+    }
+}
+
+/// How many int8 steps weights use on each side of zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightRange {
+    /// [−127, 127]: TFLite's int8 spec.
+    Full,
+    /// [−64, 64] (ONNX Runtime's `reduce_range`): its x86 u8s8 kernels without VNNI add
+    /// pairs of u8 × s8 products in 16 bits, which 255 × 127 × 2 overflows and
+    /// 255 × 64 × 2 does not.
+    Reduced,
+}
+
+impl WeightRange {
+    pub fn max(self) -> f32 {
+        match self {
+            WeightRange::Full => 127.0,
+            WeightRange::Reduced => 64.0,
+        }
+    }
+}
+
 /// A quantized convolution or FC layer: int8 weights, int32 bias, and its output tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QLinear {
@@ -163,8 +289,15 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    fn new(w: &[f32], b: &[f32], input: QParams, act: Activation, ranges: &Ranges) -> QLinear {
-        let weights = QWeights::per_output_channel(w, b.len());
+    fn new(
+        w: &[f32],
+        b: &[f32],
+        input: QParams,
+        act: Activation,
+        ranges: &Ranges,
+        range: WeightRange,
+    ) -> QLinear {
+        let weights = QWeights::per_output_channel(w, b.len(), range);
         let bias_scales: Vec<f32> = weights.scales.iter().map(|s| s * input.scale).collect();
         let bias = b
             .iter()
@@ -250,6 +383,7 @@ pub struct QuantModel {
     pub name: String,
     pub input_shape: Shape,
     pub input: QParams,
+    pub weight_range: WeightRange,
     pub layers: Vec<QLayer>,
     /// The folded float graph and the weights as the int8 numbers dequantize, which
     /// [`QuantModel::evaluate`] runs.
@@ -314,56 +448,9 @@ impl Ranges {
 
 impl QuantModel {
     /// Quantizes `model` (BN folded first) with activation ranges calibrated on the
-    /// calibration images.
-    pub fn quantize(model: &Model) -> QuantModel {
-        let images: Vec<Vec<f32>> = (0..CALIBRATION_IMAGES as u64)
-            .map(|i| synthetic_input(model.graph.input, CALIBRATION_SEED + i))
-            .collect();
-        QuantModel::calibrated_on(model, &images)
-    }
-
-    /// Quantizes `model` with activation ranges taken on `images`.
-    pub fn calibrated_on(model: &Model, images: &[Vec<f32>]) -> QuantModel {
-        let model = model.fold_batch_norm();
-        let graph = &model.graph;
-        let mut input_range = Range::EMPTY;
-        let mut ranges = vec![Ranges::EMPTY; graph.nodes.len()];
-        for image in images {
-            forward(graph, &model.weights, image, &mut |point, x| match point {
-                Point::Input => input_range.add(x),
-                Point::PreActivation(i) => ranges[i].pre_activation.add(x),
-                Point::Output(i) => ranges[i].output.add(x),
-                Point::SePooled(i) => ranges[i].se_pooled.add(x),
-                Point::SeHidden(i) => ranges[i].se_hidden.add(x),
-                Point::SeGateInput(i) => ranges[i].se_gate_input.add(x),
-                Point::SeGate(_) => {}
-            });
-        }
-        let input = input_range.params();
-        let mut outputs: Vec<QParams> = vec![input];
-        let mut layers = Vec::with_capacity(graph.nodes.len());
-        for ((node, w), r) in graph.nodes.iter().zip(&model.weights.nodes).zip(&ranges) {
-            let x = outputs[node.inputs[0]];
-            let op = quantize_node(node, w, x, r);
-            outputs.push(op.output());
-            layers.push(QLayer {
-                name: node.name.clone(),
-                inputs: node.inputs.clone(),
-                shape: node.output,
-                op,
-            });
-        }
-        let dequantized = Weights {
-            nodes: layers.iter().map(dequantized_weights).collect(),
-        };
-        QuantModel {
-            name: model.name.clone(),
-            input_shape: graph.input,
-            input,
-            layers,
-            graph: model.graph.clone(),
-            dequantized,
-        }
+    /// calibration images and weights in `range`.
+    pub fn quantize(model: &Model, range: WeightRange) -> QuantModel {
+        Calibration::run(model).quantize(range)
     }
 
     /// The output tensor of value `id` (0: the input).
@@ -418,14 +505,20 @@ impl QuantModel {
     }
 }
 
-fn quantize_node(node: &Node, w: &NodeWeights, input: QParams, r: &Ranges) -> QOp {
+fn quantize_node(
+    node: &Node,
+    w: &NodeWeights,
+    input: QParams,
+    r: &Ranges,
+    range: WeightRange,
+) -> QOp {
     match (&node.op, w) {
         (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, .. }) => {
             let zeros = vec![0.0; c.out_channels];
             let bias = bias.as_deref().unwrap_or(&zeros);
             QOp::Conv(
                 c.clone(),
-                QLinear::new(kernel, bias, input, c.activation, r),
+                QLinear::new(kernel, bias, input, c.activation, r, range),
             )
         }
         (
@@ -442,7 +535,14 @@ fn quantize_node(node: &Node, w: &NodeWeights, input: QParams, r: &Ranges) -> QO
                 output: r.se_hidden,
                 ..Ranges::EMPTY
             };
-            let reduce = QLinear::new(reduce, reduce_bias, pooled, Activation::Relu, &hidden);
+            let reduce = QLinear::new(
+                reduce,
+                reduce_bias,
+                pooled,
+                Activation::Relu,
+                &hidden,
+                range,
+            );
             let gate_input = Ranges {
                 output: r.se_gate_input,
                 ..Ranges::EMPTY
@@ -453,6 +553,7 @@ fn quantize_node(node: &Node, w: &NodeWeights, input: QParams, r: &Ranges) -> QO
                 reduce.output,
                 Activation::None,
                 &gate_input,
+                range,
             );
             QOp::SqueezeExcite {
                 se: se.clone(),
@@ -465,7 +566,7 @@ fn quantize_node(node: &Node, w: &NodeWeights, input: QParams, r: &Ranges) -> QO
         (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
             QOp::FullyConnected(
                 fc.clone(),
-                QLinear::new(weight, bias, input, fc.activation, r),
+                QLinear::new(weight, bias, input, fc.activation, r, range),
             )
         }
         (Op::GlobalAvgPool, _) => QOp::GlobalAvgPool { output: r.output() },

@@ -29,7 +29,7 @@ fn activation_grids_hold_zero_and_saturate() {
 fn weights_are_symmetric_per_output_channel() {
     // Two output channels of very different magnitude: each gets its own scale.
     let w = [0.5, 100.0, -0.25, -50.0, 0.125, 25.0];
-    let q = QWeights::per_output_channel(&w, 2);
+    let q = QWeights::per_output_channel(&w, 2, WeightRange::Full);
     assert_eq!(q.scales, vec![0.5 / 127.0, 100.0 / 127.0]);
     assert_eq!(q.values[0], 127);
     assert_eq!(q.values[1], 127);
@@ -39,8 +39,11 @@ fn weights_are_symmetric_per_output_channel() {
     }
     // The small channel keeps its precision.
     assert!((q.dequantized()[4] - 0.125).abs() <= 0.5 / 127.0 / 2.0);
+    // Reduced range: 64 steps a side.
+    let r = QWeights::per_output_channel(&w, 2, WeightRange::Reduced);
+    assert_eq!((r.values[1], r.values[3]), (64, -32));
     // An all-zero channel quantizes to zeros with a positive scale.
-    let z = QWeights::per_output_channel(&[0.0, 1.0, 0.0, -1.0], 2);
+    let z = QWeights::per_output_channel(&[0.0, 1.0, 0.0, -1.0], 2, WeightRange::Full);
     assert_eq!((z.values[0], z.values[2]), (0, 0));
     assert!(z.scales[0] > 0.0);
 }
@@ -57,7 +60,7 @@ fn the_int8_model_follows_the_float_model() {
         "mobilenet_v1_0.25_64",
     ] {
         let float = model(name);
-        let q = QuantModel::quantize(&float);
+        let q = QuantModel::quantize(&float, WeightRange::Full);
         let input = synthetic_input(float.graph.input, DEFAULT_INPUT_SEED);
         let expected = reference::evaluate(&float.graph, &float.weights, &input);
         let got = q.evaluate(&input);
@@ -80,7 +83,7 @@ fn the_int8_model_follows_the_float_model() {
 #[test]
 fn a_wrong_zero_point_changes_the_result() {
     let float = model("mobilenet_v3_small_0.5_64");
-    let good = QuantModel::quantize(&float);
+    let good = QuantModel::quantize(&float, WeightRange::Full);
     let input = synthetic_input(float.graph.input, DEFAULT_INPUT_SEED);
     let reference = good.evaluate(&input);
     let mut bad = good.clone();
@@ -109,4 +112,20 @@ fn agreement_counts_top1_and_cosine() {
     assert_eq!((mixed.inputs, mixed.top1_agreement), (2, 0.5));
     assert!(mixed.min_cosine < 1.0 && mixed.min_cosine > 0.9);
     assert_eq!(argmax(&b), 2);
+}
+
+#[test]
+fn int8_labels_round_trip() {
+    let name = "mobilenet_v3_large_1.0_224";
+    assert_eq!(
+        Precision::Int8.label(name),
+        "mobilenet_v3_large_1.0_224_int8"
+    );
+    assert_eq!(
+        Precision::of_label(&Precision::Int8.label(name)),
+        (name, Precision::Int8)
+    );
+    assert_eq!(Precision::of_label(name), (name, Precision::Float32));
+    assert_eq!("fp32".parse::<Precision>(), Ok(Precision::Float32));
+    assert!("int4".parse::<Precision>().is_err());
 }

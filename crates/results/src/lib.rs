@@ -128,6 +128,15 @@ pub struct SummaryRow {
     pub reference: String,
     pub max_abs_diff: Option<f64>,
     pub max_rel_diff: Option<f64>,
+    /// int8 rows: agreement of the logits with the float model's on several inputs.
+    #[serde(default)]
+    pub agreement_inputs: Option<u32>,
+    #[serde(default)]
+    pub top1_agreement: Option<f64>,
+    #[serde(default)]
+    pub cosine_mean: Option<f64>,
+    #[serde(default)]
+    pub cosine_min: Option<f64>,
     pub library_version: String,
     pub threads: Option<u32>,
     pub precision: String,
@@ -155,6 +164,9 @@ fn default_mode() -> String {
 }
 fn default_batch() -> u32 {
     1
+}
+fn default_precisions() -> Vec<String> {
+    vec!["float32".into()]
 }
 fn default_bn() -> String {
     "fused".into()
@@ -267,6 +279,9 @@ pub struct RunManifest {
     /// `--profile-ops`: per-step times into ops.csv after each timed loop.
     #[serde(default)]
     pub profile_ops: bool,
+    /// Number formats zoo models run in (`float32`, `int8`); runs before the option: float32.
+    #[serde(default = "default_precisions")]
+    pub precisions: Vec<String>,
     pub core: Option<usize>,
     pub weight_seed: u64,
     pub input_seed: u64,

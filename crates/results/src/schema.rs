@@ -173,7 +173,7 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "reference",
         "",
-        "what the output was compared with: the naive evaluator for native, the native engine for other backends on zoo models, the first backend to run a model file",
+        "what the output was compared with: the naive evaluator for native, the native engine for other backends on zoo models, the int8 reference (the quantized model's meaning, fake quantization in the naive evaluator) for int8 rows, the first backend to run a model file",
     ),
     col(
         "max_abs_diff",
@@ -185,9 +185,33 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "",
         "largest absolute difference divided by the reference's largest magnitude",
     ),
+    col(
+        "agreement_inputs",
+        "",
+        "int8 rows: how many deterministic inputs (seeds input_seed + 1 ...) the backend ran after the timed loop to compare its int8 logits with the float model's (native engine, same weights)",
+    ),
+    col(
+        "top1_agreement",
+        "",
+        "int8 rows: share of those inputs on which the int8 and float logits pick the same class (agreement with the float model, not accuracy: there are no labels)",
+    ),
+    col(
+        "cosine_mean",
+        "",
+        "int8 rows: mean cosine similarity of the int8 and float logits over those inputs",
+    ),
+    col(
+        "cosine_min",
+        "",
+        "int8 rows: the smallest of those cosine similarities",
+    ),
     col("library_version", "", "the backend's library and version"),
     col("threads", "", "threads the backend computes with"),
-    col("precision", "", "arithmetic precision (fp32, fp16, ...)"),
+    col(
+        "precision",
+        "",
+        "arithmetic precision: fp32, fp16 (a GPU at half precision), int8 (a post-training quantized zoo model, `--precision int8`)",
+    ),
     col("adapter", "", "compute device the backend used"),
     col("settings", "", "other backend settings, `key=value;...`"),
     col("cpu_brand", "", "CPU model name"),

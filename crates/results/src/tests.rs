@@ -198,6 +198,7 @@ fn manifest_round_trip() {
         pair_timeout_s: 60,
         timing: "infer".into(),
         profile_ops: true,
+        precisions: vec!["float32".into(), "int8".into()],
         core: Some(1),
         weight_seed: 1,
         input_seed: 2,

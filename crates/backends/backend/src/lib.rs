@@ -250,6 +250,14 @@ pub trait Backend: Send + Sync {
             Ok(())
         }
     }
+    /// Whether it runs the int8 files of `--precision int8` (a fully-integer .tflite, a QDQ
+    /// .onnx) on integer kernels, and if not, why.
+    fn runs_int8(&self) -> Result<(), String> {
+        Err(format!(
+            "{} has no int8 path (int8 runs on litert-builtin, litert-xnnpack and onnxruntime)",
+            self.name()
+        ))
+    }
     /// Prepares a session for `workload` (which [`Backend::supports`] accepted): parse,
     /// compile, allocate. The runner times this as init.
     fn load(

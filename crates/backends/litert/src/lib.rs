@@ -127,6 +127,15 @@ impl Backend for LiteRtBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Tflite)
     }
+    fn runs_int8(&self) -> Result<(), String> {
+        if self.accelerator.is_gpu() {
+            return Err(format!(
+                "{}: LiteRT's GPU accelerator computes in floating point; an int8 model would run on it dequantized or fall back to the CPU, which is not an int8 GPU measurement",
+                self.name()
+            ));
+        }
+        Ok(())
+    }
     fn load(
         &self,
         source: &ModelSource,

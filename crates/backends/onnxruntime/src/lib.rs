@@ -74,6 +74,9 @@ impl Backend for OnnxRuntimeBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Onnx)
     }
+    fn runs_int8(&self) -> Result<(), String> {
+        Ok(())
+    }
     fn runtime(&self) -> Option<&'static str> {
         Some(ONNXRUNTIME.name)
     }

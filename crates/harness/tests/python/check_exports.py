@@ -4,8 +4,9 @@ Usage: check_exports.py INPUT.f32 EXPECTED.f32 TOLERANCE FILE...
 INPUT is the raw little-endian float32 NHWC input, EXPECTED the native engine's logits on it.
 For each .onnx: onnx.checker (full check) and onnxruntime (CPU, 1 thread); for each .tflite:
 ai_edge_litert's Interpreter with XNNPACK and with the builtin kernels only. Prints one line
-per run with the largest difference relative to the largest expected magnitude; exits 1 if
-any exceeds TOLERANCE.
+per run with the largest difference relative to the largest expected magnitude and the
+cosine similarity with the expected logits; exits 1 if any difference exceeds TOLERANCE, or,
+when TOLERANCE is written `cosine:C` (int8 files), if any cosine is below C.
 """
 import sys
 
@@ -13,11 +14,14 @@ import numpy as np
 
 
 def main():
-    inp, exp, tol, files = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+    inp, exp, tol, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    min_cosine = float(tol.split(":")[1]) if tol.startswith("cosine:") else None
+    tol = float("inf") if min_cosine is not None else float(tol)
     x_flat = np.fromfile(inp, dtype="<f4")
     expected = np.fromfile(exp, dtype="<f4")
     scale = float(np.abs(expected).max())
     worst = 0.0
+    failed = False
     for path in files:
         if path.endswith(".onnx"):
             import onnx
@@ -45,10 +49,13 @@ def main():
                 it.invoke()
                 runs.append((label, it.get_tensor(it.get_output_details()[0]["index"]).copy()))
         for label, got in runs:
-            rel = float(np.abs(got.reshape(-1) - expected).max()) / scale
+            got = got.reshape(-1).astype(np.float64)
+            rel = float(np.abs(got - expected).max()) / scale
+            cos = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
             worst = max(worst, rel)
-            print(f"{path}: {label}: max relative difference {rel:.2e}")
-    sys.exit(0 if worst <= tol else 1)
+            failed |= not (rel <= tol) or (min_cosine is not None and not cos >= min_cosine)
+            print(f"{path}: {label}: max relative difference {rel:.2e} cosine {cos:.5f}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
