@@ -49,10 +49,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "run directory {}{}: {} models × {} backends on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
+        "run directory {}{}: {} models{} × {} backends on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
         dir.display(),
         if resuming { " (resumed)" } else { "" },
         manifest.models.len() + manifest.model_files.len(),
+        match manifest.precisions.as_slice() {
+            [only] if only == "float32" => String::new(),
+            all => format!(" in {}", all.join(" and ")),
+        },
         manifest.backends.len(),
         manifest.device,
         manifest.rounds,

@@ -640,7 +640,11 @@ fn flag_disagreement(row: &mut SummaryRow, problem: String) {
 }
 
 fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
-    row.reference = a.reference.clone();
+    row.reference = match a.cosine {
+        // int8 rows are judged by the cosine: the reference column carries it.
+        Some(c) => format!("{}, cosine {c:.4}", a.reference),
+        None => a.reference.clone(),
+    };
     row.max_abs_diff = Some(a.max_abs_diff);
     row.max_rel_diff = Some(a.max_rel_diff);
     if let Some(problem) = a.problem(agreement::tolerance(&row.precision)) {

@@ -121,3 +121,98 @@ fn a_wrong_zero_point_fails_the_int8_check() {
         );
     }
 }
+
+#[test]
+fn bench_run_measures_int8_beside_float() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.5_96",
+        "--precision",
+        "float32,int8",
+        "--backends",
+        "litert-xnnpack,onnxruntime,native",
+        "--warmup",
+        "2",
+        "--runs",
+        "10",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = summary(&run_dir(tmp.path()));
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        let pair = format!("{} × {}", row["model"], row["backend"]);
+        let int8 = row["model"] == "mobilenet_v3_small_0.5_96_int8";
+        if int8 && row["backend"] == "native" {
+            assert_eq!(row["status"], "unavailable", "{pair}");
+            assert!(
+                row["message"].contains("no int8 path"),
+                "{pair}: {}",
+                row["message"]
+            );
+            continue;
+        }
+        assert_eq!(row["status"], "ok", "{pair}: {}", row["message"]);
+        assert!(
+            !row["flags"].contains("disagrees"),
+            "{pair}: {}",
+            row["message"]
+        );
+        if int8 {
+            assert_eq!(row["precision"], "int8", "{pair}");
+            assert!(row["reference"].starts_with("int8-reference"), "{pair}");
+            assert_eq!(row["agreement_inputs"], "16", "{pair}");
+            let top1: f64 = row["top1_agreement"].parse().unwrap();
+            let cos: f64 = row["cosine_min"].parse().unwrap();
+            assert!((0.0..=1.0).contains(&top1), "{pair}: {top1}");
+            assert!(cos > 0.8 && cos <= 1.0, "{pair}: {cos}");
+        } else {
+            assert_eq!(row["precision"], "fp32", "{pair}");
+            assert_eq!(row["top1_agreement"], "", "{pair}");
+        }
+    }
+    // The int8 files sit beside the float ones, under the int8 rows' name.
+    let models = run_dir(tmp.path()).join("models");
+    for ext in ["onnx", "tflite"] {
+        assert!(models
+            .join(format!("mobilenet_v3_small_0.5_96_int8.{ext}"))
+            .is_file());
+        assert!(models
+            .join(format!("mobilenet_v3_small_0.5_96.{ext}"))
+            .is_file());
+    }
+}
+
+#[test]
+fn int8_needs_folded_batch_norm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "run",
+        "--models",
+        "mobilenet_v3_small_0.5_96",
+        "--precision",
+        "int8",
+        "--bn",
+        "separate",
+        "--backends",
+        "onnxruntime",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("drop --bn separate"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = bench(&["run", "--precision", "int4", "--backends", "native"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("expected `float32` or `int8`"),
+        "{}",
+        stderr(&bad)
+    );
+}

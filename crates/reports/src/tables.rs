@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use mobilebench_models::{published, ModelConfig};
+use mobilebench_models::{published, ModelConfig, Precision};
 use mobilebench_results::{format_ms, Run, Status, SummaryRow};
 
 use crate::{all_rows, distinct, ReportOptions, SEED_COLUMNS};
@@ -181,30 +181,67 @@ fn published_cell(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v}"))
 }
 
-/// The slim seed's shape: model | MACs | params | published top-1 | one latency column per
-/// device (the fastest backend, or `options.backend`) | the published Pixel latencies.
+/// An int8 model's agreement with its float model over its rows: the lowest top-1
+/// agreement and the lowest cosine (agreement on the harness's inputs, not accuracy).
+fn agreement_cell(rows: &[&SummaryRow], model: &str) -> String {
+    let ours: Vec<_> = rows
+        .iter()
+        .filter(|r| r.model == model && r.is_ok() && r.top1_agreement.is_some())
+        .collect();
+    let low =
+        |f: fn(&SummaryRow) -> Option<f64>| ours.iter().filter_map(|r| f(r)).min_by(f64::total_cmp);
+    match (low(|r| r.top1_agreement), low(|r| r.cosine_min)) {
+        (Some(top1), Some(cos)) => {
+            let n = ours
+                .iter()
+                .filter_map(|r| r.agreement_inputs)
+                .max()
+                .unwrap_or(0);
+            format!("{:.0}% / {cos:.3} (n={n})", 100.0 * top1)
+        }
+        _ => "–".into(),
+    }
+}
+
+/// The slim seed's shape: model | precision | MACs | params | published top-1 | one latency
+/// column per device (the fastest backend, or `options.backend`) | the published Pixel
+/// latencies. An int8 model (`MODEL_int8`) follows its float model, with the published
+/// 8-bit figures and its measured agreement with the float model.
 pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
     let rows = all_rows(runs);
     let devices = distinct(rows.iter().map(|r| r.device.as_str()));
-    let mut out = String::from("| model | MACs (M) | params (M) | top-1 % (published) |");
+    let mut out = String::from(
+        "| model | precision | MACs (M) | params (M) | top-1 % (published) | int8 vs float: top-1 agreement / min cosine (measured, not accuracy) |",
+    );
     let which = options.backend.as_deref().unwrap_or("fastest backend");
     for d in &devices {
         let _ = write!(out, " {d} (ms, {which}) |");
     }
-    out.push_str(" Pixel 1 (ms, published) | Pixel 2 (ms, published) | Pixel 3 (ms, published) |\n|---|---:|---:|---:|");
+    out.push_str(" Pixel 1 (ms, published) | Pixel 2 (ms, published) | Pixel 3 (ms, published) |\n|---|---|---:|---:|---:|---:|");
     out.push_str(&"---:|".repeat(devices.len() + 3));
     out.push('\n');
     for model in distinct(rows.iter().map(|r| r.model.as_str())) {
         let first = rows.iter().find(|r| r.model == model).expect("seen");
-        let published = model
+        let (name, precision) = Precision::of_label(model);
+        let published = name
             .parse::<ModelConfig>()
             .ok()
             .and_then(|c| published::lookup(&c));
+        // The published row of this precision (slim's 8-bit rows are uint8).
+        let p = published.as_ref().and_then(|p| match precision {
+            Precision::Float32 => Some(p.float),
+            Precision::Int8 => p.uint8,
+        });
+        let agreement = match precision {
+            Precision::Int8 => agreement_cell(&rows, model),
+            Precision::Float32 => String::new(),
+        };
         let mut line = format!(
-            "| {model} | {} | {} | {} |",
+            "| {model} | {} | {} | {} | {} | {agreement} |",
+            precision.name(),
             millions(first.macs),
             millions(first.params),
-            published_cell(published.as_ref().map(|p| p.float.top1)),
+            published_cell(p.map(|r| r.top1)),
         );
         for d in &devices {
             let candidates = rows.iter().filter(|r| {
@@ -231,7 +268,6 @@ pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
             };
             let _ = write!(line, " {text} |");
         }
-        let p = published.as_ref().map(|p| p.float);
         let _ = writeln!(
             line,
             " {} | {} | {} |",
@@ -395,6 +431,36 @@ mod tests {
             "noisy is slow to trust, not wrong"
         );
         assert!(!can_win(&run.summary[1]) && !can_win(&run.summary[2]));
+    }
+
+    #[test]
+    fn int8_rows_follow_their_float_model_with_published_8_bit_figures() {
+        let name = "mobilenet_v3_large_1.0_224";
+        let label = Precision::Int8.label(name);
+        let mut int8 = row("local", &label, "litert-xnnpack", 2.0, "");
+        int8.precision = "int8".into();
+        int8.agreement_inputs = Some(16);
+        int8.top1_agreement = Some(0.9375);
+        int8.cosine_min = Some(0.981);
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![row("local", name, "litert-xnnpack", 3.0, ""), int8],
+            samples: Default::default(),
+            skipped_rows: vec![],
+            ops: vec![],
+        };
+        let md = model_table(std::slice::from_ref(&run), &ReportOptions::default());
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(
+            lines[2].starts_with(&format!("| {name} | float32 |")),
+            "{md}"
+        );
+        // Published 8-bit top-1 of V3-Large 1.0/224: 73.9 (slim's table), beside ours.
+        assert!(lines[3].starts_with(&format!("| {label} | int8 |")), "{md}");
+        assert!(
+            lines[3].contains("| 73.9 | 94% / 0.981 (n=16) | 2.00 (litert-xnnpack) |"),
+            "{md}"
+        );
     }
 
     #[test]
