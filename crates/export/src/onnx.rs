@@ -81,6 +81,41 @@ pub(crate) fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     }
 }
 
+/// A kernel from our HWIO layout (`[kh][kw][in/groups][out]`) to ONNX's OIHW.
+pub(crate) fn hwio_to_oihw<T: Copy + Default>(
+    kernel: &[T],
+    k: usize,
+    cin_g: usize,
+    cout: usize,
+) -> Vec<T> {
+    let mut oihw = vec![T::default(); kernel.len()];
+    for ky in 0..k {
+        for kx in 0..k {
+            for ci in 0..cin_g {
+                for co in 0..cout {
+                    oihw[((co * cin_g + ci) * k + ky) * k + kx] =
+                        kernel[((ky * k + kx) * cin_g + ci) * cout + co];
+                }
+            }
+        }
+    }
+    oihw
+}
+
+/// A Conv node's attributes: kernel, strides, the IR's explicit (SAME) pads, groups.
+pub(crate) fn conv_attributes(c: &Conv2d) -> Vec<AttributeProto> {
+    let (k, p) = (c.kernel as i64, c.padding);
+    vec![
+        attr_ints("kernel_shape", &[k, k]),
+        attr_ints("strides", &[c.stride as i64, c.stride as i64]),
+        attr_ints(
+            "pads",
+            &[p.top as i64, p.left as i64, p.bottom as i64, p.right as i64],
+        ),
+        attr_int("group", c.groups as i64),
+    ]
+}
+
 pub(crate) struct Builder {
     pub(crate) graph: GraphProto,
     pub(crate) counter: usize,
@@ -161,32 +196,13 @@ impl Builder {
     ) -> String {
         let cin_g = c.in_channels / c.groups;
         let (k, cout) = (c.kernel, c.out_channels);
-        let mut oihw = vec![0f32; kernel.len()];
-        for ky in 0..k {
-            for kx in 0..k {
-                for ci in 0..cin_g {
-                    for co in 0..cout {
-                        oihw[((co * cin_g + ci) * k + ky) * k + kx] =
-                            kernel[((ky * k + kx) * cin_g + ci) * cout + co];
-                    }
-                }
-            }
-        }
+        let oihw = hwio_to_oihw(kernel, k, cin_g, cout);
         let w = self.constant(&format!("{name}_w"), &[cout, cin_g, k, k], oihw);
         let mut inputs = vec![x.to_string(), w];
         if let Some(b) = bias {
             inputs.push(self.constant(&format!("{name}_b"), &[cout], b.to_vec()));
         }
-        let p = c.padding;
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k as i64, k as i64]),
-            attr_ints("strides", &[c.stride as i64, c.stride as i64]),
-            attr_ints(
-                "pads",
-                &[p.top as i64, p.left as i64, p.bottom as i64, p.right as i64],
-            ),
-            attr_int("group", c.groups as i64),
-        ];
+        let attrs = conv_attributes(c);
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         self.node("Conv", name, &refs, attrs)
     }

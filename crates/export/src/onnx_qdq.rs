@@ -20,7 +20,10 @@ use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};
 use mobilebench_models::ir::{Activation, Conv2d};
 use mobilebench_models::quant::{QLinear, QOp, QParams, QuantModel};
 
-use crate::onnx::{attr_int, attr_ints, encode, value_info, Builder, INPUT_NAME, OUTPUT_NAME};
+use crate::onnx::{
+    attr_int, attr_ints, conv_attributes, encode, hwio_to_oihw, value_info, Builder, INPUT_NAME,
+    OUTPUT_NAME,
+};
 use crate::ExportError;
 
 impl Builder {
@@ -70,17 +73,10 @@ impl Builder {
     fn qdq_conv(&mut self, x: &str, c: &Conv2d, l: &QLinear, name: &str) -> String {
         let cin_g = c.in_channels / c.groups;
         let (k, cout) = (c.kernel, c.out_channels);
-        let mut oihw = vec![0u8; l.weights.values.len()];
-        for ky in 0..k {
-            for kx in 0..k {
-                for ci in 0..cin_g {
-                    for co in 0..cout {
-                        oihw[((co * cin_g + ci) * k + ky) * k + kx] =
-                            l.weights.values[((ky * k + kx) * cin_g + ci) * cout + co] as u8;
-                    }
-                }
-            }
-        }
+        let oihw = hwio_to_oihw(&l.weights.values, k, cin_g, cout)
+            .into_iter()
+            .map(|v| v as u8)
+            .collect();
         let w = self.typed_constant(
             &format!("{name}_w"),
             &[cout, cin_g, k, k],
@@ -120,17 +116,7 @@ impl Builder {
             &[&b, &b_scale, &b_zp],
             axis,
         );
-        let p = c.padding;
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k as i64, k as i64]),
-            attr_ints("strides", &[c.stride as i64, c.stride as i64]),
-            attr_ints(
-                "pads",
-                &[p.top as i64, p.left as i64, p.bottom as i64, p.right as i64],
-            ),
-            attr_int("group", c.groups as i64),
-        ];
-        let y = self.node("Conv", name, &[x, &w, &b], attrs);
+        let y = self.node("Conv", name, &[x, &w, &b], conv_attributes(c));
         match c.activation {
             Activation::HardSwish => {
                 let pre = l.pre_activation.expect("hard swish has its input's grid");

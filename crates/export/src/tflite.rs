@@ -237,37 +237,51 @@ impl<'f> Builder<'f> {
         let (kernel, bias) = weights;
         let (k, cout) = (c.kernel, c.out_channels);
         let out_shape = out.nhwc();
-        let fused = Self::fused(act);
-        let (code, weights, options) = if c.is_depthwise() {
+        let weights = if c.is_depthwise() {
             // HWIO with I = 1 is [kh][kw][C]: TFLite's [1, kh, kw, C].
-            let w = self.tensor(&format!("{name}_w"), &[1, k, k, cout], Some(kernel));
+            self.tensor(&format!("{name}_w"), &[1, k, k, cout], Some(kernel))
+        } else {
+            let cin = c.in_channels / c.groups;
+            let ohwi = hwio_to_ohwi(kernel, k, cin, cout);
+            self.tensor(&format!("{name}_w"), &[cout, k, k, cin], Some(&ohwi))
+        };
+        let (code, options) = self.conv_options(c, Self::fused(act));
+        let b = self.tensor(&format!("{name}_b"), &[cout], Some(bias));
+        let y = self.tensor(&format!("{name}_out"), &out_shape, None);
+        self.op(code, &[x, weights, b], &[y], Some(options));
+        self.unfused_activation(y, act, &out_shape, &format!("{name}_act"))
+    }
+
+    /// The operator of a conv (DEPTHWISE_CONV_2D or CONV_2D) and its options: SAME padding
+    /// (the IR's pads are TensorFlow's), the stride, `fused` activation.
+    pub(crate) fn conv_options(
+        &mut self,
+        c: &Conv2d,
+        fused: ActivationFunctionType,
+    ) -> (BuiltinOperator, (BuiltinOptions, WIPOffset<UnionWIPOffset>)) {
+        let stride = c.stride as i32;
+        if c.is_depthwise() {
             let o = DepthwiseConv2DOptions::create(
                 &mut self.fb,
                 &DepthwiseConv2DOptionsArgs {
                     padding: Padding::SAME,
-                    stride_w: c.stride as i32,
-                    stride_h: c.stride as i32,
+                    stride_w: stride,
+                    stride_h: stride,
                     depth_multiplier: 1,
                     fused_activation_function: fused,
                     dilation_w_factor: 1,
                     dilation_h_factor: 1,
                 },
             );
-            (
-                BuiltinOperator::DEPTHWISE_CONV_2D,
-                w,
-                (BuiltinOptions::DepthwiseConv2DOptions, o.as_union_value()),
-            )
+            let options = (BuiltinOptions::DepthwiseConv2DOptions, o.as_union_value());
+            (BuiltinOperator::DEPTHWISE_CONV_2D, options)
         } else {
-            let cin = c.in_channels / c.groups;
-            let ohwi = hwio_to_ohwi(kernel, k, cin, cout);
-            let w = self.tensor(&format!("{name}_w"), &[cout, k, k, cin], Some(&ohwi));
             let o = Conv2DOptions::create(
                 &mut self.fb,
                 &Conv2DOptionsArgs {
                     padding: Padding::SAME,
-                    stride_w: c.stride as i32,
-                    stride_h: c.stride as i32,
+                    stride_w: stride,
+                    stride_h: stride,
                     fused_activation_function: fused,
                     dilation_w_factor: 1,
                     dilation_h_factor: 1,
@@ -275,14 +289,9 @@ impl<'f> Builder<'f> {
             );
             (
                 BuiltinOperator::CONV_2D,
-                w,
                 (BuiltinOptions::Conv2DOptions, o.as_union_value()),
             )
-        };
-        let b = self.tensor(&format!("{name}_b"), &[cout], Some(bias));
-        let y = self.tensor(&format!("{name}_out"), &out_shape, None);
-        self.op(code, &[x, weights, b], &[y], Some(options));
-        self.unfused_activation(y, act, &out_shape, &format!("{name}_act"))
+        }
     }
 
     /// Inference batch norm as y = x · scale + shift per channel, then the activation.

@@ -13,9 +13,8 @@
 
 use flatbuffers::WIPOffset;
 use tract_tflite::tflite::{
-    ActivationFunctionType, BuiltinOperator, BuiltinOptions, Conv2DOptions, Conv2DOptionsArgs,
-    DepthwiseConv2DOptions, DepthwiseConv2DOptionsArgs, Padding, ReducerOptions,
-    ReducerOptionsArgs, ReshapeOptions, ReshapeOptionsArgs, TensorType,
+    ActivationFunctionType, BuiltinOperator, BuiltinOptions, ReducerOptions, ReducerOptionsArgs,
+    ReshapeOptions, ReshapeOptionsArgs, TensorType,
 };
 
 use mobilebench_models::ir::{Activation, Conv2d, Shape};
@@ -96,52 +95,17 @@ impl Builder<'_> {
     fn int8_conv(&mut self, x: i32, c: &Conv2d, l: &QLinear, out: Shape, name: &str) -> i32 {
         let (k, cout) = (c.kernel, c.out_channels);
         let out_shape = out.nhwc();
-        let fused = Builder::fused(c.activation);
-        let (code, version, w, options) = if c.is_depthwise() {
-            let w = self.int8_weights(
-                &format!("{name}_w"),
-                &[1, k, k, cout],
-                &l.weights.values,
-                l,
-                3,
-            );
-            let o = DepthwiseConv2DOptions::create(
-                &mut self.fb,
-                &DepthwiseConv2DOptionsArgs {
-                    padding: Padding::SAME,
-                    stride_w: c.stride as i32,
-                    stride_h: c.stride as i32,
-                    depth_multiplier: 1,
-                    fused_activation_function: fused,
-                    dilation_w_factor: 1,
-                    dilation_h_factor: 1,
-                },
-            );
-            let options = (BuiltinOptions::DepthwiseConv2DOptions, o.as_union_value());
-            (
-                BuiltinOperator::DEPTHWISE_CONV_2D,
-                DEPTHWISE_VERSION,
-                w,
-                options,
-            )
+        let (w, version) = if c.is_depthwise() {
+            let values = &l.weights.values;
+            let w = self.int8_weights(&format!("{name}_w"), &[1, k, k, cout], values, l, 3);
+            (w, DEPTHWISE_VERSION)
         } else {
             let cin = c.in_channels / c.groups;
             let ohwi = hwio_to_ohwi(&l.weights.values, k, cin, cout);
             let w = self.int8_weights(&format!("{name}_w"), &[cout, k, k, cin], &ohwi, l, 0);
-            let o = Conv2DOptions::create(
-                &mut self.fb,
-                &Conv2DOptionsArgs {
-                    padding: Padding::SAME,
-                    stride_w: c.stride as i32,
-                    stride_h: c.stride as i32,
-                    fused_activation_function: fused,
-                    dilation_w_factor: 1,
-                    dilation_h_factor: 1,
-                },
-            );
-            let options = (BuiltinOptions::Conv2DOptions, o.as_union_value());
-            (BuiltinOperator::CONV_2D, CONV_VERSION, w, options)
+            (w, CONV_VERSION)
         };
+        let (code, options) = self.conv_options(c, Builder::fused(c.activation));
         let b = self.int32_bias(&format!("{name}_b"), l);
         let linear = l.pre_activation.unwrap_or(l.output);
         let y = self.int8(&format!("{name}_out"), &out_shape, linear);

@@ -209,7 +209,7 @@ fn emulated_devices_end_to_end_two_at_once_and_resume_after_a_dropped_link() {
     // (Devices run concurrently: their order is whichever finished first.)
     let header = md
         .lines()
-        .find(|l| l.starts_with("| model | MACs"))
+        .find(|l| l.starts_with("| model | precision | MACs"))
         .unwrap();
     assert!(
         header.contains("| qemu-a (ms, fastest backend) |")

@@ -17,11 +17,6 @@ use mobilebench_models::{
 /// see its comment and the README's int8 section for the measurements behind it.
 const MIN_COSINE: f64 = 0.95;
 
-fn write_f32(path: &Path, values: &[f32]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 /// Runs check_exports.py on `files` with the int8 criterion; returns whether it passed,
 /// each run's cosine similarity with `expected`, and its report.
 fn python_check(

@@ -14,11 +14,6 @@ use mobilebench_native::Engine;
 /// See `FP32_TOLERANCE` in the harness: measured worst cross-runtime difference 8e-6.
 const TOLERANCE: f64 = 1e-4;
 
-fn write_f32(path: &Path, values: &[f32]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn every_cpu_backend_runs_zoo_models_and_agrees_with_native() {
     let tmp = tempfile::tempdir().unwrap();

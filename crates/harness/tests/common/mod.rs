@@ -7,6 +7,12 @@ use std::process::{Command, Output};
 
 pub const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 
+/// Writes raw little-endian f32 (what the Python cross-checks read).
+pub fn write_f32(path: &Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
 pub fn bench(args: &[&str]) -> Output {
     Command::new(BENCH).args(args).output().expect("bench runs")
 }
