@@ -11,9 +11,9 @@ use tract_onnx::pb::{
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use mobilebench_models::ir::{Activation, Conv2d, Op};
-use mobilebench_models::weights::{BatchNorm, NodeWeights};
-use mobilebench_models::Model;
+use mobilebench_models::ir::{Activation, Conv2d};
+use mobilebench_models::weights::BatchNorm;
+use mobilebench_models::{Layer, Model};
 
 use crate::{prepare, BnMode, ExportError};
 
@@ -236,26 +236,23 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
     // ONNX name of each IR value; whether it is flat ([1, C]) rather than [1, C, H, W].
     let mut names: Vec<String> = vec![nchw];
     let mut flat: Vec<bool> = vec![false];
-    for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
+    for (node, layer) in model.layers() {
         let x = names[node.inputs[0]].clone();
         let tag = node.name.as_str();
-        let (out, is_flat) = match (&node.op, w) {
-            (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
-                let mut y = b.conv(&x, c, kernel, bias.as_deref(), tag);
+        let (out, is_flat) = match layer {
+            Layer::Conv {
+                conv: c,
+                kernel,
+                bias,
+                bn,
+            } => {
+                let mut y = b.conv(&x, c, kernel, bias, tag);
                 if let Some(bn) = bn {
                     y = b.batch_norm(y, bn, &format!("{tag}_bn"));
                 }
                 (b.activation(y, c.activation, &format!("{tag}_act")), false)
             }
-            (
-                Op::SqueezeExcite(se),
-                NodeWeights::SqueezeExcite {
-                    reduce,
-                    reduce_bias,
-                    expand,
-                    expand_bias,
-                },
-            ) => {
+            Layer::SqueezeExcite { se, weights: w } => {
                 let pooled = b.node("GlobalAveragePool", &format!("{tag}_pool"), &[&x], vec![]);
                 let (c, s) = (se.channels, se.squeeze);
                 let conv1 = Conv2d::one_by_one_with_bias(c, s);
@@ -263,16 +260,16 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let h = b.conv(
                     &pooled,
                     &conv1,
-                    reduce,
-                    Some(reduce_bias),
+                    w.reduce,
+                    Some(w.reduce_bias),
                     &format!("{tag}_reduce"),
                 );
                 let h = b.activation(h, Activation::Relu, &format!("{tag}_relu"));
                 let g = b.conv(
                     &h,
                     &conv2,
-                    expand,
-                    Some(expand_bias),
+                    w.expand,
+                    Some(w.expand_bias),
                     &format!("{tag}_expand"),
                 );
                 let g = b.activation(g, Activation::HardSigmoid, &format!("{tag}_gate"));
@@ -281,8 +278,8 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                     false,
                 )
             }
-            (Op::GlobalAvgPool, _) => (b.node("GlobalAveragePool", tag, &[&x], vec![]), false),
-            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+            Layer::GlobalAvgPool => (b.node("GlobalAveragePool", tag, &[&x], vec![]), false),
+            Layer::FullyConnected { fc, weight, bias } => {
                 let x = if flat[node.inputs[0]] {
                     x
                 } else {
@@ -296,18 +293,12 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let y = b.gemm(&x, weight, bias, fc.in_features, fc.out_features, tag);
                 (b.activation(y, fc.activation, &format!("{tag}_act")), true)
             }
-            (Op::Add, _) => {
+            Layer::Add => {
                 let other = names[node.inputs[1]].clone();
                 (
                     b.node("Add", tag, &[&x, &other], vec![]),
                     flat[node.inputs[0]],
                 )
-            }
-            (op, _) => {
-                return Err(ExportError::Unsupported {
-                    format: "onnx",
-                    what: format!("{} ({op:?}) with these weights", node.name),
-                })
             }
         };
         names.push(out);

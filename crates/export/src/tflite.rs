@@ -17,9 +17,9 @@ use tract_tflite::tflite::{
     TensorMap, TensorMapArgs, TensorType,
 };
 
-use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Op, Shape};
-use mobilebench_models::weights::{BatchNorm, NodeWeights};
-use mobilebench_models::Model;
+use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Shape};
+use mobilebench_models::weights::BatchNorm;
+use mobilebench_models::{Layer, Model};
 
 use crate::{prepare, BnMode, ExportError};
 
@@ -396,44 +396,33 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
     let mut b = Builder::new();
     let input = b.tensor(INPUT_NAME, &graph.input.nhwc(), None);
     let mut ids: Vec<i32> = vec![input];
-    for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
+    for (node, layer) in model.layers() {
         let x = ids[node.inputs[0]];
         let tag = node.name.as_str();
-        let out = match (&node.op, w) {
-            (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => match bn {
-                None => {
-                    let zeros = vec![0f32; c.out_channels];
-                    let bias = bias.as_deref().unwrap_or(&zeros);
-                    b.conv(x, c, (kernel, bias), node.output, c.activation, tag)
+        let out = match layer {
+            Layer::Conv {
+                conv: c,
+                kernel,
+                bias,
+                bn,
+            } => {
+                let zeros = vec![0f32; c.out_channels];
+                let bias = bias.unwrap_or(&zeros);
+                match bn {
+                    None => b.conv(x, c, (kernel, bias), node.output, c.activation, tag),
+                    Some(bn) => {
+                        let y = b.conv(x, c, (kernel, bias), node.output, Activation::None, tag);
+                        b.batch_norm(
+                            y,
+                            bn,
+                            &node.output.nhwc(),
+                            c.activation,
+                            &format!("{tag}_bn"),
+                        )
+                    }
                 }
-                Some(bn) => {
-                    let zeros = vec![0f32; c.out_channels];
-                    let y = b.conv(
-                        x,
-                        c,
-                        (kernel, bias.as_deref().unwrap_or(&zeros)),
-                        node.output,
-                        Activation::None,
-                        tag,
-                    );
-                    b.batch_norm(
-                        y,
-                        bn,
-                        &node.output.nhwc(),
-                        c.activation,
-                        &format!("{tag}_bn"),
-                    )
-                }
-            },
-            (
-                Op::SqueezeExcite(se),
-                NodeWeights::SqueezeExcite {
-                    reduce,
-                    reduce_bias,
-                    expand,
-                    expand_bias,
-                },
-            ) => {
+            }
+            Layer::SqueezeExcite { se, weights: w } => {
                 let pooled = b.mean_hw(x, se.channels, &format!("{tag}_pool"));
                 let (c, s) = (se.channels, se.squeeze);
                 let one = Shape::new(1, 1, s);
@@ -441,7 +430,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let h = b.conv(
                     pooled,
                     &conv1,
-                    (reduce, reduce_bias),
+                    (w.reduce, w.reduce_bias),
                     one,
                     Activation::Relu,
                     &format!("{tag}_reduce"),
@@ -450,7 +439,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let g = b.conv(
                     h,
                     &conv2,
-                    (expand, expand_bias),
+                    (w.expand, w.expand_bias),
                     Shape::new(1, 1, c),
                     Activation::HardSigmoid,
                     &format!("{tag}_expand"),
@@ -460,22 +449,16 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 b.op(BuiltinOperator::MUL, &[x, g], &[y], Some(mul));
                 y
             }
-            (Op::GlobalAvgPool, _) => b.mean_hw(x, node.output.c, tag),
-            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+            Layer::GlobalAvgPool => b.mean_hw(x, node.output.c, tag),
+            Layer::FullyConnected { fc, weight, bias } => {
                 b.fully_connected(x, fc, (weight, bias), tag)
             }
-            (Op::Add, _) => {
+            Layer::Add => {
                 let other = ids[node.inputs[1]];
                 let y = b.tensor(tag, &node.output.nhwc(), None);
                 let add = b.add_options(ActivationFunctionType::NONE);
                 b.op(BuiltinOperator::ADD, &[x, other], &[y], Some(add));
                 y
-            }
-            (op, _) => {
-                return Err(ExportError::Unsupported {
-                    format: "tflite",
-                    what: format!("{} ({op:?}) with these weights", node.name),
-                })
             }
         };
         ids.push(out);

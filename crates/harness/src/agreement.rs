@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mobilebench_backend::{Backend, FileFormat, SourceKind};
 use mobilebench_export::Format;
-use mobilebench_models::quant::Agreement as FloatAgreement;
+use mobilebench_models::agreement::Agreement as FloatAgreement;
 use mobilebench_models::{
     reference, synthetic_input, BnMode, Calibration, Model, ModelConfig, Precision, QuantModel,
 };
@@ -317,7 +317,7 @@ impl PreparedZoo {
                 &expected,
                 output,
             );
-            a.cosine = Some(mobilebench_models::quant::cosine(&expected, output));
+            a.cosine = Some(mobilebench_models::agreement::cosine(&expected, output));
             return a;
         }
         if backend == "native" {

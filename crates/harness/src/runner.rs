@@ -606,7 +606,7 @@ fn measure_pair(
 
 /// An int8 row's agreement with the float model; below [`agreement::INT8_MIN_COSINE`] the
 /// row is flagged.
-fn record_float_agreement(row: &mut SummaryRow, a: &mobilebench_models::quant::Agreement) {
+fn record_float_agreement(row: &mut SummaryRow, a: &mobilebench_models::agreement::Agreement) {
     row.agreement_inputs = Some(a.inputs as u32);
     row.top1_agreement = Some(a.top1_agreement);
     row.cosine_mean = Some(a.mean_cosine);

@@ -2,9 +2,12 @@
 //! tables, MAC/param counting, deterministic weights, the naive reference evaluator, the
 //! published figures and the named model sets.
 
+pub mod agreement;
 pub mod counting;
 pub mod input;
 pub mod ir;
+pub mod layer;
+pub mod precision;
 pub mod published;
 pub mod quant;
 pub mod reference;
@@ -15,7 +18,9 @@ pub mod zoo;
 pub use counting::{count, Counts};
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
-pub use quant::{Calibration, Precision, QuantModel, WeightRange};
+pub use layer::{Layer, SeWeights};
+pub use precision::Precision;
+pub use quant::{Calibration, QuantModel, WeightRange};
 pub use weights::{BnMode, Model, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};
 

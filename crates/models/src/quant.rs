@@ -16,7 +16,8 @@
 //! integer kernels are checked. Batch norm is folded first: no runtime has an int8 BN.
 
 use crate::input::synthetic_input;
-use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Op, Shape, SqueezeExcite};
+use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Shape, SqueezeExcite};
+use crate::layer::{layers, Layer};
 use crate::reference;
 use crate::weights::{NodeWeights, Weights};
 use crate::Model;
@@ -25,65 +26,6 @@ use crate::Model;
 pub const CALIBRATION_IMAGES: usize = 8;
 /// The first calibration image's seed (the others follow it).
 pub const CALIBRATION_SEED: u64 = 0x00ca_1b00;
-
-/// A model's number format: `bench run --precision`, `bench export --precision`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub enum Precision {
-    /// The zoo model as built: float32 weights and activations.
-    #[default]
-    Float32,
-    /// Post-training quantized: int8 weights and activations (this module).
-    Int8,
-}
-
-impl Precision {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Float32 => "float32",
-            Precision::Int8 => "int8",
-        }
-    }
-    /// The `precision` column of the CSVs (`fp32`, as backends report float runs).
-    pub fn column(self) -> &'static str {
-        match self {
-            Precision::Float32 => "fp32",
-            Precision::Int8 => "int8",
-        }
-    }
-}
-
-impl Precision {
-    /// The model column of a zoo model in this precision: the name, `_int8` appended for int8.
-    pub fn label(self, model: &str) -> String {
-        match self {
-            Precision::Float32 => model.to_string(),
-            Precision::Int8 => format!("{model}{INT8_SUFFIX}"),
-        }
-    }
-
-    /// A model column split into the model's name and its precision.
-    pub fn of_label(label: &str) -> (&str, Precision) {
-        match label.strip_suffix(INT8_SUFFIX) {
-            Some(name) => (name, Precision::Int8),
-            None => (label, Precision::Float32),
-        }
-    }
-}
-
-/// What an int8 model's name ends with in the CSVs.
-pub const INT8_SUFFIX: &str = "_int8";
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "float32" | "fp32" => Ok(Precision::Float32),
-            "int8" => Ok(Precision::Int8),
-            _ => Err(format!("`{s}`: expected `float32` or `int8`")),
-        }
-    }
-}
 
 /// An int8 tensor's quantization: `real = scale · (q − zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -224,14 +166,9 @@ impl Calibration {
         let input = self.input.params();
         let mut outputs: Vec<QParams> = vec![input];
         let mut layers = Vec::with_capacity(graph.nodes.len());
-        for ((node, w), r) in graph
-            .nodes
-            .iter()
-            .zip(&self.model.weights.nodes)
-            .zip(&self.ranges)
-        {
+        for ((node, layer), r) in self.model.layers().zip(&self.ranges) {
             let x = outputs[node.inputs[0]];
-            let op = quantize_node(node, w, x, r, range);
+            let op = quantize_layer(layer, x, r, range);
             outputs.push(op.output());
             layers.push(QLayer {
                 name: node.name.clone(),
@@ -505,39 +442,27 @@ impl QuantModel {
     }
 }
 
-fn quantize_node(
-    node: &Node,
-    w: &NodeWeights,
-    input: QParams,
-    r: &Ranges,
-    range: WeightRange,
-) -> QOp {
-    match (&node.op, w) {
-        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, .. }) => {
-            let zeros = vec![0.0; c.out_channels];
-            let bias = bias.as_deref().unwrap_or(&zeros);
+fn quantize_layer(layer: Layer, input: QParams, r: &Ranges, range: WeightRange) -> QOp {
+    match layer {
+        Layer::Conv {
+            conv, kernel, bias, ..
+        } => {
+            let zeros = vec![0.0; conv.out_channels];
+            let bias = bias.unwrap_or(&zeros);
             QOp::Conv(
-                c.clone(),
-                QLinear::new(kernel, bias, input, c.activation, r, range),
+                conv.clone(),
+                QLinear::new(kernel, bias, input, conv.activation, r, range),
             )
         }
-        (
-            Op::SqueezeExcite(se),
-            NodeWeights::SqueezeExcite {
-                reduce,
-                reduce_bias,
-                expand,
-                expand_bias,
-            },
-        ) => {
+        Layer::SqueezeExcite { se, weights: w } => {
             let pooled = r.se_pooled.params();
             let hidden = Ranges {
                 output: r.se_hidden,
                 ..Ranges::EMPTY
             };
             let reduce = QLinear::new(
-                reduce,
-                reduce_bias,
+                w.reduce,
+                w.reduce_bias,
                 pooled,
                 Activation::Relu,
                 &hidden,
@@ -548,8 +473,8 @@ fn quantize_node(
                 ..Ranges::EMPTY
             };
             let expand = QLinear::new(
-                expand,
-                expand_bias,
+                w.expand,
+                w.expand_bias,
                 reduce.output,
                 Activation::None,
                 &gate_input,
@@ -563,15 +488,12 @@ fn quantize_node(
                 output: r.output(),
             }
         }
-        (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
-            QOp::FullyConnected(
-                fc.clone(),
-                QLinear::new(weight, bias, input, fc.activation, r, range),
-            )
-        }
-        (Op::GlobalAvgPool, _) => QOp::GlobalAvgPool { output: r.output() },
-        (Op::Add, _) => QOp::Add { output: r.output() },
-        (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+        Layer::FullyConnected { fc, weight, bias } => QOp::FullyConnected(
+            fc.clone(),
+            QLinear::new(weight, bias, input, fc.activation, r, range),
+        ),
+        Layer::GlobalAvgPool => QOp::GlobalAvgPool { output: r.output() },
+        Layer::Add => QOp::Add { output: r.output() },
     }
 }
 
@@ -608,15 +530,17 @@ fn forward(
     let mut x0 = input.to_vec();
     at(Point::Input, &mut x0);
     let mut values = vec![x0];
-    for (i, node) in graph.nodes.iter().enumerate() {
+    for (i, (node, layer)) in layers(graph, weights).enumerate() {
         let x = &values[node.inputs[0]];
         let in_shape = graph.value_shape(node.inputs[0]);
-        let mut out = match (&node.op, &weights.nodes[i]) {
-            (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, .. }) => {
-                let y = reference::conv2d(x, in_shape, c, kernel, bias.as_deref(), node.output);
-                activation(y, c.activation, i, at)
+        let mut out = match layer {
+            Layer::Conv {
+                conv, kernel, bias, ..
+            } => {
+                let y = reference::conv2d(x, in_shape, conv, kernel, bias, node.output);
+                activation(y, conv.activation, i, at)
             }
-            (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+            Layer::FullyConnected { fc, weight, bias } => {
                 let linear = FullyConnected {
                     activation: Activation::None,
                     ..fc.clone()
@@ -624,15 +548,7 @@ fn forward(
                 let y = reference::fully_connected(x, &linear, weight, bias);
                 activation(y, fc.activation, i, at)
             }
-            (
-                Op::SqueezeExcite(se),
-                NodeWeights::SqueezeExcite {
-                    reduce,
-                    reduce_bias,
-                    expand,
-                    expand_bias,
-                },
-            ) => {
+            Layer::SqueezeExcite { se, weights: w } => {
                 let mut pooled = reference::global_avg_pool(x, in_shape);
                 at(Point::SePooled(i), &mut pooled);
                 let relu = FullyConnected {
@@ -640,14 +556,16 @@ fn forward(
                     out_features: se.squeeze,
                     activation: Activation::Relu,
                 };
-                let mut hidden = reference::fully_connected(&pooled, &relu, reduce, reduce_bias);
+                let mut hidden =
+                    reference::fully_connected(&pooled, &relu, w.reduce, w.reduce_bias);
                 at(Point::SeHidden(i), &mut hidden);
                 let linear = FullyConnected {
                     in_features: se.squeeze,
                     out_features: se.channels,
                     activation: Activation::None,
                 };
-                let mut gate = reference::fully_connected(&hidden, &linear, expand, expand_bias);
+                let mut gate =
+                    reference::fully_connected(&hidden, &linear, w.expand, w.expand_bias);
                 at(Point::SeGateInput(i), &mut gate);
                 reference::activate(&mut gate, Activation::HardSigmoid);
                 at(Point::SeGate(i), &mut gate);
@@ -656,12 +574,11 @@ fn forward(
                     .map(|(j, v)| v * gate[j % se.channels])
                     .collect()
             }
-            (Op::GlobalAvgPool, _) => reference::global_avg_pool(x, in_shape),
-            (Op::Add, _) => {
+            Layer::GlobalAvgPool => reference::global_avg_pool(x, in_shape),
+            Layer::Add => {
                 let other = &values[node.inputs[1]];
                 x.iter().zip(other).map(|(a, b)| a + b).collect()
             }
-            (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
         };
         at(Point::Output(i), &mut out);
         values.push(out);
@@ -682,63 +599,6 @@ fn activation(
     }
     reference::activate(&mut y, act);
     y
-}
-
-/// How an int8 model's logits agree with its float model's over several inputs: labelled
-/// agreement, never accuracy (no labels exist here).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Agreement {
-    pub inputs: usize,
-    /// Inputs on which both models' largest logit is the same class.
-    pub top1_agreement: f64,
-    /// Cosine similarity of the two logit vectors: the mean and the smallest over the inputs.
-    pub mean_cosine: f64,
-    pub min_cosine: f64,
-}
-
-impl Agreement {
-    /// `pairs`: (float logits, int8 logits) per input.
-    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a [f32], &'a [f32])>) -> Agreement {
-        let (mut n, mut same, mut sum, mut min) = (0usize, 0usize, 0f64, f64::MAX);
-        for (float, int8) in pairs {
-            n += 1;
-            same += usize::from(argmax(float) == argmax(int8));
-            let c = cosine(float, int8);
-            sum += c;
-            min = min.min(c);
-        }
-        let n_f = n.max(1) as f64;
-        Agreement {
-            inputs: n,
-            top1_agreement: same as f64 / n_f,
-            mean_cosine: sum / n_f,
-            min_cosine: if n == 0 { f64::NAN } else { min },
-        }
-    }
-}
-
-pub fn argmax(x: &[f32]) -> usize {
-    x.iter()
-        .enumerate()
-        .fold(
-            (0, f32::MIN),
-            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-        )
-        .0
-}
-
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (x as f64, y as f64);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        return 0.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::agreement::cosine;
 use crate::reference::relative_difference;
 use crate::{ModelConfig, DEFAULT_INPUT_SEED};
 
@@ -99,33 +100,4 @@ fn a_wrong_zero_point_changes_the_result() {
         rel > 0.05,
         "a zero point 64 steps off moved the logits by only {rel}"
     );
-}
-
-#[test]
-fn agreement_counts_top1_and_cosine() {
-    let a = [1.0, 3.0, 2.0];
-    let b = [1.0, 2.0, 3.0];
-    let same = Agreement::of([(&a[..], &a[..])]);
-    assert_eq!(same.top1_agreement, 1.0);
-    assert!((same.mean_cosine - 1.0).abs() < 1e-12);
-    let mixed = Agreement::of([(&a[..], &a[..]), (&a[..], &b[..])]);
-    assert_eq!((mixed.inputs, mixed.top1_agreement), (2, 0.5));
-    assert!(mixed.min_cosine < 1.0 && mixed.min_cosine > 0.9);
-    assert_eq!(argmax(&b), 2);
-}
-
-#[test]
-fn int8_labels_round_trip() {
-    let name = "mobilenet_v3_large_1.0_224";
-    assert_eq!(
-        Precision::Int8.label(name),
-        "mobilenet_v3_large_1.0_224_int8"
-    );
-    assert_eq!(
-        Precision::of_label(&Precision::Int8.label(name)),
-        (name, Precision::Int8)
-    );
-    assert_eq!(Precision::of_label(name), (name, Precision::Float32));
-    assert_eq!("fp32".parse::<Precision>(), Ok(Precision::Float32));
-    assert!("int4".parse::<Precision>().is_err());
 }

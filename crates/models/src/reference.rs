@@ -2,10 +2,10 @@
 //! bounds checks, batch norm applied unfolded. It defines what the IR means; fast engines are
 //! tested against it, and weight calibration uses it. Never used for timing.
 
-use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Op, Shape, SqueezeExcite};
-use crate::weights::{BatchNorm, NodeWeights, Weights};
+use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Shape, SqueezeExcite};
+use crate::layer::{layers, Layer, SeWeights};
+use crate::weights::{BatchNorm, Weights};
 
-/// Evaluates the whole graph; returns every value (index 0 is the input, `i + 1` node `i`).
 /// How far `actual` is from `expected`: the largest absolute difference divided by the
 /// largest magnitude of `expected` (the harness's `max_rel_diff`, and what the backends'
 /// tests bound).
@@ -19,11 +19,12 @@ pub fn relative_difference(actual: &[f32], expected: &[f32]) -> f32 {
         / scale
 }
 
+/// Evaluates the whole graph; returns every value (index 0 is the input, `i + 1` node `i`).
 pub fn evaluate_all(graph: &Graph, weights: &Weights, input: &[f32]) -> Vec<Vec<f32>> {
     assert_eq!(input.len(), graph.input.len(), "input length");
     let mut values = vec![input.to_vec()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        let out = evaluate_node(graph, node, &weights.nodes[i], &values);
+    for (node, layer) in layers(graph, weights) {
+        let out = evaluate_node(graph, node, layer, &values);
         values.push(out);
     }
     values
@@ -37,30 +38,30 @@ pub fn evaluate(graph: &Graph, weights: &Weights, input: &[f32]) -> Vec<f32> {
 }
 
 /// Evaluates one node from the values computed before it.
-pub fn evaluate_node(graph: &Graph, node: &Node, w: &NodeWeights, values: &[Vec<f32>]) -> Vec<f32> {
+pub fn evaluate_node(graph: &Graph, node: &Node, layer: Layer, values: &[Vec<f32>]) -> Vec<f32> {
     let input = &values[node.inputs[0]];
     let in_shape = graph.value_shape(node.inputs[0]);
-    match (&node.op, w) {
-        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
-            let mut out = conv2d(input, in_shape, c, kernel, bias.as_deref(), node.output);
+    match layer {
+        Layer::Conv {
+            conv,
+            kernel,
+            bias,
+            bn,
+        } => {
+            let mut out = conv2d(input, in_shape, conv, kernel, bias, node.output);
             if let Some(bn) = bn {
                 batch_norm(&mut out, bn);
             }
-            activate(&mut out, c.activation);
+            activate(&mut out, conv.activation);
             out
         }
-        (Op::SqueezeExcite(se), NodeWeights::SqueezeExcite { .. }) => {
-            squeeze_excite(input, in_shape, se, w)
-        }
-        (Op::GlobalAvgPool, _) => global_avg_pool(input, in_shape),
-        (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
-            fully_connected(input, fc, weight, bias)
-        }
-        (Op::Add, _) => {
+        Layer::SqueezeExcite { se, weights } => squeeze_excite(input, in_shape, se, &weights),
+        Layer::GlobalAvgPool => global_avg_pool(input, in_shape),
+        Layer::FullyConnected { fc, weight, bias } => fully_connected(input, fc, weight, bias),
+        Layer::Add => {
             let other = &values[node.inputs[1]];
             input.iter().zip(other).map(|(a, b)| a + b).collect()
         }
-        (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
     }
 }
 
@@ -151,29 +152,20 @@ pub fn fully_connected(
         .collect()
 }
 
-fn squeeze_excite(input: &[f32], shape: Shape, se: &SqueezeExcite, w: &NodeWeights) -> Vec<f32> {
-    let NodeWeights::SqueezeExcite {
-        reduce,
-        reduce_bias,
-        expand,
-        expand_bias,
-    } = w
-    else {
-        unreachable!("checked by the caller")
-    };
+fn squeeze_excite(input: &[f32], shape: Shape, se: &SqueezeExcite, w: &SeWeights) -> Vec<f32> {
     let pooled = global_avg_pool(input, shape);
     let squeeze = FullyConnected {
         in_features: se.channels,
         out_features: se.squeeze,
         activation: Activation::Relu,
     };
-    let hidden = fully_connected(&pooled, &squeeze, reduce, reduce_bias);
+    let hidden = fully_connected(&pooled, &squeeze, w.reduce, w.reduce_bias);
     let excite = FullyConnected {
         in_features: se.squeeze,
         out_features: se.channels,
         activation: Activation::HardSigmoid,
     };
-    let gate = fully_connected(&hidden, &excite, expand, expand_bias);
+    let gate = fully_connected(&hidden, &excite, w.expand, w.expand_bias);
     input
         .iter()
         .enumerate()

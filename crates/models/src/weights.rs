@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::input::synthetic_input;
 use crate::ir::{Graph, Op};
+use crate::layer::Layer;
 use crate::reference;
 use crate::zoo::ModelConfig;
 
@@ -266,7 +267,8 @@ fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
             bn.mean = mean;
             bn.var = var.into_iter().map(|v| v.max(floor)).collect();
         }
-        let out = reference::evaluate_node(graph, node, &weights.nodes[i], &values);
+        let out =
+            reference::evaluate_node(graph, node, Layer::of(node, &weights.nodes[i]), &values);
         values.push(out);
     }
 }

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use mobilebench_models::counting::count_node;
 use mobilebench_models::ir::{Activation, Conv2d, Graph, Op, ValueId};
-use mobilebench_models::weights::NodeWeights;
-use mobilebench_models::Model;
+use mobilebench_models::{Layer, Model};
 
 use crate::aligned::AlignedVec;
 use crate::conv::{StemConv, Window};
@@ -142,10 +141,10 @@ impl Engine {
                 })
                 .collect();
             let first = p.nodes[0];
-            let (mut kernel, batch_norm) = plan_kernel(graph, first, &model.weights.nodes[first]);
+            let (mut kernel, batch_norm) = plan_kernel(graph, first, model.layer(first));
             if let &[_, second] = &p.nodes[..] {
                 // Fused pairs have no separate BN (`fuse` checks).
-                let (next, _) = plan_kernel(graph, second, &model.weights.nodes[second]);
+                let (next, _) = plan_kernel(graph, second, model.layer(second));
                 kernel = match (kernel, next) {
                     (Kernel::Pointwise { weight, act, .. }, Kernel::Depthwise(depthwise)) => {
                         Kernel::PointwiseDepthwise {
@@ -328,18 +327,13 @@ fn fuse(graph: &Graph, model: &Model, row_fusion_min_bytes: usize) -> Vec<Planne
         let node = &graph.nodes[i];
         let value = i + 1;
         let next = graph.nodes.get(i + 1);
-        let sole_reader_is_next = matches!(&node.op, Op::Conv2d(c) if c.is_pointwise())
-            && matches!(&model.weights.nodes[i], NodeWeights::Conv { bn: None, .. })
+        let sole_reader_is_next = matches!(model.layer(i), Layer::Conv { conv, bn: None, .. } if conv.is_pointwise())
             && read_count[value] == 1
             && next.is_some_and(|n| n.inputs.contains(&value));
         let fusable = sole_reader_is_next
             && next.is_some_and(|n| n.op == Op::Add && n.inputs[0] != n.inputs[1]);
         let row_fusable = sole_reader_is_next
-            && matches!(next.map(|n| &n.op), Some(Op::Conv2d(c)) if c.is_depthwise())
-            && matches!(
-                &model.weights.nodes[i + 1],
-                NodeWeights::Conv { bn: None, .. }
-            )
+            && matches!(model.layer(i + 1), Layer::Conv { conv, bn: None, .. } if conv.is_depthwise())
             && graph.value_shape(value).len() * std::mem::size_of::<f32>() >= row_fusion_min_bytes;
         if row_fusable {
             planned.push(Planned {
@@ -387,15 +381,16 @@ fn step_info(graph: &Graph, p: &Planned) -> StepInfo {
     }
 }
 
-fn plan_kernel(
-    graph: &Graph,
-    i: usize,
-    w: &NodeWeights,
-) -> (Kernel, Option<kernels::BatchNormPass>) {
+fn plan_kernel(graph: &Graph, i: usize, layer: Layer) -> (Kernel, Option<kernels::BatchNormPass>) {
     let node = &graph.nodes[i];
     let input = graph.value_shape(node.inputs[0]);
-    let kernel = match (&node.op, w) {
-        (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, bn }) => {
+    let kernel = match layer {
+        Layer::Conv {
+            conv: c,
+            kernel,
+            bias,
+            bn,
+        } => {
             let window = Window {
                 input,
                 output: node.output,
@@ -403,7 +398,7 @@ fn plan_kernel(
                 stride: c.stride,
                 padding: c.padding,
             };
-            let bias = bias.clone().unwrap_or_else(|| vec![0.0; c.out_channels]);
+            let bias = bias.map_or_else(|| vec![0.0; c.out_channels], <[f32]>::to_vec);
             return match bn {
                 // Unfolded BN: the convolution without its activation, then BN and the
                 // activation in a pass of their own.
@@ -414,25 +409,16 @@ fn plan_kernel(
                 None => (plan_conv(c, window, kernel, bias, c.activation), None),
             };
         }
-        (
-            Op::SqueezeExcite(se),
-            NodeWeights::SqueezeExcite {
-                reduce,
-                reduce_bias,
-                expand,
-                expand_bias,
-            },
-        ) => Kernel::SqueezeExcite(SqueezeExcite {
+        Layer::SqueezeExcite { se, weights: w } => Kernel::SqueezeExcite(SqueezeExcite {
             channels: se.channels,
-            reduce: FullyConnected::new(reduce, reduce_bias, Activation::Relu),
-            expand: FullyConnected::new(expand, expand_bias, Activation::HardSigmoid),
+            reduce: FullyConnected::new(w.reduce, w.reduce_bias, Activation::Relu),
+            expand: FullyConnected::new(w.expand, w.expand_bias, Activation::HardSigmoid),
         }),
-        (Op::GlobalAvgPool, _) => Kernel::GlobalAvgPool { channels: input.c },
-        (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+        Layer::GlobalAvgPool => Kernel::GlobalAvgPool { channels: input.c },
+        Layer::FullyConnected { fc, weight, bias } => {
             Kernel::FullyConnected(FullyConnected::new(weight, bias, fc.activation))
         }
-        (Op::Add, _) => Kernel::Add,
-        (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+        Layer::Add => Kernel::Add,
     };
     (kernel, None)
 }

@@ -2,8 +2,9 @@
 //! forward pass over the node list with tch's ops (the same ops torchvision's MobileNets use:
 //! conv2d, batch_norm, hardswish, SE as two 1×1 convs, adaptive pooling, linear).
 
-use mobilebench_models::ir::{Activation, Conv2d, Op, Padding};
-use mobilebench_models::weights::{BatchNorm, NodeWeights};
+use mobilebench_models::ir::{Activation, Conv2d, Padding};
+use mobilebench_models::layer::Layer as ModelLayer;
+use mobilebench_models::weights::BatchNorm;
 use mobilebench_models::Model;
 use tch::{Device, Kind, Tensor};
 
@@ -122,23 +123,19 @@ impl Net {
     pub fn new(model: &Model, layout: Layout, device: Device) -> Net {
         let graph = &model.graph;
         let mut layers = Vec::with_capacity(graph.nodes.len());
-        for (node, w) in graph.nodes.iter().zip(&model.weights.nodes) {
-            let layer = match (&node.op, w) {
-                (
-                    Op::Conv2d(c),
-                    NodeWeights::Conv {
-                        kernel,
-                        bias,
-                        bn: b,
-                    },
-                ) => {
+        for (node, layer) in model.layers() {
+            let layer = match layer {
+                ModelLayer::Conv {
+                    conv: c,
+                    kernel,
+                    bias,
+                    bn: b,
+                } => {
                     let (padding, pad_first) = padding(c.padding);
                     Layer::Conv {
                         weight: conv_weight(kernel, c, layout, device),
-                        bias: bias
-                            .as_ref()
-                            .map(|b| tensor(b, &[c.out_channels as i64], device)),
-                        bn: b.as_ref().map(|b| bn(b, device)),
+                        bias: bias.map(|b| tensor(b, &[c.out_channels as i64], device)),
+                        bn: b.map(|b| bn(b, device)),
                         stride: c.stride as i64,
                         groups: c.groups as i64,
                         padding,
@@ -146,15 +143,7 @@ impl Net {
                         act: c.activation,
                     }
                 }
-                (
-                    Op::SqueezeExcite(se),
-                    NodeWeights::SqueezeExcite {
-                        reduce,
-                        reduce_bias,
-                        expand,
-                        expand_bias,
-                    },
-                ) => {
+                ModelLayer::SqueezeExcite { se, weights: w } => {
                     let (c, s) = (se.channels as i64, se.squeeze as i64);
                     // `[in][out]` matrices as 1×1 conv weights `[out, in, 1, 1]`.
                     let one_by_one = |m: &[f32], i: i64, o: i64| {
@@ -166,14 +155,14 @@ impl Net {
                             .to_device(device)
                     };
                     Layer::SqueezeExcite {
-                        reduce: one_by_one(reduce, c, s),
-                        reduce_bias: tensor(reduce_bias, &[s], device),
-                        expand: one_by_one(expand, s, c),
-                        expand_bias: tensor(expand_bias, &[c], device),
+                        reduce: one_by_one(w.reduce, c, s),
+                        reduce_bias: tensor(w.reduce_bias, &[s], device),
+                        expand: one_by_one(w.expand, s, c),
+                        expand_bias: tensor(w.expand_bias, &[c], device),
                     }
                 }
-                (Op::GlobalAvgPool, _) => Layer::GlobalAvgPool,
-                (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+                ModelLayer::GlobalAvgPool => Layer::GlobalAvgPool,
+                ModelLayer::FullyConnected { fc, weight, bias } => {
                     let (i, o) = (fc.in_features as i64, fc.out_features as i64);
                     Layer::Linear {
                         // `[in][out]` → linear's `[out, in]`.
@@ -186,8 +175,7 @@ impl Net {
                         act: fc.activation,
                     }
                 }
-                (Op::Add, _) => Layer::Add,
-                (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
+                ModelLayer::Add => Layer::Add,
             };
             layers.push((layer, node.inputs.clone()));
         }

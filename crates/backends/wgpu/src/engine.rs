@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use mobilebench_models::ir::{Activation, Op};
-use mobilebench_models::weights::NodeWeights;
-use mobilebench_models::Model;
+use mobilebench_models::ir::Activation;
+use mobilebench_models::{Layer, Model};
 use wgpu::util::DeviceExt;
 
 const SHADERS: &str = include_str!("shaders.wgsl");
@@ -225,15 +224,21 @@ impl Engine {
             dispatches: Vec::new(),
         };
         let mut values: Vec<wgpu::Buffer> = vec![b.empty(graph.input.len())];
-        for (node, w) in graph.nodes.iter().zip(&folded.weights.nodes) {
+        for (node, layer) in folded.layers() {
             let input = graph.value_shape(node.inputs[0]);
             let out = b.empty(node.output.len());
             let src = &values[node.inputs[0]];
-            match (&node.op, w) {
-                (Op::Conv2d(c), NodeWeights::Conv { kernel, bias, .. }) => {
+            match layer {
+                // Folded above: no BN.
+                Layer::Conv {
+                    conv: c,
+                    kernel,
+                    bias,
+                    ..
+                } => {
                     let weight = b.storage(kernel);
                     let bias =
-                        b.storage(&bias.clone().unwrap_or_else(|| vec![0.0; c.out_channels]));
+                        b.storage(&bias.map_or_else(|| vec![0.0; c.out_channels], <[f32]>::to_vec));
                     let act = act_code(c.activation);
                     if c.is_pointwise() {
                         let (m, n, k) = (
@@ -285,22 +290,14 @@ impl Engine {
                         );
                     }
                 }
-                (
-                    Op::SqueezeExcite(se),
-                    NodeWeights::SqueezeExcite {
-                        reduce,
-                        reduce_bias,
-                        expand,
-                        expand_bias,
-                    },
-                ) => {
+                Layer::SqueezeExcite { se, weights: w } => {
                     let (c, s) = (se.channels as u32, se.squeeze as u32);
                     let pooled = b.empty(se.channels);
                     let squeezed = b.empty(se.squeeze);
                     let gate = b.empty(se.channels);
                     let pixels = (input.h * input.w) as u32;
                     b.dispatch(POOL, src, None, None, &pooled, &[pixels, c], groups_1d(c));
-                    let (rw, rb) = (b.storage(reduce), b.storage(reduce_bias));
+                    let (rw, rb) = (b.storage(w.reduce), b.storage(w.reduce_bias));
                     b.dispatch(
                         FC,
                         &pooled,
@@ -310,7 +307,7 @@ impl Engine {
                         &[c, s, act_code(Activation::Relu)],
                         groups_1d(s),
                     );
-                    let (ew, eb) = (b.storage(expand), b.storage(expand_bias));
+                    let (ew, eb) = (b.storage(w.expand), b.storage(w.expand_bias));
                     b.dispatch(
                         FC,
                         &squeezed,
@@ -331,7 +328,7 @@ impl Engine {
                         groups_1d(len),
                     );
                 }
-                (Op::GlobalAvgPool, _) => {
+                Layer::GlobalAvgPool => {
                     let c = input.c as u32;
                     b.dispatch(
                         POOL,
@@ -343,7 +340,7 @@ impl Engine {
                         groups_1d(c),
                     );
                 }
-                (Op::FullyConnected(fc), NodeWeights::FullyConnected { weight, bias }) => {
+                Layer::FullyConnected { fc, weight, bias } => {
                     let (i, o) = (fc.in_features as u32, fc.out_features as u32);
                     let (w, bb) = (b.storage(weight), b.storage(bias));
                     b.dispatch(
@@ -356,12 +353,11 @@ impl Engine {
                         groups_1d(o),
                     );
                 }
-                (Op::Add, _) => {
+                Layer::Add => {
                     let len = node.output.len() as u32;
                     let other = &values[node.inputs[1]];
                     b.dispatch(ADD, src, Some(other), None, &out, &[len], groups_1d(len));
                 }
-                (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
             }
             values.push(out);
         }
