@@ -76,6 +76,28 @@ pub fn export_int8(model: &QuantModel, format: Format) -> Result<Vec<u8>, Export
     }
 }
 
+/// A kernel from our HWIO layout (`[kh][kw][in][out]`) to another order of the same axes:
+/// `at(ky, kx, ci, co)` is where that element goes.
+fn relayout_hwio<T: Copy + Default>(
+    kernel: &[T],
+    k: usize,
+    cin: usize,
+    cout: usize,
+    at: impl Fn(usize, usize, usize, usize) -> usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); kernel.len()];
+    for ky in 0..k {
+        for kx in 0..k {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    out[at(ky, kx, ci, co)] = kernel[((ky * k + kx) * cin + ci) * cout + co];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The model in the requested BN form.
 fn prepare(model: &Model, bn: BnMode) -> Result<Model, ExportError> {
     Ok(model.with_bn(bn)?)

@@ -15,7 +15,7 @@ use mobilebench_models::ir::{Activation, Conv2d};
 use mobilebench_models::weights::BatchNorm;
 use mobilebench_models::{Layer, Model};
 
-use crate::{prepare, BnMode, ExportError};
+use crate::{prepare, relayout_hwio, BnMode, ExportError};
 
 pub const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
@@ -88,18 +88,9 @@ pub(crate) fn hwio_to_oihw<T: Copy + Default>(
     cin_g: usize,
     cout: usize,
 ) -> Vec<T> {
-    let mut oihw = vec![T::default(); kernel.len()];
-    for ky in 0..k {
-        for kx in 0..k {
-            for ci in 0..cin_g {
-                for co in 0..cout {
-                    oihw[((co * cin_g + ci) * k + ky) * k + kx] =
-                        kernel[((ky * k + kx) * cin_g + ci) * cout + co];
-                }
-            }
-        }
-    }
-    oihw
+    relayout_hwio(kernel, k, cin_g, cout, |ky, kx, ci, co| {
+        ((co * cin_g + ci) * k + ky) * k + kx
+    })
 }
 
 /// A Conv node's attributes: kernel, strides, the IR's explicit (SAME) pads, groups.
@@ -255,8 +246,8 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
             Layer::SqueezeExcite { se, weights: w } => {
                 let pooled = b.node("GlobalAveragePool", &format!("{tag}_pool"), &[&x], vec![]);
                 let (c, s) = (se.channels, se.squeeze);
-                let conv1 = Conv2d::one_by_one_with_bias(c, s);
-                let conv2 = Conv2d::one_by_one_with_bias(s, c);
+                let conv1 = Conv2d::one_by_one(c, s, Activation::None);
+                let conv2 = Conv2d::one_by_one(s, c, Activation::None);
                 let h = b.conv(
                     &pooled,
                     &conv1,

@@ -158,10 +158,7 @@ pub fn export(model: &QuantModel) -> Result<Vec<u8>, ExportError> {
         let out = match &layer.op {
             QOp::Conv(c, l) => b.qdq_conv(&x, c, l, tag),
             QOp::FullyConnected(fc, l) => {
-                let conv = Conv2d {
-                    activation: fc.activation,
-                    ..Conv2d::one_by_one_with_bias(fc.in_features, fc.out_features)
-                };
+                let conv = Conv2d::one_by_one(fc.in_features, fc.out_features, fc.activation);
                 b.qdq_conv(&x, &conv, l, tag)
             }
             QOp::SqueezeExcite {
@@ -173,12 +170,9 @@ pub fn export(model: &QuantModel) -> Result<Vec<u8>, ExportError> {
             } => {
                 let p = b.node("GlobalAveragePool", &format!("{tag}_pool"), &[&x], vec![]);
                 let p = b.qdq(&p, *pooled, &format!("{tag}_pool"));
-                let conv1 = Conv2d {
-                    activation: Activation::Relu,
-                    ..Conv2d::one_by_one_with_bias(se.channels, se.squeeze)
-                };
+                let conv1 = Conv2d::one_by_one(se.channels, se.squeeze, Activation::Relu);
                 let h = b.qdq_conv(&p, &conv1, reduce, &format!("{tag}_reduce"));
-                let conv2 = Conv2d::one_by_one_with_bias(se.squeeze, se.channels);
+                let conv2 = Conv2d::one_by_one(se.squeeze, se.channels, Activation::None);
                 let g = b.qdq_conv(&h, &conv2, expand, &format!("{tag}_expand"));
                 let g = b.activation(g, Activation::HardSigmoid, &format!("{tag}_gate"));
                 let g = b.qdq(&g, QParams::UNIT, &format!("{tag}_gate"));

@@ -21,7 +21,7 @@ use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Shape};
 use mobilebench_models::weights::BatchNorm;
 use mobilebench_models::{Layer, Model};
 
-use crate::{prepare, BnMode, ExportError};
+use crate::{prepare, relayout_hwio, BnMode, ExportError};
 
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
@@ -376,18 +376,9 @@ pub(crate) fn hwio_to_ohwi<T: Copy + Default>(
     cin: usize,
     cout: usize,
 ) -> Vec<T> {
-    let mut ohwi = vec![T::default(); kernel.len()];
-    for ky in 0..k {
-        for kx in 0..k {
-            for ci in 0..cin {
-                for co in 0..cout {
-                    ohwi[((co * k + ky) * k + kx) * cin + ci] =
-                        kernel[((ky * k + kx) * cin + ci) * cout + co];
-                }
-            }
-        }
-    }
-    ohwi
+    relayout_hwio(kernel, k, cin, cout, |ky, kx, ci, co| {
+        ((co * k + ky) * k + kx) * cin + ci
+    })
 }
 
 pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
@@ -426,7 +417,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 let pooled = b.mean_hw(x, se.channels, &format!("{tag}_pool"));
                 let (c, s) = (se.channels, se.squeeze);
                 let one = Shape::new(1, 1, s);
-                let conv1 = Conv2d::one_by_one_with_bias(c, s);
+                let conv1 = Conv2d::one_by_one(c, s, Activation::None);
                 let h = b.conv(
                     pooled,
                     &conv1,
@@ -435,7 +426,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                     Activation::Relu,
                     &format!("{tag}_reduce"),
                 );
-                let conv2 = Conv2d::one_by_one_with_bias(s, c);
+                let conv2 = Conv2d::one_by_one(s, c, Activation::None);
                 let g = b.conv(
                     h,
                     &conv2,

@@ -179,10 +179,7 @@ pub fn export(model: &QuantModel) -> Vec<u8> {
         let out = match &layer.op {
             QOp::Conv(c, l) => b.int8_conv(x, c, l, layer.shape, tag),
             QOp::FullyConnected(fc, l) => {
-                let conv = Conv2d {
-                    activation: fc.activation,
-                    ..Conv2d::one_by_one_with_bias(fc.in_features, fc.out_features)
-                };
+                let conv = Conv2d::one_by_one(fc.in_features, fc.out_features, fc.activation);
                 b.int8_conv(x, &conv, l, layer.shape, tag)
             }
             QOp::SqueezeExcite {
@@ -194,10 +191,7 @@ pub fn export(model: &QuantModel) -> Vec<u8> {
             } => {
                 let (c, s) = (se.channels, se.squeeze);
                 let p = b.int8_mean(x, c, *pooled, &format!("{tag}_pool"));
-                let conv1 = Conv2d {
-                    activation: Activation::Relu,
-                    ..Conv2d::one_by_one_with_bias(c, s)
-                };
+                let conv1 = Conv2d::one_by_one(c, s, Activation::Relu);
                 let h = b.int8_conv(
                     p,
                     &conv1,
@@ -205,7 +199,7 @@ pub fn export(model: &QuantModel) -> Vec<u8> {
                     Shape::new(1, 1, s),
                     &format!("{tag}_reduce"),
                 );
-                let conv2 = Conv2d::one_by_one_with_bias(s, c);
+                let conv2 = Conv2d::one_by_one(s, c, Activation::None);
                 let g = b.int8_conv(
                     h,
                     &conv2,

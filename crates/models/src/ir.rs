@@ -105,8 +105,8 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// A 1×1 stride-1 convolution with bias and no BN: how exporters write SE's two layers on
-    /// a pooled value.
-    pub fn one_by_one_with_bias(in_channels: usize, out_channels: usize) -> Conv2d {
+    /// a pooled value, and the int8 exporters an FC layer.
+    pub fn one_by_one(in_channels: usize, out_channels: usize, activation: Activation) -> Conv2d {
         Conv2d {
             in_channels,
             out_channels,
@@ -121,7 +121,7 @@ impl Conv2d {
             },
             batch_norm: false,
             bias: true,
-            activation: Activation::None,
+            activation,
         }
     }
 
