@@ -569,16 +569,10 @@ fn forward(
                 at(Point::SeGateInput(i), &mut gate);
                 reference::activate(&mut gate, Activation::HardSigmoid);
                 at(Point::SeGate(i), &mut gate);
-                x.iter()
-                    .enumerate()
-                    .map(|(j, v)| v * gate[j % se.channels])
-                    .collect()
+                reference::scale_channels(x, &gate)
             }
             Layer::GlobalAvgPool => reference::global_avg_pool(x, in_shape),
-            Layer::Add => {
-                let other = &values[node.inputs[1]];
-                x.iter().zip(other).map(|(a, b)| a + b).collect()
-            }
+            Layer::Add => reference::add(x, &values[node.inputs[1]]),
         };
         at(Point::Output(i), &mut out);
         values.push(out);

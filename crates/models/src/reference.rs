@@ -58,10 +58,7 @@ pub fn evaluate_node(graph: &Graph, node: &Node, layer: Layer, values: &[Vec<f32
         Layer::SqueezeExcite { se, weights } => squeeze_excite(input, in_shape, se, &weights),
         Layer::GlobalAvgPool => global_avg_pool(input, in_shape),
         Layer::FullyConnected { fc, weight, bias } => fully_connected(input, fc, weight, bias),
-        Layer::Add => {
-            let other = &values[node.inputs[1]];
-            input.iter().zip(other).map(|(a, b)| a + b).collect()
-        }
+        Layer::Add => add(input, &values[node.inputs[1]]),
     }
 }
 
@@ -125,6 +122,7 @@ pub fn activate(x: &mut [f32], act: Activation) {
     }
 }
 
+/// Mean over H and W of an NHWC tensor.
 pub fn global_avg_pool(input: &[f32], shape: Shape) -> Vec<f32> {
     let mut out = vec![0.0f32; shape.c];
     for (i, v) in input.iter().enumerate() {
@@ -166,9 +164,18 @@ fn squeeze_excite(input: &[f32], shape: Shape, se: &SqueezeExcite, w: &SeWeights
         activation: Activation::HardSigmoid,
     };
     let gate = fully_connected(&hidden, &excite, w.expand, w.expand_bias);
-    input
-        .iter()
+    scale_channels(input, &gate)
+}
+
+/// A residual addition.
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// SE's last step: every channel of an NHWC `x` times its gate (one value per channel).
+pub fn scale_channels(x: &[f32], gate: &[f32]) -> Vec<f32> {
+    x.iter()
         .enumerate()
-        .map(|(i, v)| v * gate[i % shape.c])
+        .map(|(i, v)| v * gate[i % gate.len()])
         .collect()
 }
