@@ -1,5 +1,5 @@
 //! The graph IR every backend consumes: a list of nodes in execution order, NHWC f32,
-//! batch 1. It holds shapes only; weights live beside it in [`crate::Weights`], so MACs
+//! batch 1. It holds shapes only; weights live beside it in [`crate::weights::Weights`], so MACs
 //! and params can be counted without materialising a single weight.
 
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ impl Padding {
 }
 
 /// A 2-D convolution. `groups` is 1 (regular) or `in_channels` (depthwise, multiplier 1).
-/// Weight layout in [`crate::Weights`]: `[kh][kw][in_channels / groups][out_channels]` (HWIO).
+/// Weight layout in [`crate::weights::Weights`]: `[kh][kw][in_channels / groups][out_channels]` (HWIO).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub in_channels: usize,

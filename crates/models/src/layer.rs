@@ -7,7 +7,7 @@
 //! and matching pairs, so an op and its weights that do not fit are caught here, in one place.
 
 use crate::ir::{Conv2d, FullyConnected, Graph, Node, Op, SqueezeExcite};
-use crate::weights::{BatchNorm, Model, NodeWeights, Weights};
+use crate::weights::{BatchNorm, NodeWeights, Weights};
 
 /// One node's op with its weights.
 #[derive(Debug, Clone, Copy)]
@@ -102,21 +102,10 @@ pub fn layers<'a>(
         .map(|(node, w)| (node, Layer::of(node, w)))
 }
 
-impl Model {
-    /// Every node with its weights, in execution order.
-    pub fn layers(&self) -> impl ExactSizeIterator<Item = (&Node, Layer<'_>)> {
-        layers(&self.graph, &self.weights)
-    }
-
-    /// Node `i` with its weights.
-    pub fn layer(&self, i: usize) -> Layer<'_> {
-        Layer::of(&self.graph.nodes[i], &self.weights.nodes[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Model;
     use crate::zoo::{Family, ModelConfig};
 
     #[test]

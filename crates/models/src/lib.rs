@@ -4,9 +4,11 @@
 
 pub mod agreement;
 pub mod counting;
+pub mod error;
 pub mod input;
 pub mod ir;
 pub mod layer;
+pub mod model;
 pub mod precision;
 pub mod published;
 pub mod quant;
@@ -16,22 +18,12 @@ pub mod weights;
 pub mod zoo;
 
 pub use counting::{count, Counts};
+pub use error::ModelError;
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
 pub use layer::{Layer, SeWeights};
+pub use model::Model;
 pub use precision::Precision;
 pub use quant::{Calibration, QuantModel, WeightRange};
-pub use weights::{BnMode, Model, DEFAULT_SEED};
+pub use weights::{BnMode, DEFAULT_SEED};
 pub use zoo::{Family, ModelConfig, NUM_CLASSES};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error("bad model name `{name}`: {why}")]
-    BadName { name: String, why: String },
-    #[error("`{0}` matches no model (see `bench list models`)")]
-    NoMatch(String),
-    #[error("bad model pattern `{pattern}`: {why}")]
-    BadPattern { pattern: String, why: String },
-    #[error("--bn separate needs a model with batch norm, and {0} has none")]
-    NoBatchNorm(String),
-}

@@ -18,9 +18,9 @@
 use crate::input::synthetic_input;
 use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Shape, SqueezeExcite};
 use crate::layer::{layers, Layer};
+use crate::model::Model;
 use crate::reference;
 use crate::weights::{NodeWeights, Weights};
-use crate::Model;
 
 /// How many images calibrate the activation ranges.
 pub const CALIBRATION_IMAGES: usize = 8;

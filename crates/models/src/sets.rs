@@ -1,8 +1,8 @@
 //! Model selection: named sets, globs over the published configs, and explicit names.
 
+use crate::error::ModelError;
 use crate::published;
 use crate::zoo::{Family, ModelConfig};
-use crate::ModelError;
 
 /// The named sets, with what they hold (for `--help` and `bench list models`).
 pub const NAMED_SETS: &[(&str, &str)] = &[

@@ -1,22 +1,14 @@
-//! Deterministic weights and the [`Model`] (graph + weights) that backends load.
+//! The numbers of a model: per-node weights, batch norm, and the seeded stream they come from.
 //!
 //! Weights come from a seeded ChaCha stream in node order, He-scaled, so the same seed gives
-//! bit-identical weights on every machine. Batch-norm statistics are then *calibrated*: the
-//! running mean/variance of each conv are set to the statistics its output actually has on a
-//! synthetic image (as a trained network's would be), so every layer's pre-activation is
-//! normalised and activations stay in a realistic range at every depth, logits included.
-//! Kernels do not depend on the resolution; BN statistics are calibrated at the model's own
-//! resolution (as slim trains each resolution separately): statistics taken at 128 px let the
-//! deepest 7×7 layers of a 224 px V3 grow 40-fold.
+//! bit-identical weights on every machine. This module knows only the IR's shapes; the
+//! [`Model`](crate::Model) built from a zoo config then calibrates the BN statistics
+//! (`model.rs`), which needs the reference evaluator.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::input::synthetic_input;
 use crate::ir::{Graph, Op};
-use crate::layer::Layer;
-use crate::reference;
-use crate::zoo::ModelConfig;
 
 /// slim's batch-norm epsilon for MobileNets.
 pub const BN_EPSILON: f32 = 1e-3;
@@ -108,78 +100,6 @@ impl std::str::FromStr for BnMode {
     }
 }
 
-/// A graph with its weights: what every backend receives for a zoo model.
-#[derive(Debug, Clone)]
-pub struct Model {
-    pub name: String,
-    pub graph: Graph,
-    pub weights: Weights,
-}
-
-impl Model {
-    /// Builds a zoo model with seeded, BN-calibrated weights (BN kept as separate parameters).
-    pub fn from_config(config: &ModelConfig, seed: u64) -> Model {
-        let graph = config.graph();
-        let mut weights = random_weights(&graph, seed);
-        calibrate_batch_norm(&graph, &mut weights, seed);
-        Model {
-            name: config.name(),
-            graph,
-            weights,
-        }
-    }
-
-    /// The deployed form: every BN folded into its conv's kernel and bias. Numerically the
-    /// same function up to float rounding.
-    pub fn fold_batch_norm(&self) -> Model {
-        let mut graph = self.graph.clone();
-        let mut weights = self.weights.clone();
-        for (node, w) in graph.nodes.iter_mut().zip(&mut weights.nodes) {
-            let (Op::Conv2d(conv), NodeWeights::Conv { kernel, bias, bn }) = (&mut node.op, w)
-            else {
-                continue;
-            };
-            let Some(bn) = bn.take() else { continue };
-            let out = conv.out_channels;
-            let scale: Vec<f32> = (0..out)
-                .map(|c| bn.gamma[c] / (bn.var[c] + bn.eps).sqrt())
-                .collect();
-            for (i, k) in kernel.iter_mut().enumerate() {
-                *k *= scale[i % out];
-            }
-            let old_bias = bias.take().unwrap_or_else(|| vec![0.0; out]);
-            *bias = Some(
-                (0..out)
-                    .map(|c| (old_bias[c] - bn.mean[c]) * scale[c] + bn.beta[c])
-                    .collect(),
-            );
-            conv.batch_norm = false;
-            conv.bias = true;
-        }
-        Model {
-            name: self.name.clone(),
-            graph,
-            weights,
-        }
-    }
-
-    /// The model in the requested BN form; `Separate` needs a model that still has its BNs.
-    pub fn with_bn(&self, bn: BnMode) -> Result<Model, crate::ModelError> {
-        match bn {
-            BnMode::Fused => Ok(self.fold_batch_norm()),
-            BnMode::Separate if self.has_batch_norm() => Ok(self.clone()),
-            BnMode::Separate => Err(crate::ModelError::NoBatchNorm(self.name.clone())),
-        }
-    }
-
-    pub fn has_batch_norm(&self) -> bool {
-        self.weights
-            .nodes
-            .iter()
-            .any(|w| matches!(w, NodeWeights::Conv { bn: Some(_), .. }))
-    }
-}
-
 struct Init(ChaCha8Rng);
 
 impl Init {
@@ -195,13 +115,14 @@ impl Init {
 
 impl Weights {
     /// Seeded He-scaled weights with neutral BN statistics (mean 0, variance 1), for tests
-    /// of single ops; zoo models use [`Model::from_config`], which also calibrates BN.
+    /// of single ops; zoo models use [`Model::from_config`](crate::Model::from_config), which
+    /// also calibrates BN.
     pub fn random(graph: &Graph, seed: u64) -> Weights {
         random_weights(graph, seed)
     }
 }
 
-fn random_weights(graph: &Graph, seed: u64) -> Weights {
+pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
     let mut init = Init(ChaCha8Rng::seed_from_u64(seed));
     let he = |fan_in: usize| (2.0 / fan_in as f32).sqrt();
     let nodes = graph
@@ -235,146 +156,4 @@ fn random_weights(graph: &Graph, seed: u64) -> Weights {
         })
         .collect();
     Weights { nodes }
-}
-
-/// Sets each BN's running statistics to its conv's output statistics on a synthetic image.
-fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
-    let input = synthetic_input(graph.input, seed ^ 0xca11_b8a7e);
-    let mut values = vec![input];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        if let (
-            Op::Conv2d(conv),
-            NodeWeights::Conv {
-                kernel,
-                bias,
-                bn: Some(bn),
-            },
-        ) = (&node.op, &mut weights.nodes[i])
-        {
-            let in_shape = graph.value_shape(node.inputs[0]);
-            let raw = reference::conv2d(
-                &values[node.inputs[0]],
-                in_shape,
-                conv,
-                kernel,
-                bias.as_deref(),
-                node.output,
-            );
-            let (mean, var) = channel_stats(&raw, conv.out_channels);
-            // A channel that is (nearly) constant on the calibration image would get a huge
-            // scale; floor its variance at 1% of the layer's mean variance.
-            let floor = 0.01 * var.iter().sum::<f32>() / var.len() as f32 + 1e-6;
-            bn.mean = mean;
-            bn.var = var.into_iter().map(|v| v.max(floor)).collect();
-        }
-        let out =
-            reference::evaluate_node(graph, node, Layer::of(node, &weights.nodes[i]), &values);
-        values.push(out);
-    }
-}
-
-fn channel_stats(x: &[f32], channels: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = (x.len() / channels) as f64;
-    let mut sum = vec![0f64; channels];
-    let mut sq = vec![0f64; channels];
-    for (i, &v) in x.iter().enumerate() {
-        sum[i % channels] += v as f64;
-        sq[i % channels] += (v as f64) * (v as f64);
-    }
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let var = sum
-        .iter()
-        .zip(&sq)
-        .map(|(s, q)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32)
-        .collect();
-    (mean, var)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::zoo::Family;
-
-    #[test]
-    fn same_seed_same_weights_other_seed_other_weights() {
-        let cfg = ModelConfig::new(Family::V3Small, 0.5, 64);
-        let a = Model::from_config(&cfg, 1);
-        let b = Model::from_config(&cfg, 1);
-        let c = Model::from_config(&cfg, 2);
-        assert_eq!(a.weights, b.weights);
-        assert_ne!(a.weights, c.weights);
-    }
-
-    #[test]
-    fn kernels_do_not_depend_on_resolution() {
-        let a = Model::from_config(&ModelConfig::new(Family::V2, 0.35, 96), 7);
-        let b = Model::from_config(&ModelConfig::new(Family::V2, 0.35, 224), 7);
-        for (x, y) in a.weights.nodes.iter().zip(&b.weights.nodes) {
-            if let (NodeWeights::Conv { kernel: k1, .. }, NodeWeights::Conv { kernel: k2, .. }) =
-                (x, y)
-            {
-                assert_eq!(k1, k2);
-            }
-        }
-    }
-
-    #[test]
-    fn folding_preserves_the_function() {
-        let model = Model::from_config(&ModelConfig::new(Family::V3Large, 0.5, 64), 3);
-        let folded = model.fold_batch_norm();
-        assert!(model.has_batch_norm() && !folded.has_batch_norm());
-        let input = synthetic_input(model.graph.input, 11);
-        let a = reference::evaluate(&model.graph, &model.weights, &input);
-        let b = reference::evaluate(&folded.graph, &folded.weights, &input);
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        // Folding reorders a handful of float ops per value: a few ulps of the logit scale.
-        assert!(diff <= 1e-4 * scale, "diff {diff} at scale {scale}");
-    }
-}
-
-/// Activation statistics at full resolution: the property the calibration exists for.
-#[cfg(test)]
-mod range_tests {
-    use super::*;
-    use crate::sets::select;
-
-    #[test]
-    fn activations_stay_realistic_through_every_depth() {
-        for cfg in select("default").unwrap() {
-            let model = Model::from_config(&cfg, DEFAULT_SEED);
-            let input = synthetic_input(model.graph.input, crate::DEFAULT_INPUT_SEED);
-            let values = reference::evaluate_all(&model.graph, &model.weights, &input);
-            let mut lo = f32::MAX;
-            let mut hi = 0f32;
-            for (node, v) in model.graph.nodes.iter().zip(&values[1..]) {
-                assert!(
-                    v.iter().all(|x| x.is_finite()),
-                    "{}: {} not finite",
-                    cfg,
-                    node.name
-                );
-                let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
-                lo = lo.min(rms);
-                hi = hi.max(rms);
-                // Calibrated BN keeps each layer O(1): not vanishing, not exploding.
-                assert!(
-                    (0.1..10.0).contains(&rms),
-                    "{}: {} rms {rms}",
-                    cfg,
-                    node.name
-                );
-            }
-            let logits = values.last().unwrap();
-            let mean = logits.iter().sum::<f32>() / logits.len() as f32;
-            let std = (logits.iter().map(|x| (x - mean).powi(2)).sum::<f32>()
-                / logits.len() as f32)
-                .sqrt();
-            eprintln!("{cfg}: layer rms in [{lo:.3}, {hi:.3}], logits std {std:.3}");
-            assert!(std > 0.3, "{cfg}: flat logits (std {std})");
-        }
-    }
 }

@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ModelError;
 use crate::ir::{Activation, Graph, Shape, ValueId};
-use crate::ModelError;
 
 /// Classifier width used everywhere (slim: index 0 is "background").
 pub const NUM_CLASSES: usize = 1001;
@@ -75,7 +75,7 @@ impl ModelConfig {
         self.to_string()
     }
 
-    /// Builds the graph (shapes only; see [`crate::Weights`] for the numbers).
+    /// Builds the graph (shapes only; see [`crate::weights::Weights`] for the numbers).
     pub fn graph(&self) -> Graph {
         let mut g = Graph::new(self.name(), Shape::new(self.resolution, self.resolution, 3));
         match self.family {
