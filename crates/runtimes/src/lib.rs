@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 mod libtorch;
 pub use libtorch::{
-    ensure_libtorch, libtorch_dir, link_libtorch, locate_libtorch, Libtorch, LIBTORCH_VERSION,
+    ensure_libtorch, libtorch_dir, link_libtorch, locate_libtorch, verify_libtorch, Libtorch,
+    LIBTORCH_VERSION,
 };
 
 /// A runtime pinned to one wheel.

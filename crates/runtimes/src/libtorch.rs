@@ -17,10 +17,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cache_root, download_wheel, file_name, io, pinned, tempdir_in, Platform, RuntimeError, WheelPin,
+    cache_root, download_wheel, file_name, io, pinned, sha256_file, tempdir_in, Platform,
+    RuntimeError, WheelPin,
 };
 
 /// The libtorch version tch 0.24 is built for.
@@ -85,6 +88,11 @@ pub struct Libtorch {
     pub platform: Platform,
     /// The wheels it was assembled from.
     pub wheels: Vec<String>,
+    /// SHA-256 of every file assembled (relative path → hex digest; symlinks are not files),
+    /// checked again before the folder is used. Empty in manifests written before it was
+    /// recorded, which therefore do not verify.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// Set when read back: the folder (what `LIBTORCH` points at).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -116,23 +124,78 @@ const REQUIRED: &[&str] = &[
     "build-version",
 ];
 
-/// The assembled libtorch, if it is complete in the cache.
+/// The assembled libtorch, if it is complete in the cache (not yet verified: see
+/// [`verify_libtorch`]).
 pub fn locate_libtorch(platform: Platform) -> Option<Libtorch> {
-    let dir = libtorch_dir(platform);
+    locate_in(&libtorch_dir(platform))
+}
+
+fn locate_in(dir: &Path) -> Option<Libtorch> {
     let text = fs::read_to_string(dir.join(MANIFEST)).ok()?;
     let mut found: Libtorch = serde_json::from_str(&text).ok()?;
-    found.dir = dir;
+    found.dir = dir.to_path_buf();
     let complete =
         found.version == LIBTORCH_VERSION && REQUIRED.iter().all(|f| found.dir.join(f).exists());
     complete.then_some(found)
 }
 
-/// The assembled libtorch, downloading and assembling it if it is not cached.
-pub fn ensure_libtorch(platform: Platform) -> Result<Libtorch, RuntimeError> {
-    match locate_libtorch(platform) {
-        Some(found) => Ok(found),
-        None => assemble(platform),
+/// Whether a located folder holds what was assembled: every recorded file has the SHA-256
+/// recorded then. `Err` names the first file that differs.
+pub fn verify_libtorch(found: &Libtorch) -> Result<(), String> {
+    if found.files.is_empty() {
+        return Err("assembled before its files' SHA-256 were recorded".into());
     }
+    for (name, expected) in &found.files {
+        let got = sha256_file(&found.dir.join(name)).map_err(|e| e.to_string())?;
+        if &got != expected {
+            return Err(format!(
+                "{name} changed since it was assembled (SHA-256 {got}, recorded {expected})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The assembled libtorch, assembling it if it is not cached or no longer verifies. The
+/// second value says why a cached folder was assembled again.
+pub fn ensure_libtorch(platform: Platform) -> Result<(Libtorch, Option<String>), RuntimeError> {
+    ensure_in(&libtorch_dir(platform), || assemble(platform))
+}
+
+fn ensure_in(
+    dir: &Path,
+    assemble: impl FnOnce() -> Result<Libtorch, RuntimeError>,
+) -> Result<(Libtorch, Option<String>), RuntimeError> {
+    match locate_in(dir) {
+        Some(found) => match verify_libtorch(&found) {
+            Ok(()) => Ok((found, None)),
+            Err(why) => assemble().map(|f| (f, Some(why))),
+        },
+        None => assemble().map(|f| (f, None)),
+    }
+}
+
+/// SHA-256 of every regular file under `dir` (paths relative to it), but the manifest.
+fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, RuntimeError> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in fs::read_dir(&folder).map_err(io(&folder))? {
+            let path = entry.map_err(io(&folder))?.path();
+            let kind = fs::symlink_metadata(&path).map_err(io(&path))?.file_type();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() && path != dir.join(MANIFEST) {
+                let name = path
+                    .strip_prefix(dir)
+                    .expect("walked from dir")
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(name, sha256_file(&path)?);
+            }
+        }
+    }
+    Ok(files)
 }
 
 fn assemble(platform: Platform) -> Result<Libtorch, RuntimeError> {
@@ -168,6 +231,7 @@ fn assemble(platform: Platform) -> Result<Libtorch, RuntimeError> {
         version: LIBTORCH_VERSION.into(),
         platform,
         wheels,
+        files: hash_files(&staging)?,
         dir: target.clone(),
     };
     let manifest = serde_json::to_string_pretty(&found).expect("serialises");
@@ -313,6 +377,91 @@ mod tests {
         assert_eq!(&bytes[..4], b"\x7fELF");
         // ET_DYN: a shared object.
         assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A folder shaped like an assembled libtorch (tiny fake files) with its manifest.
+    fn fake_install(dir: &Path) -> Libtorch {
+        for file in REQUIRED {
+            let path = dir.join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, format!("contents of {file}")).unwrap();
+        }
+        let found = Libtorch {
+            version: LIBTORCH_VERSION.into(),
+            platform: Platform::LinuxX86_64,
+            wheels: vec!["fake.whl".into()],
+            files: hash_files(dir).unwrap(),
+            dir: dir.to_path_buf(),
+        };
+        fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_string_pretty(&found).unwrap(),
+        )
+        .unwrap();
+        found
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mobilebench-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_manifest_records_every_assembled_file() {
+        let dir = temp("libtorch-record");
+        let found = fake_install(&dir);
+        for file in REQUIRED {
+            assert!(found.files.contains_key(*file), "{file} not recorded");
+        }
+        assert!(!found.files.contains_key(MANIFEST));
+        assert_eq!(verify_libtorch(&locate_in(&dir).unwrap()), Ok(()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_changed_byte_makes_ensure_assemble_again_and_say_which_file() {
+        let dir = temp("libtorch-corrupt");
+        fake_install(&dir);
+        // Untouched: used as it is, nothing assembled.
+        let (_, why) = ensure_in(&dir, || panic!("a verified folder is not reassembled")).unwrap();
+        assert_eq!(why, None);
+        // One byte of libtorch_cpu flipped.
+        let victim = dir.join("lib/libtorch_cpu.so");
+        let mut bytes = fs::read(&victim).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&victim, bytes).unwrap();
+        let mut assembled = false;
+        let (_, why) = ensure_in(&dir, || {
+            assembled = true;
+            Ok(fake_install(&dir))
+        })
+        .unwrap();
+        assert!(assembled, "a corrupted folder must be assembled again");
+        let why = why.expect("the reason is reported");
+        assert!(
+            why.contains("lib/libtorch_cpu.so changed since it was assembled"),
+            "{why}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_without_hashes_does_not_verify() {
+        let dir = temp("libtorch-old");
+        let mut found = fake_install(&dir);
+        found.files.clear();
+        let old = serde_json::to_string(&found)
+            .unwrap()
+            .replace(",\"files\":{}", "");
+        assert!(!old.contains("files"), "{old}");
+        fs::write(dir.join(MANIFEST), old).unwrap();
+        let located = locate_in(&dir).expect("an old manifest still parses");
+        assert!(verify_libtorch(&located)
+            .unwrap_err()
+            .contains("before its files' SHA-256 were recorded"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -65,7 +65,12 @@ fn main() -> ExitCode {
             mobilebench_runtimes::LIBTORCH_VERSION
         );
         match ensure_libtorch(platform) {
-            Ok(found) => {
+            Ok((found, reassembled)) => {
+                if let Some(why) = reassembled {
+                    eprintln!(
+                        "libtorch: the cached copy did not verify ({why}): assembled it again"
+                    );
+                }
                 println!("libtorch: {}", found.dir.display());
                 if let Some(link) = &link {
                     match link_libtorch(&found, link) {
