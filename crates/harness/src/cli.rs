@@ -213,8 +213,15 @@ pub(crate) struct ReportArgs {
     /// Run directories (each holds summary.csv), from any number of devices
     #[arg(required = true)]
     pub(crate) dirs: Vec<PathBuf>,
-    /// Write DIR/README.md and the plots (SVG and PNG) here instead of printing the tables
-    #[arg(long, short, value_name = "DIR")]
+    /// What to write: `markdown` (the tables; with -o a folder with README.md and plots),
+    /// `json` (every summary row, typed, versioned: docs/reports.md), `bmf` (Bencher Metric
+    /// Format: latency in ns, median with the 5th/95th percentiles), `github-benchmark`
+    /// (github-action-benchmark's customSmallerIsBetter list, ms)
+    #[arg(long, default_value = "markdown", value_parser = parse_report_format)]
+    pub(crate) format: mobilebench_reports::export::Format,
+    /// Markdown: write DIR/README.md and the plots (SVG and PNG) here instead of printing the
+    /// tables. Other formats: write the document to this file instead of stdout
+    #[arg(long, short, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
     /// Backend whose latency the model table shows [default: the fastest per device]
     #[arg(long)]
@@ -246,4 +253,8 @@ pub(crate) struct CompareArgs {
     /// cannot be judged do not count)
     #[arg(long)]
     pub(crate) fail_on_regression: bool,
+}
+
+fn parse_report_format(s: &str) -> Result<mobilebench_reports::export::Format, String> {
+    s.parse()
 }

@@ -136,6 +136,18 @@ fn report(args: &ReportArgs) -> Result<()> {
         backend: args.backend.clone(),
         baseline: args.baseline.clone(),
     };
+    if let Some(exporter) = mobilebench_reports::export::exporter(args.format) {
+        let text = mobilebench_reports::export::export_text(&runs, exporter.as_ref());
+        match &args.output {
+            Some(path) => {
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => print!("{text}"),
+        }
+        return Ok(());
+    }
     match &args.output {
         Some(dir) => {
             let files = mobilebench_reports::write_report(&runs, &options, dir)?;

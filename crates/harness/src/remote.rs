@@ -437,22 +437,19 @@ impl<'a> Remote<'a> {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start ssh")?;
-        let name = self.profile.name.clone();
         let stderr = child.stderr.take().expect("piped");
-        let relay = std::thread::spawn(move || {
-            let mut last = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Progress bars redraw with \r; pass finished lines through, prefixed.
-                for part in line
-                    .split('\r')
-                    .filter(|p| p.starts_with('[') || p.starts_with("error"))
-                {
-                    eprintln!("[{name}] {part}");
-                }
-                last = line;
-            }
-            last
-        });
+        let log_path = writer
+            .lock()
+            .expect("writer lock")
+            .dir()
+            .join(device_log_name(&self.profile.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open the device's log {}", log_path.display()))?;
+        let name = self.profile.name.clone();
+        let relay = std::thread::spawn(move || relay_device_stderr(&name, stderr, log));
         let mut received = 0;
         let have = self.pairs_kept(writer);
         for line in BufReader::new(child.stdout.take().expect("piped"))
@@ -491,6 +488,38 @@ impl<'a> Remote<'a> {
         }
         Ok(())
     }
+}
+
+/// The file in the run directory that keeps everything a device printed on stderr.
+pub fn device_log_name(device: &str) -> String {
+    format!("device-{device}.log")
+}
+
+/// Whether a line the device printed is for the user: a pair's progress line, an error, a
+/// warning (another run on the measured core, a probe that contradicts the profile) or a note.
+fn for_the_user(line: &str) -> bool {
+    ["[", "error", "warning", "note"]
+        .iter()
+        .any(|p| line.starts_with(p))
+}
+
+/// Relays a remote run's stderr: lines for the user to this terminal, prefixed with the
+/// device, and every finished line to `log` (progress bars redraw with `\r`: a line's last
+/// state is what it finished as). Returns the last line (the reason, when the run fails).
+fn relay_device_stderr(device: &str, stderr: impl std::io::Read, mut log: std::fs::File) -> String {
+    let mut last = String::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for part in line.split('\r').filter(|p| for_the_user(p)) {
+            eprintln!("[{device}] {part}");
+        }
+        let finished = line.rsplit('\r').next().unwrap_or_default();
+        if !finished.trim().is_empty() {
+            // The log is a record, never a reason to stop relaying.
+            let _ = writeln!(log, "{finished}");
+        }
+        last = line;
+    }
+    last
 }
 
 impl Remote<'_> {

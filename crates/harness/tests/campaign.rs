@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -254,4 +255,80 @@ fn a_kill_between_samples_and_summary_leaves_nothing_measured_twice() {
         "{:?}",
         sample_counts(&dir)
     );
+}
+
+/// The whole rows of a CSV, leaving out a fragment a full disk left.
+fn whole_rows(path: &std::path::Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap();
+    let columns = reader.headers().unwrap().len();
+    reader
+        .deserialize::<HashMap<String, String>>()
+        .filter_map(Result::ok)
+        .filter(|r| r.len() == columns)
+        .collect()
+}
+
+#[test]
+fn a_disk_that_fills_stops_the_run_with_one_line_and_resume_completes_it() {
+    for file in ["samples.csv", "summary.csv"] {
+        let out = tempfile::tempdir().unwrap();
+        let args = [
+            "run",
+            "--models",
+            "mobilenet_v3_small_0.25_64",
+            "--backends",
+            "noop,fixed",
+            "--warmup",
+            "0",
+            "--runs",
+            "50",
+        ];
+        // The disk fills halfway through fixed's rows of `file`.
+        let full = Command::new(BENCH)
+            .env("MOBILEBENCH_FULL_DISK", format!("{file}:fixed"))
+            .args(args)
+            .arg("-o")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        let err = stderr(&full);
+        assert!(!full.status.success(), "{file}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{file}: one error line:\n{err}");
+        assert!(
+            errors[0].contains(file) && errors[0].contains("No space left on device"),
+            "{file}: the line names the file and the cause: {}",
+            errors[0]
+        );
+        let dir = run_dir(out.path());
+        // noop's pair was committed before the disk filled, and is intact.
+        let rows = whole_rows(&dir.join("summary.csv"));
+        let committed: Vec<&str> = rows.iter().map(|r| r["backend"].as_str()).collect();
+        assert_eq!(committed, ["noop"], "{file}");
+        assert_eq!(rows[0]["status"], "ok");
+        let samples = whole_rows(&dir.join("samples.csv"));
+        assert_eq!(
+            samples.iter().filter(|s| s["backend"] == "noop").count(),
+            50,
+            "{file}"
+        );
+
+        // Space again: --resume measures fixed and leaves files a strict reader takes.
+        let resumed = bench(&["run", "--resume", dir.to_str().unwrap()]);
+        assert!(resumed.status.success(), "{file}: {}", stderr(&resumed));
+        let rows = final_rows(&dir);
+        assert_eq!(rows.len(), 2, "{file}: {rows:?}");
+        assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+        let counts = sample_counts(&dir);
+        assert!(counts.values().all(|&n| n == 50), "{file}: {counts:?}");
+        let report = bench(&["report", dir.to_str().unwrap()]);
+        assert!(
+            !stderr(&report).contains("unreadable row"),
+            "{file}: {}",
+            stderr(&report)
+        );
+    }
 }

@@ -340,6 +340,9 @@ fn every_option_and_model_file_reach_the_device_and_no_word_is_run_as_a_command(
     ]);
     assert!(export.status.success(), "{}", stderr(&export));
     let out = tmp.path().join("results");
+    // Another "run" holds the device's lock on core 0 (the device is this machine, emulated):
+    // its warning must reach this terminal and the run's log, not die on the device's stderr.
+    let core_lock = hold_core_lock(0);
     let first = bench(&[
         "run",
         "--device",
@@ -360,7 +363,19 @@ fn every_option_and_model_file_reach_the_device_and_no_word_is_run_as_a_command(
         out.to_str().unwrap(),
     ]);
     assert!(first.status.success(), "{}", stderr(&first));
+    drop(core_lock);
+    let warning = format!(
+        "warning: another bench run (pid {}) is measuring on core 0",
+        std::process::id()
+    );
+    assert!(
+        stderr(&first).contains(&format!("[qemu-c] {warning}")),
+        "the device's warning is relayed: {}",
+        stderr(&first)
+    );
     let dir = the_run(&out);
+    let log = std::fs::read_to_string(dir.join("device-qemu-c.log")).unwrap();
+    assert!(log.contains(&warning), "and kept in the run's log: {log}");
     let rows = summary(&dir);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["model"], "mine.onnx", "{rows:?}");
@@ -402,4 +417,27 @@ fn every_option_and_model_file_reach_the_device_and_no_word_is_run_as_a_command(
             "a word was run as a command"
         );
     }
+}
+
+/// Takes the machine-wide lock `bench` takes on a measured core (a flock on
+/// `/tmp/mobilebench-core-N.lock` holding the owner's pid), as another run would.
+fn hold_core_lock(core: usize) -> std::fs::File {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    // The device's shell has no TMPDIR (sshd drops the environment): its temp dir is /tmp.
+    let path = format!("/tmp/mobilebench-core-{core}.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0, "{path} is held by another process");
+    file.set_len(0).unwrap();
+    write!(file, "{}", std::process::id()).unwrap();
+    file.flush().unwrap();
+    file
 }

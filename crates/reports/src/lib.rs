@@ -3,6 +3,7 @@
 //! the same CSVs give byte-identical markdown.
 
 pub mod compare;
+pub mod export;
 pub mod plots;
 mod profile;
 mod tables;

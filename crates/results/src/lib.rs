@@ -10,24 +10,21 @@
 mod ops;
 mod schema;
 pub mod stats;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use ops::append_ops;
 pub use ops::{read_ops, OpRow, OPS_FILE};
 pub use schema::{Column, OP_COLUMNS, SAMPLE_COLUMNS, SUMMARY_COLUMNS};
 pub use stats::format_ms;
+pub use writer::{RunWriter, CRASH_BEFORE_COMMIT, FULL_DISK};
 
 pub const SAMPLES_FILE: &str = "samples.csv";
 pub const SUMMARY_FILE: &str = "summary.csv";
 pub const MANIFEST_FILE: &str = "run.json";
-/// Test hook: `bench run` aborts after writing this backend's samples, before its row.
-pub const CRASH_BEFORE_COMMIT: &str = "MOBILEBENCH_CRASH_BEFORE_COMMIT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -315,101 +312,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
     }
 }
 
-/// Appends pairs to a run directory's CSVs.
-pub struct RunWriter {
-    dir: PathBuf,
-    samples: csv::Writer<File>,
-    summary: csv::Writer<File>,
-}
-
-impl RunWriter {
-    /// Opens (creating if needed) the CSVs of `dir` for appending.
-    pub fn open(dir: &Path) -> Result<RunWriter, ResultsError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        Ok(RunWriter {
-            dir: dir.to_path_buf(),
-            samples: open_append(&dir.join(SAMPLES_FILE))?,
-            summary: open_append(&dir.join(SUMMARY_FILE))?,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Writes one round of a pair with its `--profile-ops` rows: the rows first (ops.csv),
-    /// then [`append_pair`](Self::append_pair), whose summary row commits them all.
-    pub fn append_round(
-        &mut self,
-        summary: &SummaryRow,
-        samples: &[SampleRow],
-        ops: &[OpRow],
-    ) -> Result<(), ResultsError> {
-        append_ops(&self.dir, ops)?;
-        self.append_pair(summary, samples)
-    }
-
-    /// Writes one pair (one round of it): its samples, then its summary row, each flushed
-    /// to disk. The summary row is the commit: samples of a round no row counts are left
-    /// out by [`read_run`] and dropped by [`drop_uncommitted_samples`].
-    pub fn append_pair(
-        &mut self,
-        summary: &SummaryRow,
-        samples: &[SampleRow],
-    ) -> Result<(), ResultsError> {
-        let samples_path = self.dir.join(SAMPLES_FILE);
-        for s in samples {
-            self.samples
-                .serialize(s)
-                .map_err(|source| ResultsError::Csv {
-                    path: samples_path.clone(),
-                    source,
-                })?;
-        }
-        flush(&mut self.samples, &samples_path)?;
-        // Crash injection for the tests of this commit protocol: die between the two writes.
-        if std::env::var_os(CRASH_BEFORE_COMMIT).is_some_and(|b| b == summary.backend.as_str()) {
-            std::process::abort();
-        }
-        let summary_path = self.dir.join(SUMMARY_FILE);
-        self.summary
-            .serialize(summary)
-            .map_err(|source| ResultsError::Csv {
-                path: summary_path.clone(),
-                source,
-            })?;
-        flush(&mut self.summary, &summary_path)
-    }
-}
-
-fn flush(w: &mut csv::Writer<File>, path: &Path) -> Result<(), ResultsError> {
-    w.flush().map_err(io_err(path))?;
-    w.get_ref().sync_data().map_err(io_err(path))
-}
-
-/// Opens a CSV for appending; writes the header only into an empty file, and ends a line
-/// left unterminated by a crash so the next row starts on its own line.
-fn open_append(path: &Path) -> Result<csv::Writer<File>, ResultsError> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    let len = file.metadata().map_err(io_err(path))?.len();
-    if len > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1)).map_err(io_err(path))?;
-        file.read_exact(&mut last).map_err(io_err(path))?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n").map_err(io_err(path))?;
-        }
-    }
-    Ok(csv::WriterBuilder::new()
-        .has_headers(len == 0)
-        .from_writer(file))
-}
-
 /// One pair's latencies (ns), round by round, each in iteration order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PairSamples {
@@ -606,7 +508,8 @@ pub fn drop_uncommitted_samples(dir: &Path) -> Result<usize, ResultsError> {
                 source,
             })?;
         }
-        flush(&mut w, &partial)?;
+        w.flush().map_err(io_err(&partial))?;
+        w.get_ref().sync_data().map_err(io_err(&partial))?;
     }
     std::fs::rename(&partial, &samples_path).map_err(io_err(&samples_path))?;
     Ok(total - kept.len())

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{io_err, open_append, ResultsError, SummaryRow};
+use crate::writer::{flush, open_append};
+use crate::{ResultsError, SummaryRow};
 
 pub const OPS_FILE: &str = "ops.csv";
 
@@ -51,8 +52,7 @@ pub fn append_ops(dir: &Path, rows: &[OpRow]) -> Result<(), ResultsError> {
             source,
         })?;
     }
-    w.flush().map_err(io_err(&path))?;
-    w.get_ref().sync_data().map_err(io_err(&path))
+    flush(&mut w, &path)
 }
 
 /// The rows of `dir/ops.csv` (none if the run was not profiled) of the last round each pair's
