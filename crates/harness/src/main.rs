@@ -149,10 +149,16 @@ fn report(args: &ReportArgs) -> Result<()> {
         return Ok(());
     }
     match &args.output {
+        #[cfg(feature = "plots")]
         Some(dir) => {
             let files = mobilebench_reports::write_report(&runs, &options, dir)?;
             eprintln!("wrote {} files into {}", files.len(), dir.display());
         }
+        #[cfg(not(feature = "plots"))]
+        Some(dir) => anyhow::bail!(
+            "cannot write a report with plots into {}: this bench was built without the `plots` feature (a device build); run `bench report` on the host",
+            dir.display()
+        ),
         None => print!("{}", mobilebench_reports::markdown(&runs, &options, &[])),
     }
     Ok(())

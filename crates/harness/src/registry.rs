@@ -11,14 +11,13 @@ use mobilebench_onnxruntime::OnnxRuntimeBackend;
 use mobilebench_rten::RtenBackend;
 use mobilebench_runtimes::{self as runtimes, Platform, Runtime};
 use mobilebench_tract::TractBackend;
-use mobilebench_wgpu::WgpuBackend;
 
 pub fn all() -> Vec<Box<dyn Backend>> {
     let cpu: Vec<Box<dyn Backend>> = vec![Box::new(NativeBackend), Box::new(OnnxRuntimeBackend)];
     let rest: Vec<Box<dyn Backend>> = vec![
         Box::new(TractBackend),
         Box::new(RtenBackend),
-        Box::new(WgpuBackend),
+        wgpu_backend(),
     ];
     let litert = Accelerator::ALL
         .into_iter()
@@ -33,6 +32,20 @@ pub fn all() -> Vec<Box<dyn Backend>> {
                 .map(|b| Box::new(b) as Box<dyn Backend>),
         )
         .collect()
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_backend() -> Box<dyn Backend> {
+    Box::new(mobilebench_wgpu::WgpuBackend)
+}
+
+/// Without the feature the wgpu backend is still listed, unavailable, saying why.
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_backend() -> Box<dyn Backend> {
+    Box::new(NotBuilt {
+        name: "wgpu",
+        engine: "wgpu",
+    })
 }
 
 #[cfg(feature = "tch")]
@@ -58,7 +71,7 @@ fn tch_backends() -> Vec<Box<dyn Backend>> {
 }
 
 /// A backend this build left out (a cargo feature turned off).
-#[cfg_attr(feature = "tch", allow(dead_code))]
+#[cfg_attr(all(feature = "tch", feature = "wgpu"), allow(dead_code))]
 struct NotBuilt {
     name: &'static str,
     engine: &'static str,
@@ -77,7 +90,7 @@ impl Backend for NotBuilt {
     fn availability(&self) -> Availability {
         Availability::Unavailable {
             reason: format!(
-                "this bench was built without the `{}` feature (builds for other architectures leave libtorch out; on x86_64 run scripts/setup and build with default features)",
+                "this bench was built without the `{}` feature (a remote device's build leaves libtorch and the wgpu engine out; on the host, run scripts/setup and build with default features)",
                 self.engine
             ),
         }

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod export;
+#[cfg(feature = "plots")]
 pub mod plots;
 mod profile;
 mod tables;
@@ -128,6 +129,7 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
 }
 
 /// Writes `dir/README.md` and the plots (SVG and PNG) into `dir`.
+#[cfg(feature = "plots")]
 pub fn write_report(
     runs: &[Run],
     options: &ReportOptions,

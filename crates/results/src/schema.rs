@@ -1,5 +1,5 @@
 //! The documented meaning of every CSV column. A test keeps this list identical to the
-//! serialised headers, and another keeps the README's schema section in step with it.
+//! serialised headers, and another keeps docs/schema.md in step with it.
 
 /// One documented column.
 pub struct Column {
@@ -77,12 +77,12 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col(
         "timing",
         "",
-        "what one sample covers (README, timing contract): `infer` (the inference alone; input placed once before warm-up, output read after the loop) or `infer-with-io` (--timed-io: input placement + inference + output read); `legacy` for runs recorded before this column, when most runtimes timed an input copy and native did not",
+        "what one sample covers (docs/measurement.md, timing contract): `infer` (the inference alone; input placed once before warm-up, output read after the loop) or `infer-with-io` (--timed-io: input placement + inference + output read); `legacy` for runs recorded before this column, when most runtimes timed an input copy and native did not",
     ),
     col(
         "macs",
         "MACs",
-        "multiply-accumulates counted from the IR (README convention); empty for model files",
+        "multiply-accumulates counted from the IR (docs/models.md, conventions); empty for model files",
     ),
     col("params", "", "parameters of the BN-folded model; empty for model files"),
     col("warmup", "runs", "untimed warm-up runs"),

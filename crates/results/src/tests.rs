@@ -257,14 +257,17 @@ fn workload_labels_name_only_what_differs_from_the_default() {
 }
 
 #[test]
-fn readme_documents_every_column() {
-    let readme = include_str!("../../../README.md");
+fn the_schema_page_documents_every_column() {
+    let readme = include_str!("../../../docs/schema.md");
     for c in SUMMARY_COLUMNS
         .iter()
         .chain(SAMPLE_COLUMNS)
         .chain(OP_COLUMNS)
     {
         let line = format!("| `{}` | {} | {} |", c.name, c.unit, c.meaning);
-        assert!(readme.contains(&line), "README lacks or differs on: {line}");
+        assert!(
+            readme.contains(&line),
+            "docs/schema.md lacks or differs on: {line}"
+        );
     }
 }
