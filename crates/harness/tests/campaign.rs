@@ -299,7 +299,7 @@ fn a_disk_that_fills_stops_the_run_with_one_line_and_resume_completes_it() {
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
         assert_eq!(errors.len(), 1, "{file}: one error line:\n{err}");
         assert!(
-            errors[0].contains(file) && errors[0].contains("No space left on device"),
+            errors[0].contains(file) && errors[0].matches("No space left on device").count() == 1,
             "{file}: the line names the file and the cause: {}",
             errors[0]
         );

@@ -289,26 +289,27 @@ pub struct RunManifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
-    #[error("{path}: {source}")]
+    // The cause is part of the message, and not also a `source`: `{:#}` would print it twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Csv { path: PathBuf, source: csv::Error },
-    #[error("{path}: not a mobilebench run manifest: {source}")]
+    #[error("{path}: {cause}")]
+    Csv { path: PathBuf, cause: csv::Error },
+    #[error("{path}: not a mobilebench run manifest: {cause}")]
     Manifest {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{0} is not a run directory (it has no {SUMMARY_FILE})")]
     NotARun(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
-    move |source| ResultsError::Io {
+    move |cause| ResultsError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -498,14 +499,14 @@ pub fn drop_uncommitted_samples(dir: &Path) -> Result<usize, ResultsError> {
     }
     let partial = dir.join(format!("{SAMPLES_FILE}.partial"));
     {
-        let mut w = csv::Writer::from_path(&partial).map_err(|source| ResultsError::Csv {
+        let mut w = csv::Writer::from_path(&partial).map_err(|cause| ResultsError::Csv {
             path: partial.clone(),
-            source,
+            cause,
         })?;
         for k in &order {
-            w.serialize(&kept[k]).map_err(|source| ResultsError::Csv {
+            w.serialize(&kept[k]).map_err(|cause| ResultsError::Csv {
                 path: partial.clone(),
-                source,
+                cause,
             })?;
         }
         w.flush().map_err(io_err(&partial))?;
@@ -557,9 +558,9 @@ fn read_rows<T: serde::de::DeserializeOwned>(
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
-        .map_err(|source| ResultsError::Csv {
+        .map_err(|cause| ResultsError::Csv {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     let mut out = Vec::new();
     for (i, row) in reader.deserialize().enumerate() {
@@ -580,7 +581,7 @@ pub fn write_manifest(dir: &Path, manifest: &RunManifest) -> Result<(), ResultsE
 pub fn read_manifest(dir: &Path) -> Result<RunManifest, ResultsError> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|source| ResultsError::Manifest { path, source })
+    serde_json::from_str(&text).map_err(|cause| ResultsError::Manifest { path, cause })
 }
 
 #[cfg(test)]

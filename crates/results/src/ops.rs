@@ -47,9 +47,9 @@ pub fn append_ops(dir: &Path, rows: &[OpRow]) -> Result<(), ResultsError> {
     let path = dir.join(OPS_FILE);
     let mut w = open_append(&path)?;
     for r in rows {
-        w.serialize(r).map_err(|source| ResultsError::Csv {
+        w.serialize(r).map_err(|cause| ResultsError::Csv {
             path: path.clone(),
-            source,
+            cause,
         })?;
     }
     flush(&mut w, &path)
@@ -62,16 +62,16 @@ pub fn read_ops(dir: &Path, summary: &[SummaryRow]) -> Result<Vec<OpRow>, Result
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let mut reader = csv::Reader::from_path(&path).map_err(|source| ResultsError::Csv {
+    let mut reader = csv::Reader::from_path(&path).map_err(|cause| ResultsError::Csv {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let all: Vec<OpRow> = reader
         .deserialize()
         .collect::<Result<_, _>>()
-        .map_err(|source| ResultsError::Csv {
+        .map_err(|cause| ResultsError::Csv {
             path: path.clone(),
-            source,
+            cause,
         })?;
     let committed = |r: &OpRow| {
         summary

@@ -110,9 +110,9 @@ fn write_rows<T: Serialize>(
     rows: &[T],
     backend: &str,
 ) -> Result<(), ResultsError> {
-    let csv_err = |source| ResultsError::Csv {
+    let csv_err = |cause| ResultsError::Csv {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if full_disk_injected(path, backend) && !rows.is_empty() {
         let mut bytes = csv::WriterBuilder::new()
