@@ -155,6 +155,32 @@ fn run_writes_complete_csvs_and_report_reads_them() {
         readme.contains("![latency distribution local](latency_distribution_local.png)"),
         "{readme}"
     );
+    // The dashboards' formats, on stdout and into a file (their shapes are tested against
+    // the formats' documentation in the reports crate).
+    let bmf = bench(&["report", dir.to_str().unwrap(), "--format", "bmf"]);
+    assert!(bmf.status.success(), "{}", stderr(&bmf));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&bmf)).unwrap();
+    let name = "local/mobilenet_v1_0.25_128/native/fp32";
+    assert!(
+        doc[name]["latency"]["value"].as_f64().unwrap() > 0.0,
+        "{doc:#}"
+    );
+    let file = tmp.path().join("summary.json");
+    let json = bench(&[
+        "report",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(doc["format"], "mobilebench-summary");
+    assert_eq!(doc["runs"][0]["rows"].as_array().unwrap().len(), 2);
+    let bad = bench(&["report", dir.to_str().unwrap(), "--format", "yaml"]);
+    assert!(stderr(&bad).contains("expected markdown, json, bmf or github-benchmark"));
 }
 
 /// Children of `parent` whose command line is a bench worker.

@@ -9,7 +9,9 @@ pub mod plots;
 mod profile;
 mod tables;
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "plots")]
+use std::path::Path;
+use std::path::PathBuf;
 
 use mobilebench_results::{Run, SummaryRow};
 
