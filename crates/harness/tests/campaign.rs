@@ -204,27 +204,9 @@ fn two_model_files_with_one_name_get_a_row_each() {
 #[test]
 fn a_kill_between_samples_and_summary_leaves_nothing_measured_twice() {
     let out = tempfile::tempdir().unwrap();
-    let args = [
-        "run",
-        "--models",
-        "mobilenet_v3_small_0.25_64",
-        "--backends",
-        "noop,fixed",
-        "--warmup",
-        "0",
-        "--runs",
-        "50",
-        "--rounds",
-        "2",
-    ];
     // The crash hook aborts `bench` right after fixed's first samples are on disk.
-    let crashed = Command::new(BENCH)
-        .env("MOBILEBENCH_CRASH_BEFORE_COMMIT", "fixed")
-        .args(args)
-        .arg("-o")
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let crashed =
+        noop_and_fixed_with_fault(out.path(), 2, "MOBILEBENCH_CRASH_BEFORE_COMMIT", "fixed");
     assert!(!crashed.status.success());
     let dir = run_dir(out.path());
     assert_eq!(
@@ -257,6 +239,37 @@ fn a_kill_between_samples_and_summary_leaves_nothing_measured_twice() {
     );
 }
 
+/// `bench run` of noop and fixed on one tiny model (50 samples a round, no warm-up) with a
+/// test-only fault hook set.
+fn noop_and_fixed_with_fault(
+    out: &std::path::Path,
+    rounds: u32,
+    hook: &str,
+    value: &str,
+) -> std::process::Output {
+    Command::new(BENCH)
+        .env(hook, value)
+        .args([
+            "run",
+            "--models",
+            "mobilenet_v3_small_0.25_64",
+            "--backends",
+            "noop,fixed",
+        ])
+        .args([
+            "--warmup",
+            "0",
+            "--runs",
+            "50",
+            "--rounds",
+            &rounds.to_string(),
+        ])
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// The whole rows of a CSV, leaving out a fragment a full disk left.
 fn whole_rows(path: &std::path::Path) -> Vec<HashMap<String, String>> {
     let mut reader = csv::ReaderBuilder::new()
@@ -275,25 +288,9 @@ fn whole_rows(path: &std::path::Path) -> Vec<HashMap<String, String>> {
 fn a_disk_that_fills_stops_the_run_with_one_line_and_resume_completes_it() {
     for file in ["samples.csv", "summary.csv"] {
         let out = tempfile::tempdir().unwrap();
-        let args = [
-            "run",
-            "--models",
-            "mobilenet_v3_small_0.25_64",
-            "--backends",
-            "noop,fixed",
-            "--warmup",
-            "0",
-            "--runs",
-            "50",
-        ];
         // The disk fills halfway through fixed's rows of `file`.
-        let full = Command::new(BENCH)
-            .env("MOBILEBENCH_FULL_DISK", format!("{file}:fixed"))
-            .args(args)
-            .arg("-o")
-            .arg(out.path())
-            .output()
-            .unwrap();
+        let fault = format!("{file}:fixed");
+        let full = noop_and_fixed_with_fault(out.path(), 1, "MOBILEBENCH_FULL_DISK", &fault);
         let err = stderr(&full);
         assert!(!full.status.success(), "{file}: {err}");
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::writer::{flush, open_append};
 use crate::{ResultsError, SummaryRow};
 
 pub const OPS_FILE: &str = "ops.csv";
@@ -37,22 +36,6 @@ impl OpRow {
     pub fn achieved_gflops(macs: u64, ms: f64) -> Option<f64> {
         (macs > 0 && ms > 0.0).then(|| 2.0 * macs as f64 / ms / 1e6)
     }
-}
-
-/// Appends rows to `dir/ops.csv` (header only into a new file), flushed to disk.
-pub fn append_ops(dir: &Path, rows: &[OpRow]) -> Result<(), ResultsError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let path = dir.join(OPS_FILE);
-    let mut w = open_append(&path)?;
-    for r in rows {
-        w.serialize(r).map_err(|cause| ResultsError::Csv {
-            path: path.clone(),
-            cause,
-        })?;
-    }
-    flush(&mut w, &path)
 }
 
 /// The rows of `dir/ops.csv` (none if the run was not profiled) of the last round each pair's

@@ -1,5 +1,5 @@
 use super::*;
-use crate::ops::append_ops;
+use crate::writer::append_ops;
 use std::fs::OpenOptions;
 use std::io::Write;
 

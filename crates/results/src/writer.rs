@@ -1,6 +1,6 @@
-//! Appending to a run directory: the commit protocol (a round's samples, then the summary row
-//! that counts them), and the two test-only faults that prove it survives a crash and a full
-//! disk.
+//! Appending to a run directory: the commit protocol (a round's op profile and samples, then
+//! the summary row that counts them), and the two test-only faults that prove it survives a
+//! crash and a full disk.
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::ops::append_ops;
-use crate::{io_err, OpRow, ResultsError, SampleRow, SummaryRow, SAMPLES_FILE, SUMMARY_FILE};
+use crate::{
+    io_err, OpRow, ResultsError, SampleRow, SummaryRow, OPS_FILE, SAMPLES_FILE, SUMMARY_FILE,
+};
 
 /// Test hook: `bench run` aborts after writing this backend's samples, before its row.
 pub const CRASH_BEFORE_COMMIT: &str = "MOBILEBENCH_CRASH_BEFORE_COMMIT";
@@ -100,6 +101,15 @@ impl RunWriter {
         let summary_path = self.dir.join(SUMMARY_FILE);
         write_rows(&mut self.summary, &summary_path, &[summary], backend)
     }
+}
+
+/// Appends rows to `dir/ops.csv` (header only into a new file), flushed to disk.
+pub(crate) fn append_ops(dir: &Path, rows: &[OpRow]) -> Result<(), ResultsError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(OPS_FILE);
+    write_rows(&mut open_append(&path)?, &path, rows, &rows[0].backend)
 }
 
 /// Serialises `rows` into `w` and flushes them to disk; with the [`FULL_DISK`] fault armed
