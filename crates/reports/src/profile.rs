@@ -65,15 +65,22 @@ fn pair_table(
     let total_macs: u64 = steps.iter().map(|s| s.macs).sum();
     let peak = steps.iter().find_map(|s| s.core_peak_gflops).unwrap_or(0.0);
     let isa = steps.first().map_or("", |s| s.isa.as_str());
-    let achieved = OpRow::achieved_gflops(total_macs, total_ms).unwrap_or(0.0);
     let mut md = format!("### {model} × {backend} on {device}\n\n");
-    md.push_str(&format!(
-        "Sum of step medians {} ms{} · {:.1} GFLOP/s = {} of the core's measured FMA peak ({peak:.1} GFLOP/s, {isa}).\n\n",
-        format_ms(total_ms),
-        p50.map_or(String::new(), |p| format!(" (the pair's median {} ms)", format_ms(p))),
-        achieved,
-        percent(achieved, peak),
-    ));
+    let median = p50.map_or(String::new(), |p| {
+        format!(" (the pair's median {} ms)", format_ms(p))
+    });
+    match OpRow::achieved_gflops(total_macs, total_ms) {
+        Some(achieved) => md.push_str(&format!(
+            "Sum of step medians {} ms{median} · {achieved:.1} GFLOP/s = {} of the core's measured FMA peak ({peak:.1} GFLOP/s, {isa}).\n\n",
+            format_ms(total_ms),
+            percent(achieved, peak),
+        )),
+        // A runtime's own steps, not matched to the model's layers: no MACs to divide.
+        None => md.push_str(&format!(
+            "Sum of step medians {} ms{median}, in {backend}'s own step names; its steps are not matched to the model's layers, so no MACs or GFLOP/s.\n\n",
+            format_ms(total_ms),
+        )),
+    }
     md.push_str(
         "| op | steps | ms | share | GFLOP/s | of peak |\n|---|---:|---:|---:|---:|---:|\n",
     );
@@ -173,5 +180,30 @@ mod tests {
         );
         assert!(md.starts_with("## Where the time goes"), "{md}");
         assert!(profile_section(&[]).is_empty());
+    }
+
+    #[test]
+    fn steps_without_macs_say_so_instead_of_a_zero_share_of_the_peak() {
+        let mut steps = vec![op(0, "OptMatMul", 0, 0.4), op(1, "DepthWiseConv", 0, 0.2)];
+        for s in &mut steps {
+            s.backend = "tract".into();
+        }
+        let run = Run {
+            dir: "r".into(),
+            summary: vec![],
+            samples: Default::default(),
+            skipped_rows: vec![],
+            ops: steps,
+        };
+        let md = profile_section(&[run]);
+        assert!(
+            md.contains("Sum of step medians 0.600 ms, in tract's own step names; its steps are not matched to the model's layers"),
+            "{md}"
+        );
+        assert!(!md.contains("of the core's measured FMA peak"), "{md}");
+        assert!(
+            md.contains("| OptMatMul | 1 | 0.400 | 67% | – | – |"),
+            "{md}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    FileFormat, ModelSource, Session, SourceKind, Workload,
+    FileFormat, ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 use tract_onnx::prelude::*;
 
@@ -101,6 +101,83 @@ struct TractSession {
     outputs: Option<TVec<TValue>>,
 }
 
+/// One plan node's identity and its time in every profiled run.
+struct NodeTimes {
+    id: usize,
+    name: String,
+    op: String,
+    input_shape: String,
+    output_shape: String,
+    ns: Vec<u64>,
+}
+
+/// A fact's shape as `AxBxC` (tract's own layout: NCHW after the exported Transpose).
+fn shape_of(fact: &TypedFact) -> String {
+    fact.shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+impl TractSession {
+    fn time_nodes(&mut self, runs: u32) -> Result<Vec<OpTiming>, BackendError> {
+        let model = self.state.model().clone();
+        let mut nodes: Vec<NodeTimes> = Vec::new();
+        for _ in 0..runs {
+            let mut order = 0;
+            self.state
+                .run_plan_with_eval(
+                    tvec!(TValue::from_const(self.input.clone())),
+                    |ctx, op_state, node, inputs| {
+                        let start = std::time::Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        let ns = start.elapsed().as_nanos() as u64;
+                        if nodes.len() <= order {
+                            let input_shape = node
+                                .inputs
+                                .first()
+                                .and_then(|o| model.outlet_fact(*o).ok())
+                                .map_or_else(String::new, shape_of);
+                            nodes.push(NodeTimes {
+                                id: node.id,
+                                name: node.name.clone(),
+                                op: node.op().name().to_string(),
+                                input_shape,
+                                output_shape: node
+                                    .outputs
+                                    .first()
+                                    .map_or_else(String::new, |o| shape_of(&o.fact)),
+                                ns: Vec::new(),
+                            });
+                        }
+                        debug_assert_eq!(nodes[order].id, node.id, "plan order changed");
+                        nodes[order].ns.push(ns);
+                        order += 1;
+                        out
+                    },
+                )
+                .map_err(fail)?;
+        }
+        Ok(nodes
+            .into_iter()
+            // Sources (the input) do no work; every other node is a step.
+            .filter(|n| n.op != "Source")
+            .map(|mut n| {
+                n.ns.sort_unstable();
+                OpTiming {
+                    name: n.name,
+                    op: n.op,
+                    input_shape: n.input_shape,
+                    output_shape: n.output_shape,
+                    macs: 0,
+                    median_ns: n.ns[n.ns.len() / 2],
+                }
+            })
+            .collect())
+    }
+}
+
 fn fail(e: TractError) -> BackendError {
     BackendError::Run {
         backend: NAME.into(),
@@ -151,6 +228,12 @@ impl Session for TractSession {
         let out = outputs[0].try_as_plain_ram().map_err(fail)?;
         output.copy_from_slice(out.as_slice::<f32>().map_err(fail)?);
         Ok(())
+    }
+    /// Every node of tract's optimised plan timed as it runs (`run_plan_with_eval` with the
+    /// default evaluator between two clock readings), in plan order, under tract's own names
+    /// (`<onnx node>.matmatmul`, …) and op names; MACs are not known at this level (0).
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        Some(self.time_nodes(runs.max(1)))
     }
     fn settings(&self) -> BackendSettings {
         BackendSettings {
