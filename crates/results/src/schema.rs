@@ -261,25 +261,25 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
 pub const OP_COLUMNS: &[Column] = &[
     col("device", "", "device profile name"),
     col("model", "", "canonical model name"),
-    col("backend", "", "backend name (`native` and `tract` time their steps; the other backends have no rows yet)"),
+    col("backend", "", "backend name (`native`, `tract` and `onnxruntime` time their steps; the other backends have no rows yet)"),
     col("round", "", "1-based round the profile was taken in"),
-    col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan)"),
+    col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan; onnxruntime: the order its kernels first ran)"),
     col(
         "name",
         "",
-        "native: the graph nodes the step runs, joined by `+` when the engine fused them; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it)",
+        "native: the graph nodes the step runs, joined by `+` when the engine fused them; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it); onnxruntime: the node name in its optimised graph",
     ),
     col(
         "op",
         "",
-        "native: their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tract: its op's name (`OptMatMul`, `DepthWise`, …)",
+        "native: their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tract: its op's name (`OptMatMul`, `DepthWiseConv`, …); onnxruntime: the kernel's op type (`Conv`, `FusedConv`, `ReorderInput`, …)",
     ),
-    col("input_shape", "", "native: `HxWxC` of the step's first input; tract: the shape as tract holds it (`AxBxC…`, NCHW after the exported Transpose)"),
+    col("input_shape", "", "native: `HxWxC` of the step's first input; tract and onnxruntime: the shape as the runtime holds it (`AxBxC…`)"),
     col("output_shape", "", "the same for its output"),
     col(
         "macs",
         "",
-        "native: multiply-accumulates of the step, counted as in the model tables; 0 where the runtime's steps are not matched to the model (tract)",
+        "native: multiply-accumulates of the step, counted as in the model tables; 0 where the runtime's steps are not matched to the model (tract, onnxruntime)",
     ),
     col(
         "median_ms",

@@ -361,7 +361,7 @@ pub trait Session {
     }
     /// `bench run --profile-ops`: `runs` more inferences (after the timed loop, never inside
     /// it), each step timed; the median time of every step of the engine's plan. `None`: the
-    /// engine cannot time its steps (`native` and `tract` can).
+    /// engine cannot time its steps (`native`, `tract` and `onnxruntime` can).
     fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
         let _ = runs;
         None

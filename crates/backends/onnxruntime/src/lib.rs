@@ -6,12 +6,14 @@
 //! outputs are bound once (IoBinding) to preallocated tensors: `set_input` writes the input
 //! tensor, `infer` is `run_binding` alone, `read_output` copies the output tensor.
 
-use std::path::Path;
+mod profile;
+
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    FileFormat, ModelSource, Session as BenchSession, SourceKind, Workload,
+    FileFormat, ModelSource, OpTiming, Session as BenchSession, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, ONNXRUNTIME};
 use ort::memory::Allocator;
@@ -96,7 +98,7 @@ impl Backend for OnnxRuntimeBackend {
             reason,
         })?;
         let version = installed().map(|i| i.describe()).unwrap_or_default();
-        OrtSession::new(env, path, version)
+        OrtSession::new(env, path, version, None)
             .map_err(fail)
             .map(|s| Box::new(s) as Box<dyn BenchSession>)
     }
@@ -136,17 +138,25 @@ struct OrtSession {
     input_shape: Vec<usize>,
     output_len: usize,
     version: String,
+    env: &'static ort::environment::Environment,
+    path: PathBuf,
 }
 
 impl OrtSession {
+    /// A session on `path`; with `profile_prefix`, ORT's profiler records its whole life
+    /// into a JSON file named from that prefix.
     fn new(
-        env: &ort::environment::Environment,
+        env: &'static ort::environment::Environment,
         path: &Path,
         version: String,
+        profile_prefix: Option<&Path>,
     ) -> Result<Self, String> {
         let e = |e: ort::Error| e.to_string();
-        let session = Session::builder(env)
-            .map_err(e)?
+        let mut builder = Session::builder(env).map_err(e)?;
+        if let Some(prefix) = profile_prefix {
+            builder = builder.with_profiling(prefix).map_err(|x| x.to_string())?;
+        }
+        let session = builder
             .with_intra_threads(1)
             .map_err(|x| x.to_string())?
             .with_inter_threads(1)
@@ -182,7 +192,49 @@ impl OrtSession {
             output_len: output_shape.iter().product(),
             input_shape,
             version,
+            env,
+            path: path.to_path_buf(),
         })
+    }
+
+    /// `--profile-ops`: a second session with ORT's profiler on, fed the same input, two
+    /// warm-up runs then `runs` profiled ones; the median of every kernel of its optimised
+    /// graph, from the trace. This session (the timed one) is never profiled.
+    fn time_kernels(&mut self, runs: u32) -> Result<Vec<OpTiming>, String> {
+        const WARMUP: usize = 2;
+        let dir = std::env::temp_dir().join(format!(
+            "mobilebench-ort-profile-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let result = (|| {
+            let mut profiled = OrtSession::new(
+                self.env,
+                &self.path,
+                self.version.clone(),
+                Some(&dir.join("profile")),
+            )?;
+            let input = self
+                .input
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?
+                .1;
+            profiled.set_input(input).map_err(|e| e.to_string())?;
+            for _ in 0..WARMUP + runs as usize {
+                profiled.infer().map_err(|e| e.to_string())?;
+            }
+            let file = profiled
+                .session
+                .end_profiling()
+                .map_err(|e| e.to_string())?;
+            let trace = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+            profile::kernel_medians(&trace, WARMUP).map_err(|e| format!("{file}: {e}"))
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     }
 }
 
@@ -217,6 +269,15 @@ impl BenchSession for OrtSession {
         check_output_len(output, self.output_len)?;
         output.copy_from_slice(self.output.try_extract_tensor::<f32>().map_err(fail)?.1);
         Ok(())
+    }
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        Some(
+            self.time_kernels(runs.max(1))
+                .map_err(|why| BackendError::Run {
+                    backend: NAME.into(),
+                    why,
+                }),
+        )
     }
     fn settings(&self) -> BackendSettings {
         BackendSettings {
