@@ -332,7 +332,9 @@ fn profile_ops_writes_every_native_step_outside_the_samples() {
 fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
     let _guard = lock();
     let out = tempfile::tempdir().unwrap();
-    let model = "mobilenet_v3_small_0.25_64";
+    // Full size: at 64 px ORT's whole-µs kernel durations and per-kernel cost are a large part
+    // of each step (its steps then add up to 1.6–1.8× the median).
+    let model = "mobilenet_v3_small_1.0_224";
     bench_run(
         out.path(),
         &[
@@ -364,11 +366,12 @@ fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
             assert!(number(o, "median_ms") >= 0.0 && o["macs"] == "0", "{o:?}");
         }
         // The steps' medians add up to about the unprofiled median: every step of the run
-        // is there, nothing twice (clock readings and ORT's whole-µs durations blur it).
+        // is there, nothing twice. Measured at this size: tract 0.97–1.00, ORT 1.10–1.16
+        // (its profiler's per-kernel cost).
         let p50 = number(pair(&rows, model, backend), "p50_ms");
         let sum: f64 = steps.iter().map(|o| number(o, "median_ms")).sum();
         assert!(
-            sum > 0.5 * p50 && sum < 2.0 * p50,
+            sum > 0.7 * p50 && sum < 1.5 * p50,
             "{backend}: step medians add up to {sum} ms against a median of {p50} ms"
         );
     }
