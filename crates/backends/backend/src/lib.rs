@@ -173,16 +173,43 @@ impl Availability {
 /// (`Session::profile_ops`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpTiming {
-    /// The graph nodes the step runs (joined by `+` when the engine fused them).
+    /// native: the graph nodes the step runs (joined by `+` when the engine fused them); a
+    /// runtime (tract, onnxruntime): its own node name.
     pub name: String,
-    /// Their op kinds (`pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused).
+    /// native: their op kinds (`pointwise_conv+add`, `pointwise_conv+depthwise_conv` when
+    /// fused); a runtime: its own op name.
     pub op: String,
-    /// `HxWxC` of the step's first input and of its output.
+    /// `HxWxC` of the step's first input and of its output (a runtime: its own layout).
     pub input_shape: String,
     pub output_shape: String,
-    /// Multiply-accumulates, counted as in the model tables.
+    /// Multiply-accumulates, counted as in the model tables; 0 for a runtime's steps, which
+    /// are not matched to the model's layers.
     pub macs: u64,
     pub median_ns: u64,
+}
+
+impl OpTiming {
+    /// A step's row from its time in every profiled run (ns, any order): their median (the
+    /// upper middle of an even count).
+    pub fn from_runs(
+        name: String,
+        op: String,
+        input_shape: String,
+        output_shape: String,
+        macs: u64,
+        mut ns: Vec<u64>,
+    ) -> OpTiming {
+        assert!(!ns.is_empty(), "step {name} was never timed");
+        ns.sort_unstable();
+        OpTiming {
+            name,
+            op,
+            input_shape,
+            output_shape,
+            macs,
+            median_ns: ns[ns.len() / 2],
+        }
+    }
 }
 
 /// The configuration a run records in the summary CSV.

@@ -106,16 +106,15 @@ impl Session for NativeSession {
         Some(Ok(steps
             .into_iter()
             .zip(per_step)
-            .map(|(info, mut ns)| {
-                ns.sort_unstable();
-                OpTiming {
-                    name: info.name,
-                    op: info.op,
-                    input_shape: info.input_shape,
-                    output_shape: info.output_shape,
-                    macs: info.macs,
-                    median_ns: ns[ns.len() / 2],
-                }
+            .map(|(info, ns)| {
+                OpTiming::from_runs(
+                    info.name,
+                    info.op,
+                    info.input_shape,
+                    info.output_shape,
+                    info.macs,
+                    ns,
+                )
             })
             .collect()))
     }

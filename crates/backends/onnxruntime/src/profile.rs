@@ -86,16 +86,9 @@ pub fn kernel_medians(trace: &str, skip: usize) -> Result<Vec<OpTiming>, String>
     }
     Ok(kernels
         .into_iter()
-        .map(|mut k| {
-            k.us.sort_unstable();
-            OpTiming {
-                name: k.name,
-                op: k.op,
-                input_shape: k.input_shape,
-                output_shape: k.output_shape,
-                macs: 0,
-                median_ns: k.us[k.us.len() / 2] * 1000,
-            }
+        .map(|k| {
+            let ns = k.us.iter().map(|us| us * 1000).collect();
+            OpTiming::from_runs(k.name, k.op, k.input_shape, k.output_shape, 0, ns)
         })
         .collect())
 }

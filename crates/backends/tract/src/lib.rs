@@ -163,17 +163,7 @@ impl TractSession {
             .into_iter()
             // Sources (the input) do no work; every other node is a step.
             .filter(|n| n.op != "Source")
-            .map(|mut n| {
-                n.ns.sort_unstable();
-                OpTiming {
-                    name: n.name,
-                    op: n.op,
-                    input_shape: n.input_shape,
-                    output_shape: n.output_shape,
-                    macs: 0,
-                    median_ns: n.ns[n.ns.len() / 2],
-                }
-            })
+            .map(|n| OpTiming::from_runs(n.name, n.op, n.input_shape, n.output_shape, 0, n.ns))
             .collect())
     }
 }
