@@ -118,9 +118,10 @@ pub(crate) struct RunArgs {
     /// After each timed loop (never inside it), run the model again (--runs times, at most
     /// 200) timing every step of the engine's plan, and write ops.csv beside samples.csv:
     /// per step its op, shapes, MACs, median time and GFLOP/s, with the core's measured FMA
-    /// peak; report.md gains a "where the time goes" table. `native`, `tract` and
-    /// `onnxruntime` time their steps (the runtimes in their own node names, without MACs;
-    /// ONNX Runtime on a second, profiled session); other backends run as usual
+    /// peak; report.md gains a "where the time goes" table. `native`, `tract`,
+    /// `onnxruntime`, `litert-xnnpack` and `litert-builtin` time their steps (the runtimes in
+    /// their own names, without MACs; ONNX Runtime and LiteRT on a second, profiled
+    /// session); other backends run as usual and say why in probe_notes
     #[arg(long)]
     pub(crate) profile_ops: bool,
     /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy

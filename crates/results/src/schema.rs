@@ -261,25 +261,25 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
 pub const OP_COLUMNS: &[Column] = &[
     col("device", "", "device profile name"),
     col("model", "", "canonical model name"),
-    col("backend", "", "backend name (`native`, `tract` and `onnxruntime` time their steps; the other backends have no rows yet)"),
+    col("backend", "", "backend name (`native`, `tract`, `onnxruntime`, `litert-xnnpack` and `litert-builtin` time their steps; the other backends have no rows yet)"),
     col("round", "", "1-based round the profile was taken in"),
-    col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan; onnxruntime: the order its kernels first ran)"),
+    col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan; onnxruntime: the order its kernels first ran; LiteRT: the order of its profiler's operator events in a run)"),
     col(
         "name",
         "",
-        "native: the graph nodes the step runs, joined by `+` when the engine fused them; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it); onnxruntime: the node name in its optimised graph",
+        "native: the graph nodes the step runs, joined by `+` when the engine fused them; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it); onnxruntime: the node name in its optimised graph; LiteRT: `XNNPACK operator I` (I numbered inside each delegated partition) or `TFLite op I` (the TFLite op index)",
     ),
     col(
         "op",
         "",
-        "native: their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tract: its op's name (`OptMatMul`, `DepthWiseConv`, …); onnxruntime: the kernel's op type (`Conv`, `FusedConv`, `ReorderInput`, …)",
+        "native: their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tract: its op's name (`OptMatMul`, `DepthWiseConv`, …); onnxruntime: the kernel's op type (`Conv`, `FusedConv`, `ReorderInput`, …); LiteRT: `xnnpack: ` and XNNPACK's operator name (`Convolution (NHWC, F32) IGEMM`) or `tflite: ` and the builtin op (`CONV_2D`)",
     ),
-    col("input_shape", "", "native: `HxWxC` of the step's first input; tract and onnxruntime: the shape as the runtime holds it (`AxBxC…`)"),
+    col("input_shape", "", "native: `HxWxC` of the step's first input; tract and onnxruntime: the shape as the runtime holds it (`AxBxC…`); empty for LiteRT, whose events carry none"),
     col("output_shape", "", "the same for its output"),
     col(
         "macs",
         "",
-        "native: multiply-accumulates of the step, counted as in the model tables; 0 where the runtime's steps are not matched to the model (tract, onnxruntime)",
+        "native: multiply-accumulates of the step, counted as in the model tables; 0 where the runtime's steps are not matched to the model (tract, onnxruntime, LiteRT)",
     ),
     col(
         "median_ms",

@@ -174,7 +174,7 @@ impl Availability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpTiming {
     /// native: the graph nodes the step runs (joined by `+` when the engine fused them); a
-    /// runtime (tract, onnxruntime): its own node name.
+    /// runtime (tract, onnxruntime, LiteRT): its own node name.
     pub name: String,
     /// native: their op kinds (`pointwise_conv+add`, `pointwise_conv+depthwise_conv` when
     /// fused); a runtime: its own op name.
@@ -388,7 +388,7 @@ pub trait Session {
     }
     /// `bench run --profile-ops`: `runs` more inferences (after the timed loop, never inside
     /// it), each step timed; the median time of every step of the engine's plan. `None`: the
-    /// engine cannot time its steps (`native`, `tract` and `onnxruntime` can).
+    /// engine cannot time its steps (`native`, `tract`, `onnxruntime` and LiteRT on the CPU can).
     fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
         let _ = runs;
         None

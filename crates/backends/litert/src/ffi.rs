@@ -79,25 +79,65 @@ impl RankedTensorType {
     }
 }
 
+/// `ProfiledEventData` (`litert/c/litert_profiler_event.h`): 104 bytes on LP64 targets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProfiledEvent {
+    /// The event's name; points into the profiler's buffer: copy it before the next start.
+    pub tag: *const c_char,
+    pub event_type: u32,
+    pub start_us: u64,
+    pub elapsed_us: u64,
+    pub begin_mem: [usize; 3],
+    pub end_mem: [usize; 3],
+    /// The TFLite op index, or the operator's index inside its XNNPACK partition.
+    pub metadata1: u64,
+    /// The subgraph index.
+    pub metadata2: u64,
+    pub source: u32,
+}
+
+impl ProfiledEvent {
+    pub fn zeroed() -> Self {
+        ProfiledEvent {
+            tag: std::ptr::null(),
+            event_type: 0,
+            start_us: 0,
+            elapsed_us: 0,
+            begin_mem: [0; 3],
+            end_mem: [0; 3],
+            metadata1: 0,
+            metadata2: 0,
+            source: 0,
+        }
+    }
+}
+
+/// `LiteRtProfilerEventType` values the harness reads.
+pub const EVENT_DEFAULT: u32 = 1;
+pub const EVENT_OPERATOR: u32 = 2;
+pub const EVENT_DELEGATE_PROFILED_OPERATOR: u32 = 8;
+
+const _: () = assert!(std::mem::size_of::<ProfiledEvent>() == 104);
 const _: () = assert!(std::mem::size_of::<EnvOption>() == 24);
 const _: () = assert!(std::mem::size_of::<RankedTensorType>() == 72);
 
 macro_rules! api {
-    ($( $field:ident : $sym:literal => fn($($arg:ty),*) $(-> $ret:ty)? ;)*) => {
+    ($api:ident; $( $field:ident : $sym:literal => fn($($arg:ty),*) $(-> $ret:ty)? ;)*) => {
         /// Function pointers resolved from the library, which stays loaded as long as this.
-        pub struct Api {
+        pub struct $api {
             $( pub $field: unsafe extern "C" fn($($arg),*) $(-> $ret)?, )*
             _lib: Library,
         }
 
-        impl Api {
-            pub fn load(path: &Path) -> Result<Api, String> {
+        impl $api {
+            pub fn load(path: &Path) -> Result<$api, String> {
                 // SAFETY: loading LiteRT runs only its library initialisers.
                 let lib = unsafe { Library::new(path) }
                     .map_err(|e| format!("{} does not load: {e}", path.display()))?;
                 // SAFETY: each symbol is declared with the signature of LiteRT 2.3.0's C API.
                 unsafe {
-                    Ok(Api {
+                    Ok($api {
                         $( $field: *lib.get($sym).map_err(|e| format!(
                             "{}: missing {}: {e}", path.display(), String::from_utf8_lossy($sym)))?, )*
                         _lib: lib,
@@ -109,6 +149,7 @@ macro_rules! api {
 }
 
 api! {
+    Api;
     create_environment: b"LiteRtCreateEnvironment" => fn(c_int, *const EnvOption, *mut Handle) -> Status;
     destroy_environment: b"LiteRtDestroyEnvironment" => fn(Handle);
     create_model_from_file: b"LiteRtCreateModelFromFile" => fn(Handle, *const c_char, *mut Handle) -> Status;
@@ -134,4 +175,15 @@ api! {
     lock_buffer: b"LiteRtLockTensorBuffer" => fn(Handle, *mut *mut c_void, c_int) -> Status;
     unlock_buffer: b"LiteRtUnlockTensorBuffer" => fn(Handle) -> Status;
     run_compiled_model: b"LiteRtRunCompiledModel" => fn(Handle, ParamIndex, usize, *mut Handle, usize, *mut Handle) -> Status;
+}
+
+// The profiler, loaded apart (only `--profile-ops` needs it): a build of the library without
+// these symbols still runs every backend.
+api! {
+    ProfilerApi;
+    compiled_model_profiler: b"LiteRtCompiledModelGetProfiler" => fn(Handle, *mut Handle) -> Status;
+    start_profiler: b"LiteRtStartProfiler" => fn(Handle) -> Status;
+    stop_profiler: b"LiteRtStopProfiler" => fn(Handle) -> Status;
+    num_profiler_events: b"LiteRtGetNumProfilerEvents" => fn(Handle, *mut c_int) -> Status;
+    profiler_events: b"LiteRtGetProfilerEvents" => fn(Handle, c_int, *mut ProfiledEvent) -> Status;
 }

@@ -6,14 +6,15 @@
 //! Whether the model was fully delegated is recorded in the settings column.
 
 mod ffi;
+mod profile;
 
 use std::ffi::{c_void, CString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    FileFormat, ModelSource, Session, SourceKind, Workload,
+    FileFormat, ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 use mobilebench_runtimes::{self as runtimes, Installed, Platform, LITERT};
 
@@ -160,7 +161,7 @@ impl Backend for LiteRtBackend {
             backend: self.name().into(),
             reason,
         })?;
-        LiteRtSession::new(api, path, self.accelerator, &installed)
+        LiteRtSession::new(api, path, self.accelerator, &installed, false)
             .map(|s| Box::new(s) as Box<dyn Session>)
             .map_err(|why| BackendError::Load {
                 backend: self.name().into(),
@@ -195,6 +196,11 @@ struct LiteRtSession {
     /// Where LiteRT finds its accelerator library (a C string the environment points at).
     library_dir: CString,
     adapter: String,
+    /// What a profiled twin of this session is built from (`--profile-ops`).
+    path: PathBuf,
+    installed: Installed,
+    /// Compiled with LiteRT's profiler on (the twin), never the timed session.
+    profiling: bool,
 }
 
 impl LiteRtSession {
@@ -203,6 +209,7 @@ impl LiteRtSession {
         path: &Path,
         accelerator: Accelerator,
         installed: &Installed,
+        profiling: bool,
     ) -> Result<Self, String> {
         let library_dir = CString::new(installed.dir.as_os_str().as_encoded_bytes())
             .map_err(|_| "the runtime folder's path contains a NUL byte")?;
@@ -226,6 +233,9 @@ impl LiteRtSession {
             version: installed.describe(),
             library_dir,
             adapter,
+            path: path.to_path_buf(),
+            installed: installed.clone(),
+            profiling,
         };
         // Everything below is released by Drop on any early return.
         s.build(path)?;
@@ -383,6 +393,13 @@ impl LiteRtSession {
         if let Some(payload) = payload {
             self.add_options(options, kind, payload)?;
         }
+        if self.profiling {
+            self.add_options(
+                options,
+                c"runtime_options_string",
+                "enable_profiling = true\n",
+            )?;
+        }
         check(
             (api.create_compiled_model)(self.env, self.model, options, &mut self.compiled),
             "compiling the model",
@@ -531,6 +548,9 @@ impl Session for LiteRtSession {
             )
             .map_err(|why| self.fail(why))
         }
+    }
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        Some(self.time_ops(runs.max(1)).map_err(|why| self.fail(why)))
     }
     fn settings(&self) -> BackendSettings {
         let (mode, precision) = match self.accelerator {
