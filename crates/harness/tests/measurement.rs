@@ -372,12 +372,14 @@ fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
             assert!(number(o, "median_ms") >= 0.0 && o["macs"] == "0", "{o:?}");
         }
         // The steps' medians add up to about the unprofiled median: every step of the run
-        // is there, nothing twice. Measured at this size: tract 0.97–1.00, ORT 1.10–1.16
-        // (its profiler's per-kernel cost); LiteRT 0.95–0.99 on V3-Large and V1.
+        // is there, nothing twice. Measured at this size over 8 runs: tract 0.95–1.00, ORT
+        // 1.10–1.18 (its profiler's per-kernel cost), litert-builtin 0.95–1.02,
+        // litert-xnnpack 0.77–0.93 (LiteRT's run overhead outside the operators, XNNPACK's
+        // whole-µs times, and 30 runs of a noisy median): bounds well outside all of them.
         let p50 = number(pair(&rows, model, backend), "p50_ms");
         let sum: f64 = steps.iter().map(|o| number(o, "median_ms")).sum();
         assert!(
-            sum > 0.7 * p50 && sum < 1.5 * p50,
+            sum > 0.5 * p50 && sum < 1.6 * p50,
             "{backend}: step medians add up to {sum} ms against a median of {p50} ms"
         );
     }
