@@ -9,6 +9,7 @@ pub mod onnx_qdq;
 mod proto2;
 pub mod tflite;
 pub mod tflite_int8;
+pub mod tflite_read;
 
 pub use mobilebench_models::BnMode;
 use mobilebench_models::{Model, ModelError, QuantModel, WeightRange};

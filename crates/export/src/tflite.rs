@@ -544,38 +544,3 @@ pub(crate) fn finish(mut b: Builder, input: i32, output: i32, description: &str)
     fb.finish(model, Some("TFL3"));
     fb.finished_data().to_vec()
 }
-
-/// Checks that `bytes` is a structurally valid TFLite flatbuffer (the schema's verifier:
-/// offsets, sizes, required fields) with at least one subgraph. LiteRT does not verify and
-/// crashes on a truncated file; backends call this first to fail with a message instead.
-pub fn validate(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 8 || &bytes[4..8] != b"TFL3" {
-        return Err("not a TFLite file (no TFL3 identifier)".into());
-    }
-    let model = tract_tflite::tflite::root_as_model(bytes)
-        .map_err(|e| format!("corrupt TFLite flatbuffer: {e}"))?;
-    if model.subgraphs().is_none_or(|s| s.is_empty()) {
-        return Err("the TFLite model has no subgraph".into());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mobilebench_models::{Model, ModelConfig};
-
-    #[test]
-    fn exports_validate_and_truncations_do_not() {
-        let model = Model::from_config(
-            &"mobilenet_v3_small_0.25_64".parse::<ModelConfig>().unwrap(),
-            1,
-        );
-        let bytes = export(&model, BnMode::Fused).unwrap();
-        assert_eq!(validate(&bytes), Ok(()));
-        for cut in [bytes.len() / 3, bytes.len() - 100, 12] {
-            assert!(validate(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(validate(b"random bytes, no header").is_err());
-    }
-}

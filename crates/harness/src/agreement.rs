@@ -191,6 +191,11 @@ pub struct PreparedZoo {
 }
 
 impl PreparedZoo {
+    /// The model's graph, which per-op profiles are lined up with.
+    pub fn graph(&self) -> &mobilebench_models::Graph {
+        &self.model.graph
+    }
+
     pub fn new(
         config: ModelConfig,
         weight_seed: u64,

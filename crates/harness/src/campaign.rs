@@ -139,7 +139,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let report_path = dir.join("report.md");
     let runs = read_runs(std::slice::from_ref(&dir))?;
     let tables = mobilebench_reports::latency_tables(&runs);
-    let profiles = mobilebench_reports::profile_section(&runs);
+    let profiles = mobilebench_reports::profile_section(&runs, &[]);
     let report = if profiles.is_empty() {
         tables.clone()
     } else {

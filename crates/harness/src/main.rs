@@ -1,6 +1,7 @@
 //! `bench`: measure how fast MobileNets run across inference runtimes and devices.
 
 mod agreement;
+mod attribution;
 mod campaign;
 mod children;
 mod cli;

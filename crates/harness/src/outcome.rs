@@ -5,9 +5,11 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+use mobilebench_models::Graph;
 use mobilebench_results::stats;
 use mobilebench_results::{OpRow, PairSamples, Status, SummaryRow};
 
+use crate::attribution::attribute;
 use crate::probe::CoreState;
 use crate::worker::{Event, Profile};
 
@@ -70,13 +72,43 @@ pub struct RoundSamples {
 }
 
 impl Profile {
-    /// The rows of ops.csv for one pair's round.
-    pub fn rows(&self, row: &SummaryRow, round: u32) -> Vec<OpRow> {
+    /// The rows of ops.csv for one pair's round: each step attributed to a layer group of
+    /// `graph` (a zoo model's; `None` for a model file, whose steps keep only the runtime's
+    /// names), with the coverage of `unprofiled_median_ns`.
+    pub fn rows(
+        &self,
+        row: &SummaryRow,
+        round: u32,
+        graph: Option<&Graph>,
+        unprofiled_median_ns: Option<u64>,
+    ) -> Vec<OpRow> {
+        let total_ns: u64 = self.steps.iter().map(|s| s.median_ns).sum();
+        let coverage = unprofiled_median_ns
+            .filter(|&m| m > 0)
+            .map(|m| (total_ns as f64 / m as f64 * 1000.0).round() / 1000.0);
+        let attributions = graph.map(|g| (g, attribute(g, &self.steps)));
         self.steps
             .iter()
             .enumerate()
             .map(|(step, s)| {
                 let ms = s.median_ns as f64 / 1e6;
+                let (layer_group, ir_nodes, op_kind, matched_by) = match &attributions {
+                    Some((g, a)) => {
+                        let a = &a[step];
+                        (
+                            a.group.map(|x| x.label(g)).unwrap_or_default(),
+                            a.group.map(|x| x.node_names(g)).unwrap_or_default(),
+                            a.kind.clone(),
+                            a.matched_by.clone(),
+                        )
+                    }
+                    None => (
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        "none (a model file: no IR to align to)".into(),
+                    ),
+                };
                 OpRow {
                     device: row.device.clone(),
                     model: row.model.clone(),
@@ -85,6 +117,10 @@ impl Profile {
                     step: step as u32,
                     name: s.name.clone(),
                     op: s.op.clone(),
+                    layer_group,
+                    ir_nodes,
+                    op_kind,
+                    matched_by,
                     input_shape: s.input_shape.clone(),
                     output_shape: s.output_shape.clone(),
                     macs: s.macs,
@@ -92,6 +128,7 @@ impl Profile {
                     gflops: OpRow::achieved_gflops(s.macs, ms),
                     core_peak_gflops: Some(self.core_peak_gflops),
                     isa: self.isa.clone(),
+                    coverage,
                 }
             })
             .collect()

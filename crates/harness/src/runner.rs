@@ -291,7 +291,15 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     let sample_rows =
                         row.sample_rows(round, &samples.latencies_ns, samples.gpu_ns.as_deref());
                     if let Some(profile) = &samples.profile {
-                        op_rows = profile.rows(&row, round);
+                        let graph = match &*item_ctx {
+                            ItemContext::Zoo(prepared) => Some(prepared.graph()),
+                            ItemContext::File { .. } => None,
+                        };
+                        let median = (!samples.latencies_ns.is_empty()).then(|| {
+                            (mobilebench_results::stats::median_ms(&samples.latencies_ns) * 1e6)
+                                .round() as u64
+                        });
+                        op_rows = profile.rows(&row, round, graph, median);
                     }
                     (
                         pair.add(round, &row, samples, ctx.manifest.cv_threshold),

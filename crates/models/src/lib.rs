@@ -5,6 +5,7 @@
 pub mod agreement;
 pub mod counting;
 pub mod error;
+pub mod groups;
 pub mod input;
 pub mod ir;
 pub mod layer;
@@ -19,6 +20,7 @@ pub mod zoo;
 
 pub use counting::{count, Counts};
 pub use error::ModelError;
+pub use groups::LayerGroup;
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};
 pub use ir::{Graph, Shape};
 pub use layer::{Layer, SeWeights};

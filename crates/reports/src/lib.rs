@@ -2,11 +2,14 @@
 //! are `mobilebench_results::stats`, shared with the measuring side). Everything here reads results CSVs only and never re-runs anything;
 //! the same CSVs give byte-identical markdown.
 
+mod breakdown;
 pub mod compare;
 pub mod export;
 #[cfg(feature = "plots")]
 pub mod plots;
 mod profile;
+#[cfg(feature = "plots")]
+mod profile_plot;
 mod tables;
 
 #[cfg(feature = "plots")]
@@ -16,7 +19,7 @@ use std::path::PathBuf;
 use mobilebench_results::{Run, SummaryRow};
 
 pub use mobilebench_results::format_ms;
-pub use profile::profile_section;
+pub use profile::{plot_stem, profile_section};
 pub use tables::{can_win, device_table, latency_tables, model_table, stats_table};
 
 /// How the report picks what it shows.
@@ -109,10 +112,13 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
     md.push_str(&model_table(runs, options));
     if !plots.is_empty() {
         md.push_str("\n## Plots\n\n");
-        for p in plots
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        {
+        // The profile plots sit in their own section.
+        for p in plots.iter().filter(|p| {
+            p.extension().is_some_and(|e| e == "png")
+                && !p
+                    .file_stem()
+                    .is_some_and(|s| s.to_string_lossy().starts_with("where_the_time_goes"))
+        }) {
             let name = p
                 .file_stem()
                 .map(|s| s.to_string_lossy().replace('_', " "))
@@ -122,7 +128,7 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
     }
     md.push_str("\n## Every pair\n\n");
     md.push_str(&stats_table(runs));
-    let profiles = profile_section(runs);
+    let profiles = profile_section(runs, plots);
     if !profiles.is_empty() {
         md.push('\n');
         md.push_str(&profiles);

@@ -146,6 +146,12 @@ pub fn write_all(
     ensure_font()?;
     let mut written = Vec::new();
     both!(written, dir, "madds_vs_top1", |root| madds_vs_top1(&root));
+    for b in crate::breakdown::breakdowns(runs) {
+        let stem = crate::profile::plot_stem(&b.model, &b.device);
+        both!(written, dir, stem, |root| {
+            crate::profile_plot::stacked_bars(&root, &b, FONT)
+        });
+    }
     let rows = all_rows(runs);
     for device in distinct(rows.iter().map(|r| r.device.as_str())) {
         // One row per pair (the first run that measured it), ok pairs only.

@@ -12,15 +12,32 @@ use crate::{ResultsError, SummaryRow};
 pub const OPS_FILE: &str = "ops.csv";
 
 /// One step of one pair's plan in one round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpRow {
     pub device: String,
     pub model: String,
     pub backend: String,
     pub round: u32,
     pub step: u32,
+    /// The runtime's own name for the event and its op (native: the IR nodes it runs).
     pub name: String,
     pub op: String,
+    /// The layer group the event is attributed to (`block3_project..block3_add`), empty
+    /// when unattributed or the model is a file without our IR.
+    #[serde(default)]
+    pub layer_group: String,
+    /// The IR nodes of that group, joined by `+`.
+    #[serde(default)]
+    pub ir_nodes: String,
+    /// `stem`, `pointwise`, `pointwise + add`, `depthwise`, `SE`, `FC`, `pooling`,
+    /// `hard-swish`, `other`, `unattributed` (several joined by ` + ` for a merged group);
+    /// empty for a model file.
+    #[serde(default)]
+    pub op_kind: String,
+    /// How the event was matched to the group (`event name`, `op index`, `position and op
+    /// kind`, `IR node`, `position (after ...)`).
+    #[serde(default)]
+    pub matched_by: String,
     pub input_shape: String,
     pub output_shape: String,
     pub macs: u64,
@@ -28,6 +45,11 @@ pub struct OpRow {
     pub gflops: Option<f64>,
     pub core_peak_gflops: Option<f64>,
     pub isa: String,
+    /// The pair's sum of per-op medians over the median of its unprofiled samples in this
+    /// round (the same on every row of the pair and round): how much of the measured
+    /// latency the profile accounts for.
+    #[serde(default)]
+    pub coverage: Option<f64>,
 }
 
 impl OpRow {

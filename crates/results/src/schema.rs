@@ -261,25 +261,45 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
 pub const OP_COLUMNS: &[Column] = &[
     col("device", "", "device profile name"),
     col("model", "", "canonical model name"),
-    col("backend", "", "backend name (`native`, `tract`, `onnxruntime`, `litert-xnnpack` and `litert-builtin` time their steps; the other backends have no rows yet)"),
+    col("backend", "", "backend name (`native`, `tch`, `tract`, `onnxruntime`, `rten`, `litert-xnnpack` and `litert-builtin` time their steps; the others say why not in the summary's `probe_notes`)"),
     col("round", "", "1-based round the profile was taken in"),
     col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan; onnxruntime: the order its kernels first ran; LiteRT: the order of its profiler's operator events in a run)"),
     col(
         "name",
         "",
-        "native: the graph nodes the step runs, joined by `+` when the engine fused them; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it); onnxruntime: the node name in its optimised graph; LiteRT: `XNNPACK operator I` (I numbered inside each delegated partition) or `TFLite op I` (the TFLite op index)",
+        "the runtime's own name for the event. native: the graph nodes the step runs, joined by `+` when the engine fused them; tch: the IR layer; tract: its plan node's own name (the ONNX node's, with a suffix such as `.matmatmul` where tract lowered it); onnxruntime: the node name in its optimised graph; LiteRT: `XNNPACK operator I` (I numbered inside each delegated partition) or `TFLite op I` (the TFLite op index)",
     ),
     col(
         "op",
         "",
-        "native: their op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tract: its op's name (`OptMatMul`, `DepthWiseConv`, …); onnxruntime: the kernel's op type (`Conv`, `FusedConv`, `ReorderInput`, …); LiteRT: `xnnpack: ` and XNNPACK's operator name (`Convolution (NHWC, F32) IGEMM`) or `tflite: ` and the builtin op (`CONV_2D`)",
+        "the runtime's own op. native: its op kinds (`pointwise_conv`, `depthwise_conv`, `conv`, `squeeze_excite`, `global_avg_pool`, `fully_connected`, `add`; `pointwise_conv+add`, `pointwise_conv+depthwise_conv` when fused); tch: the torch ops the layer calls (`conv2d+batch_norm+hardswish`); tract: its op's name (`OptMatMul`, `DepthWiseConv`, …); onnxruntime: the kernel's op type (`Conv`, `FusedConv`, `ReorderInput`, …); LiteRT: `xnnpack: ` and XNNPACK's operator name (`Convolution (NHWC, F32) IGEMM`) or `tflite: ` and the builtin op (`CONV_2D`)",
+    ),
+    col(
+        "layer_group",
+        "",
+        "the layer group the event is attributed to: consecutive IR nodes, named `first..last` when several (`block3_project..block3_add`); empty when unattributed or for a model file (docs/profiles.md, alignment rules)",
+    ),
+    col(
+        "ir_nodes",
+        "",
+        "the IR nodes of that group, joined by `+`",
+    ),
+    col(
+        "op_kind",
+        "",
+        "`stem`, `pointwise`, `pointwise + add`, `depthwise`, `SE`, `FC`, `pooling`, `other`, or kinds joined by ` + ` for a group this backend fused (`pointwise + depthwise`); `hard-swish` for a hard-swish the runtime ran on its own; `unattributed` for time no layer group takes; empty for a model file",
+    ),
+    col(
+        "matched_by",
+        "",
+        "how the event was matched to its group: `event name` (its name starts with an IR node's), `IR node` (the engine runs IR nodes), `op index` (LiteRT's TFLite op index, then that op's output tensor name), `position and op kind` (an XNNPACK operator, by order and kind among the TFLite ops), `position (after ...)` (no name: the group of the event before it); `none (...)` when unattributed",
     ),
     col("input_shape", "", "native: `HxWxC` of the step's first input; tract and onnxruntime: the shape as the runtime holds it (`AxBxC…`); empty for LiteRT, whose events carry none"),
     col("output_shape", "", "the same for its output"),
     col(
         "macs",
         "",
-        "native: multiply-accumulates of the step, counted as in the model tables; 0 where the runtime's steps are not matched to the model (tract, onnxruntime, LiteRT)",
+        "native: multiply-accumulates of the step, counted as in the model tables; 0 for the other backends (their events do not split a layer group's MACs)",
     ),
     col(
         "median_ms",
@@ -300,5 +320,10 @@ pub const OP_COLUMNS: &[Column] = &[
         "isa",
         "",
         "the instruction set the engine chose at run time (`avx512f`, `avx2+fma`, `neon`, `portable`)",
+    ),
+    col(
+        "coverage",
+        "",
+        "the pair's sum of step medians over the median of its unprofiled samples in the same round (the same on each of its rows): 1 means the profile accounts for the measured latency; above 1, the profiler's own cost per step; below 1, time between the steps it times",
     ),
 ];

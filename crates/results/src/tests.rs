@@ -62,7 +62,29 @@ fn op_row(round: u32, step: u32) -> OpRow {
         gflops: OpRow::achieved_gflops(6272, 0.01),
         core_peak_gflops: Some(100.0),
         isa: "avx2+fma".into(),
+        layer_group: format!("n{step}"),
+        ir_nodes: format!("n{step}"),
+        op_kind: "pointwise".into(),
+        matched_by: "IR node".into(),
+        coverage: Some(0.98),
     }
+}
+
+#[test]
+fn ops_written_before_layer_groups_existed_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(OPS_FILE),
+        "device,model,backend,round,step,name,op,input_shape,output_shape,macs,median_ms,gflops,core_peak_gflops,isa\n\
+         local,m,native,1,0,n0,pointwise_conv,7x7x8,7x7x16,6272,0.01,1.25,100.0,avx2+fma\n",
+    )
+    .unwrap();
+    let mut summary = summary("m", Status::Ok);
+    summary.rounds = 1;
+    let ops = read_ops(dir.path(), &[summary]).unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].layer_group, "");
+    assert_eq!(ops[0].coverage, None);
 }
 
 #[test]

@@ -186,6 +186,14 @@ pub struct OpTiming {
     /// are not matched to the model's layers.
     pub macs: u64,
     pub median_ns: u64,
+    /// The model's name for what the event ran, by which it is lined up with the IR: an
+    /// ONNX node (tract, ONNX Runtime), a TFLite op's output tensor (LiteRT), IR nodes joined
+    /// by `+` (native, tch); empty when the runtime ties the event to nothing.
+    #[serde(default)]
+    pub node: String,
+    /// How `node` was found: `event name`, `op index`, `position and op kind`, `IR node`.
+    #[serde(default)]
+    pub matched_by: String,
 }
 
 impl OpTiming {
@@ -202,12 +210,23 @@ impl OpTiming {
         assert!(!ns.is_empty(), "step {name} was never timed");
         ns.sort_unstable();
         OpTiming {
+            node: name.clone(),
+            matched_by: "event name".into(),
             name,
             op,
             input_shape,
             output_shape,
             macs,
             median_ns: ns[ns.len() / 2],
+        }
+    }
+
+    /// The same event tied to `node` of the model, found as `matched_by` says.
+    pub fn tied_to(self, node: String, matched_by: &str) -> OpTiming {
+        OpTiming {
+            node,
+            matched_by: matched_by.into(),
+            ..self
         }
     }
 }

@@ -5,19 +5,23 @@
 //!   reading, loop, progress counter, the call through `dyn Session`).
 //! - `nan` outputs NaN: the agreement check must flag it and no report may call it fastest.
 //! - `fixed` busy-waits a set time per inference (`MOBILEBENCH_FIXED_US` microseconds,
-//!   default 500), so its latency is known: comparisons of runs can be tested on it.
+//!   default 500), so its latency is known: comparisons of runs can be tested on it. Under
+//!   `--profile-ops` each profiled run costs [`PROFILER_DELAY`] more (a profiler's own
+//!   cost), so a test can tell profiled iterations from timed ones.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crate::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    ModelSource, Session, SourceKind, Workload,
+    ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 
 /// The environment variable that sets `fixed`'s cost per inference, in microseconds.
 pub const FIXED_COST_VAR: &str = "MOBILEBENCH_FIXED_US";
 const FIXED_COST_DEFAULT_US: u64 = 500;
+/// What profiling adds to each of `fixed`'s runs.
+pub const PROFILER_DELAY: Duration = Duration::from_millis(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -109,6 +113,14 @@ impl Backend for TestBackend {
     }
 }
 
+/// Spins (not sleeps, so the cost stays on the pinned core, like real work) for `d`.
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
 struct TestSession {
     kind: Kind,
     input: [usize; 4],
@@ -129,15 +141,30 @@ impl Session for TestSession {
         Ok(())
     }
     fn infer(&mut self) -> Result<(), BackendError> {
-        if !self.cost.is_zero() {
-            // Spin, not sleep: the cost stays on the pinned core, like real work.
-            let end = Instant::now() + self.cost;
-            while Instant::now() < end {
-                std::hint::spin_loop();
-            }
-        }
+        spin(self.cost);
         black_box(&mut self.output);
         Ok(())
+    }
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        if self.kind != Kind::Fixed {
+            return None;
+        }
+        let ns = (0..runs.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                spin(self.cost + PROFILER_DELAY);
+                start.elapsed().as_nanos() as u64
+            })
+            .collect();
+        let op = "busy wait + profiler delay".to_string();
+        Some(Ok(vec![OpTiming::from_runs(
+            "wait".into(),
+            op,
+            String::new(),
+            String::new(),
+            0,
+            ns,
+        )]))
     }
     fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
         check_output_len(output, self.output.len())?;

@@ -154,7 +154,7 @@ impl Backend for LiteRtBackend {
             why,
         };
         let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
-        mobilebench_export::tflite::validate(&bytes)
+        mobilebench_export::tflite_read::validate(&bytes)
             .map_err(|e| load_error(format!("not a valid .tflite file: {e}")))?;
         drop(bytes);
         let installed = installed().map_err(|reason| BackendError::Unavailable {

@@ -107,6 +107,7 @@ impl Session for NativeSession {
             .into_iter()
             .zip(per_step)
             .map(|(info, ns)| {
+                let nodes = info.name.clone();
                 OpTiming::from_runs(
                     info.name,
                     info.op,
@@ -115,6 +116,7 @@ impl Session for NativeSession {
                     info.macs,
                     ns,
                 )
+                .tied_to(nodes, "IR node")
             })
             .collect()))
     }

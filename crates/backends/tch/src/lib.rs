@@ -9,10 +9,11 @@
 mod net;
 
 use std::sync::Once;
+use std::time::Instant;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings, Mode,
-    ModelSource, Session, SourceKind, Workload,
+    ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -307,6 +308,46 @@ impl Session for TchSession {
         // CUDA launches return before the work is done: wait for it.
         self.synchronize();
         Ok(())
+    }
+    /// Times every layer of the network as it runs (tch reaches no libtorch profiler): an
+    /// inference at a time, the clock read after each IR layer has been issued (and, on
+    /// CUDA, finished), so the layers' times add up to the forward pass.
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        if self.targets.is_some() {
+            return Some(Err(self.fail(
+                "--profile-ops times inference; a training step is not split by layer".into(),
+            )));
+        }
+        let Some(input) = self.input.take() else {
+            return Some(Err(self.fail("no input: profile before set_input".into())));
+        };
+        let layers = self.net.layer_names().len();
+        let mut per_layer: Vec<Vec<u64>> = vec![Vec::with_capacity(runs as usize); layers];
+        let device = self.device;
+        for _ in 0..runs.max(1) {
+            let _guard = tch::no_grad_guard();
+            let mut last = Instant::now();
+            let logits = self.net.forward_observed(&input, false, &mut |i| {
+                if let Device::Cuda(d) = device {
+                    tch::Cuda::synchronize(d as i64);
+                }
+                let now = Instant::now();
+                per_layer[i].push((now - last).as_nanos() as u64);
+                last = now;
+            });
+            self.logits = Some(logits);
+        }
+        self.input = Some(input);
+        let kind = |i: usize| self.net.layer_kind(i);
+        Some(Ok(per_layer
+            .into_iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let name = self.net.layer_names()[i].clone();
+                OpTiming::from_runs(name.clone(), kind(i), String::new(), String::new(), 0, ns)
+                    .tied_to(name, "IR node")
+            })
+            .collect()))
     }
     fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
         check_output_len(output, self.output_len)?;

@@ -57,6 +57,8 @@ enum Layer {
 
 pub struct Net {
     layers: Vec<(Layer, Vec<usize>)>,
+    /// The IR node each layer is (`--profile-ops` names its times after them).
+    names: Vec<String>,
     /// When each value is read for the last time (so it can be dropped early).
     last_use: Vec<Option<usize>>,
     layout: Layout,
@@ -214,6 +216,7 @@ impl Net {
         }
         Net {
             layers,
+            names: graph.nodes.iter().map(|n| n.name.clone()).collect(),
             last_use: graph.last_uses(),
             layout,
         }
@@ -256,6 +259,52 @@ impl Net {
     /// The logits `[batch, classes]` for an NCHW-shaped `input`. `training` switches batch
     /// norm to batch statistics (and updates its running statistics), as `model.train()`.
     pub fn forward(&self, input: &Tensor, training: bool) -> Tensor {
+        self.forward_observed(input, training, &mut |_| {})
+    }
+
+    /// The torch ops layer `i` calls, e.g. `conv2d+batch_norm+hardswish`.
+    pub fn layer_kind(&self, i: usize) -> String {
+        let act = |a: &Activation| match a {
+            Activation::None => "",
+            Activation::Relu => "+relu",
+            Activation::Relu6 => "+relu6",
+            Activation::HardSwish => "+hardswish",
+            Activation::HardSigmoid => "+hardsigmoid",
+        };
+        match &self.layers[i].0 {
+            Layer::Conv {
+                bn,
+                act: a,
+                pad_first,
+                ..
+            } => format!(
+                "{}conv2d{}{}",
+                if pad_first.is_some() { "pad+" } else { "" },
+                if bn.is_some() { "+batch_norm" } else { "" },
+                act(a)
+            ),
+            Layer::SqueezeExcite { .. } => {
+                "adaptive_avg_pool2d+conv2d+relu+conv2d+hardsigmoid+mul".into()
+            }
+            Layer::GlobalAvgPool => "adaptive_avg_pool2d".into(),
+            Layer::Linear { act: a, .. } => format!("linear{}", act(a)),
+            Layer::Add => "add".into(),
+        }
+    }
+
+    /// The IR node names of the layers, in order.
+    pub fn layer_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// [`Net::forward`], calling `after_layer(i)` as soon as layer `i` has been issued (a
+    /// per-layer timer: on CUDA it must synchronise first).
+    pub fn forward_observed(
+        &self,
+        input: &Tensor,
+        training: bool,
+        after_layer: &mut dyn FnMut(usize),
+    ) -> Tensor {
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.layers.len() + 1);
         values.push(Some(input.shallow_clone()));
         for (i, (layer, inputs)) in self.layers.iter().enumerate() {
@@ -330,6 +379,7 @@ impl Net {
                 }
             }
             values.push(Some(y));
+            after_layer(i);
         }
         let out = values.pop().flatten().expect("a graph has nodes");
         if out.dim() > 2 {
