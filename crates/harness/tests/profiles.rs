@@ -334,3 +334,90 @@ fn profiled_runs_never_reach_the_samples() {
     assert!(number(&ops[0], "median_ms") >= 3.5, "{ops:?}");
     assert!(common::sample_counts(&dir).values().all(|&n| n == 50));
 }
+
+#[test]
+fn model_files_profile_in_the_runtimes_own_names_without_alignment() {
+    let _guard = lock();
+    let py = common::python("MOBILEBENCH_TORCH_PYTHON", "Debian's python3-torchvision");
+    let tmp = tempfile::tempdir().unwrap();
+    // A file made by another tool: torchvision's MobileNetV3-Small through torch.onnx.
+    let onnx = tmp.path().join("torchvision_mobilenet_v3_small.onnx");
+    let made = Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/torchvision_export.py"
+        ))
+        .arg(&onnx)
+        .output()
+        .expect("python runs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    // A .tflite given as a file is a file like any other: no IR to line it up with.
+    let tflite = tmp.path().join("given.tflite");
+    let exported = bench(&[
+        "export",
+        "mobilenet_v3_small_0.25_64",
+        "--format",
+        "tflite",
+        "-o",
+        tflite.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let out = tmp.path().join("results");
+    bench_run(
+        &out,
+        &[
+            "--model-file",
+            onnx.to_str().unwrap(),
+            "--model-file",
+            tflite.to_str().unwrap(),
+            "--backends",
+            "onnxruntime,litert-xnnpack,litert-builtin",
+            "--warmup",
+            "2",
+            "--runs",
+            "10",
+            "--profile-ops",
+        ],
+    );
+    let dir = run_dir(&out);
+    let ops = ops_of(&dir);
+    for (model, backend, an_op) in [
+        ("torchvision_mobilenet_v3_small.onnx", "onnxruntime", "Conv"),
+        (
+            "given.tflite",
+            "litert-xnnpack",
+            "xnnpack: Convolution (NHWC, F32)",
+        ),
+        ("given.tflite", "litert-builtin", "tflite: CONV_2D"),
+    ] {
+        let steps: Vec<_> = ops
+            .iter()
+            .filter(|o| o["model"] == model && o["backend"] == backend)
+            .collect();
+        assert!(steps.len() > 20, "{model} × {backend}: {steps:?}");
+        assert!(steps.iter().any(|o| o["op"].contains(an_op)), "{steps:?}");
+        for o in &steps {
+            assert!(!o["name"].is_empty(), "{o:?}");
+            assert!(
+                o["layer_group"].is_empty() && o["op_kind"].is_empty(),
+                "{o:?}"
+            );
+            assert!(o["matched_by"].starts_with("none (a model file"), "{o:?}");
+        }
+    }
+    // torch.onnx names nodes after the module path, not ours.
+    assert!(
+        ops.iter()
+            .any(|o| o["backend"] == "onnxruntime" && o["name"].contains("features")),
+        "{ops:?}"
+    );
+    // The report lists their steps, and no op-kind table it cannot draw.
+    let md = stdout(&bench(&["report", dir.to_str().unwrap()]));
+    assert!(
+        md.contains(
+            "<summary>torchvision_mobilenet_v3_small.onnx × onnxruntime on local: steps</summary>"
+        ),
+        "{md}"
+    );
+    assert!(!md.contains("time by op kind"), "{md}");
+}
