@@ -165,7 +165,7 @@ fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
             "--models",
             model,
             "--backends",
-            "native,tch,tract,onnxruntime,litert-xnnpack,litert-builtin",
+            "native,tch,tract,onnxruntime,litert-xnnpack,litert-builtin,rten",
             "--warmup",
             "2",
             "--runs",
@@ -187,6 +187,7 @@ fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
         ("onnxruntime", "Conv"),
         ("litert-xnnpack", "xnnpack: Convolution (NHWC, F32)"),
         ("litert-builtin", "tflite: CONV_2D"),
+        ("rten", "Conv"),
     ] {
         let steps: Vec<_> = ops.iter().filter(|o| o["backend"] == backend).collect();
         assert!(steps.len() > 20, "{backend}: {} steps", steps.len());
@@ -228,7 +229,7 @@ fn profile_ops_times_the_runtimes_own_steps_outside_the_samples() {
     assert!(made.status.success(), "{}", stderr(&made));
     let md = std::fs::read_to_string(report_dir.join("README.md")).unwrap();
     assert!(
-        md.contains("| op kind | native | tch | tract | onnxruntime | litert-xnnpack | litert-builtin | fastest | native ÷ fastest |"),
+        md.contains("| op kind | native | tch | tract | onnxruntime | litert-xnnpack | litert-builtin | rten | fastest | native ÷ fastest |"),
         "{md}"
     );
     for kind in [

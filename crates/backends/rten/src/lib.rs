@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
+mod profile;
+
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    FileFormat, ModelSource, Session, SourceKind, Workload,
+    FileFormat, ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 use rten::{Dimension, Model, NodeId, RunOptions, ThreadPool, Value};
 use rten_tensor::prelude::*;
@@ -199,6 +201,25 @@ impl Session for RtenSession {
             .map_err(run_error)?;
         self.output = outputs.into_iter().next();
         Ok(())
+    }
+    /// rten prints its per-step times (`verbose`): they are captured from standard output
+    /// during the profiled runs ([`profile`]).
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        let options = self.options.clone().with_verbose(true);
+        let text = profile::captured(runs, || {
+            self.model
+                .run(
+                    vec![(self.input_id, self.input.view().into())],
+                    &[self.output_id],
+                    Some(options.clone()),
+                )
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        Some(
+            text.and_then(|t| profile::step_medians(&t))
+                .map_err(|why| run_error(format!("profiling: {why}"))),
+        )
     }
     fn read_output(&mut self, output: &mut [f32]) -> Result<(), BackendError> {
         check_output_len(output, self.output_len)?;
