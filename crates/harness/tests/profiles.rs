@@ -422,3 +422,30 @@ fn model_files_profile_in_the_runtimes_own_names_without_alignment() {
     );
     assert!(!md.contains("time by op kind"), "{md}");
 }
+
+#[test]
+fn wgpu_times_every_dispatch_from_timestamp_queries() {
+    let _guard = lock();
+    let out = tempfile::tempdir().unwrap();
+    let model = "mobilenet_v3_small_0.25_64";
+    bench_run(
+        out.path(),
+        &[
+            "--models",
+            model,
+            "--backends",
+            "wgpu",
+            "--warmup",
+            "1",
+            "--runs",
+            "3",
+            "--profile-ops",
+        ],
+    );
+    let dir = run_dir(out.path());
+    let ops = ops_of(&dir);
+    // Every dispatch, named after its IR node and kernel, in GPU time (here llvmpipe's).
+    assert!(ops.iter().any(|o| o["name"] == "conv0 (conv)"), "{ops:?}");
+    assert!(ops.iter().all(|o| o["matched_by"] == "IR node"), "{ops:?}");
+    check_alignment(&ops, model, "wgpu", 0.99);
+}

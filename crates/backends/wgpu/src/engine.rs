@@ -32,10 +32,12 @@ fn act_code(a: Activation) -> u32 {
     }
 }
 
-struct Dispatch {
-    pipeline: usize,
-    bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+pub(crate) struct Dispatch {
+    pub(crate) pipeline: usize,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub(crate) groups: (u32, u32),
+    /// The IR node it computes part or all of (`--profile-ops`).
+    pub(crate) node: String,
 }
 
 pub struct Gpu {
@@ -46,9 +48,9 @@ pub struct Gpu {
 }
 
 pub struct Engine {
-    gpu: Gpu,
-    pipelines: Vec<wgpu::ComputePipeline>,
-    dispatches: Vec<Dispatch>,
+    pub(crate) gpu: Gpu,
+    pub(crate) pipelines: Vec<wgpu::ComputePipeline>,
+    pub(crate) dispatches: Vec<Dispatch>,
     input: wgpu::Buffer,
     output: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -73,6 +75,8 @@ struct Builder<'a> {
     layout: wgpu::BindGroupLayout,
     dummy: wgpu::Buffer,
     dispatches: Vec<Dispatch>,
+    /// The IR node being planned.
+    node: String,
 }
 
 impl Builder<'_> {
@@ -138,6 +142,7 @@ impl Builder<'_> {
             pipeline,
             bind_group,
             groups,
+            node: self.node.clone(),
         });
     }
 }
@@ -150,7 +155,7 @@ const POOL: usize = 3;
 const FC: usize = 4;
 const SCALE: usize = 5;
 const ADD: usize = 6;
-const ENTRY_POINTS: [&str; 7] = [
+pub(crate) const ENTRY_POINTS: [&str; 7] = [
     "conv",
     "pointwise_tiled",
     "pointwise_naive",
@@ -222,9 +227,11 @@ impl Engine {
             layout,
             dummy,
             dispatches: Vec::new(),
+            node: String::new(),
         };
         let mut values: Vec<wgpu::Buffer> = vec![b.empty(graph.input.len())];
         for (node, layer) in folded.layers() {
+            b.node = node.name.clone();
             let input = graph.value_shape(node.inputs[0]);
             let out = b.empty(node.output.len());
             let src = &values[node.inputs[0]];

@@ -6,13 +6,14 @@
 //! adapter has them. libvulkan is loaded at run time: the binary builds without a driver.
 
 mod engine;
+mod profile;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use mobilebench_backend::{
     check_input_len, check_output_len, Availability, Backend, BackendError, BackendSettings,
-    ModelSource, Session, SourceKind, Workload,
+    ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 
 pub use engine::{Engine, Gpu, Pointwise};
@@ -165,6 +166,9 @@ impl Session for WgpuSession {
     }
     fn last_device_time(&self) -> Option<Duration> {
         self.engine.last_gpu_time()
+    }
+    fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
+        Some(self.engine.time_dispatches(runs).map_err(fail))
     }
 }
 
