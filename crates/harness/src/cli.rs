@@ -116,12 +116,14 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) timed_io: bool,
     /// After each timed loop (never inside it), run the model again (--runs times, at most
-    /// 200) timing every step of the engine's plan, and write ops.csv beside samples.csv:
-    /// per step its op, shapes, MACs, median time and GFLOP/s, with the core's measured FMA
-    /// peak; report.md gains a "where the time goes" table. `native`, `tract`,
-    /// `onnxruntime`, `litert-xnnpack` and `litert-builtin` time their steps (the runtimes in
-    /// their own names, without MACs; ONNX Runtime and LiteRT on a second, profiled
-    /// session); other backends run as usual and say why in probe_notes
+    /// 200) timing every step with the runtime's own profiler, and write ops.csv beside
+    /// samples.csv: per event its runtime's name and op, the layer group of the model it is
+    /// attributed to, its op kind, median time, and the pair's coverage (sum of step
+    /// medians / unprofiled median). report.md gains "where the time goes": time by op kind
+    /// per backend, the fastest per kind, and (bench report) a stacked-bar plot. Profiled:
+    /// native, tch, tract, rten (its printed step times), onnxruntime and LiteRT (on a
+    /// second, profiled session), wgpu (timestamp queries per dispatch); the others run as
+    /// usual and say why in probe_notes. How to read it: docs/profiles.md
     #[arg(long)]
     pub(crate) profile_ops: bool,
     /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy

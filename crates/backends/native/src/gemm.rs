@@ -4,9 +4,9 @@
 //!
 //! B is packed into panels of [`NR`] = 16 columns, each panel `K` rows of 16 contiguous
 //! values (zero past N), so the micro-kernel streams one panel with unit stride. The
-//! micro-kernel keeps a tile of C of up to 16 columns in registers (6 rows: 12 AVX2 registers
-//! or 24 NEON ones; 7 rows of one AVX-512 register each, as XNNPACK's avx512f GEMM, which also
-//! divides MobileNet's pixel counts, 7²·4ⁿ), starts it from the bias, and applies the
+//! micro-kernel keeps a tile of C in registers (6 rows × 16 columns: 12 AVX2 registers or 24
+//! NEON ones; 7 rows × 32 columns of two adjacent panels with AVX-512, 14 registers — 7 rows
+//! divide MobileNet's pixel counts, 7²·4ⁿ), starts it from the bias, and applies the
 //! activation and the residual before its only store: C is written once, never zeroed or
 //! re-read.
 
@@ -181,14 +181,22 @@ impl Gemm<'_> {
         };
         let residual = self.residual.map_or(std::ptr::null(), |r| r.as_ptr());
         let c = self.c.as_mut_ptr();
+        let panels = n.div_ceil(NR);
+        // With 16-lane registers a tile spans two panels (two registers a row): on a core
+        // with two 512-bit FMA units (4-cycle latency) 7 accumulators leave an FMA idle and
+        // the loads of B outnumber the FMAs; 14 keep both busy.
+        let span = if S::LANES >= NR { 2 } else { 1 };
         for m0 in (0..m).step_by(block) {
             let m1 = (m0 + block).min(m);
-            for p in 0..n.div_ceil(NR) {
+            let mut p = 0;
+            while p < panels {
+                let width = span.min(panels - p);
                 let tile = Tile {
                     k,
                     b: self.b.panels[p * k * NR..].as_ptr(),
+                    panel_stride: k * NR,
                     bias: self.b.bias[p * NR..].as_ptr(),
-                    cols: (n - p * NR).min(NR),
+                    cols: (n - p * NR).min(width * NR),
                     act: self.act,
                 };
                 let mut i = m0;
@@ -209,6 +217,7 @@ impl Gemm<'_> {
                     }
                     i += rows;
                 }
+                p += width;
             }
         }
     }
@@ -256,12 +265,14 @@ macro_rules! unrolled_rows {
     };
 }
 
-/// One packed panel of B and what the micro-kernel does with its output.
+/// One or two adjacent packed panels of B and what the micro-kernel does with their output.
 struct Tile {
     k: usize,
     b: *const f32,
+    /// Floats from one panel to the next (`K · NR`).
+    panel_stride: usize,
     bias: *const f32,
-    /// Valid columns in this panel (16 except in the last).
+    /// Valid columns in these panels (16 or 32 except in the last).
     cols: usize,
     act: Activation,
 }
@@ -324,8 +335,12 @@ impl Tile {
         c: *mut f32,
         ldc: usize,
     ) {
-        // `VECS` registers per row: up to 2 on AVX2, 4 on NEON and portable.
-        let vecs = VECS.min(NR / S::LANES);
+        // `VECS` registers per row: up to 2 on AVX2 and AVX-512 (two panels), 4 on NEON and
+        // portable. Register `j` reads its panel's columns at `offset[j]` from `b`.
+        let vecs = VECS.min(2 * NR / S::LANES);
+        let offset: [usize; VECS] = std::array::from_fn(|j| {
+            (j * S::LANES / NR) * self.panel_stride + (j * S::LANES) % NR
+        });
         let mut acc = [[S::splat(0.0); VECS]; ROWS];
         unrolled_rows!(ROWS, |r| {
             for j in 0..vecs {
@@ -344,8 +359,8 @@ impl Tile {
                     S::splat(*a[0].add(cols.at(kk + 1))),
                 );
                 for j in 0..vecs {
-                    acc[0][j] = S::fma(acc[0][j], x0, S::load(b.add(j * S::LANES)));
-                    odd[j] = S::fma(odd[j], x1, S::load(b.add(NR + j * S::LANES)));
+                    acc[0][j] = S::fma(acc[0][j], x0, S::load(b.add(offset[j])));
+                    odd[j] = S::fma(odd[j], x1, S::load(b.add(NR + offset[j])));
                 }
                 b = b.add(2 * NR);
                 kk += 2;
@@ -357,7 +372,7 @@ impl Tile {
         for kk in kk..self.k {
             let mut bv = [S::splat(0.0); VECS];
             for j in 0..vecs {
-                bv[j] = S::load(b.add(j * S::LANES));
+                bv[j] = S::load(b.add(offset[j]));
             }
             let col = cols.at(kk);
             unrolled_rows!(ROWS, |r| {
@@ -384,7 +399,7 @@ impl Tile {
                     S::store(c.add(j * S::LANES), v);
                 }
             } else {
-                let mut tmp = [0.0f32; NR];
+                let mut tmp = [0.0f32; 2 * NR];
                 for j in 0..vecs {
                     S::store(tmp.as_mut_ptr().add(j * S::LANES), acc[r][j]);
                 }
@@ -427,6 +442,7 @@ mod tests {
                 (1, 1, 1),
                 (7, 27, 16),
                 (13, 5, 33),
+                (15, 24, 40),
                 (1, 64, 1000),
                 (1500, 9, 8),
             ] {
