@@ -327,7 +327,9 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         // After the timed loop and the output read: the samples are already taken.
         match session.profile_ops(spec.runs.min(MAX_PROFILE_RUNS)) {
             Some(Ok(steps)) => {
-                let isa = mobilebench_native::Isa::detect();
+                // The instruction set the native engine ran (MOBILEBENCH_NATIVE_ISA may lower it).
+                let isa = mobilebench_native::Isa::chosen()
+                    .unwrap_or_else(|_| mobilebench_native::Isa::detect());
                 emit(&Event::Profiled(Profile {
                     steps,
                     core_peak_gflops: mobilebench_native::fma_peak_gflops(isa, 5),

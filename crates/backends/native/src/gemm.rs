@@ -29,6 +29,14 @@ const WIDE_PANELS: usize = 3;
 /// The most rows any tile has (what `unrolled_rows!` is written out for).
 const MAX_MR: usize = if MR > MR_WIDE { MR } else { MR_WIDE };
 
+/// The GEMM's register tile on `isa`, rows × columns (recorded in the backend's settings).
+pub fn tile_label(isa: Isa) -> String {
+    match isa {
+        Isa::Avx512 => format!("{MR_WIDE}x{}", WIDE_PANELS * NR),
+        _ => format!("{MR}x{NR}"),
+    }
+}
+
 /// Rows per tile for `S`.
 #[inline(always)]
 fn mr<S: Simd>() -> usize {

@@ -50,7 +50,11 @@ impl Backend for NativeBackend {
         _workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
         let model = source.require_zoo(self.name())?;
-        let engine = Engine::new(model);
+        let isa = Isa::chosen().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        let engine = Engine::with_isa(model, isa);
         Ok(Box::new(NativeSession {
             input: vec![0.0; engine.input_len()],
             output: vec![0.0; engine.output_len()],
@@ -127,13 +131,14 @@ impl Session for NativeSession {
             precision: "fp32".into(),
             adapter: "cpu".into(),
             settings: format!(
-                "bn={};isa={};pointwise=packed-gemm-6x16",
+                "bn={};isa={};pointwise=packed-gemm-{}",
                 if self.bn_separate {
                     "separate"
                 } else {
                     "folded"
                 },
-                self.engine.isa().name()
+                self.engine.isa().name(),
+                gemm::tile_label(self.engine.isa())
             ),
         }
     }

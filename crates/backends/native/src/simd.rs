@@ -48,6 +48,32 @@ impl Isa {
         Isa::Portable
     }
 
+    /// The environment variable that makes the engine run a lesser instruction set than the
+    /// CPU's best (`avx2+fma`, `portable`): an AVX2 build on an AVX-512 machine stands in for
+    /// an AVX2-only core's kernels (not for its clock).
+    pub const OVERRIDE_VAR: &'static str = "MOBILEBENCH_NATIVE_ISA";
+
+    /// The instruction set the engine runs: [`Isa::detect`], or the one
+    /// [`Isa::OVERRIDE_VAR`] names if this CPU can run it (`Err` says why not).
+    pub fn chosen() -> Result<Isa, String> {
+        let Ok(wanted) = std::env::var(Self::OVERRIDE_VAR) else {
+            return Ok(Isa::detect());
+        };
+        let available = Isa::available();
+        available
+            .iter()
+            .copied()
+            .find(|isa| isa.name() == wanted || (wanted == "avx2" && *isa == Isa::Avx2Fma))
+            .ok_or_else(|| {
+                let names: Vec<&str> = available.iter().map(|i| i.name()).collect();
+                format!(
+                    "{}={wanted}: this CPU runs {}",
+                    Self::OVERRIDE_VAR,
+                    names.join(", ")
+                )
+            })
+    }
+
     /// Every instruction set this CPU can run, best first (tests check each against the
     /// reference).
     pub fn available() -> Vec<Isa> {
@@ -320,5 +346,18 @@ mod tests {
         }
         assert_eq!(Isa::available()[0], Isa::detect());
         assert_eq!(Isa::available().last(), Some(&Isa::Portable));
+    }
+
+    #[test]
+    fn the_override_picks_a_lesser_instruction_set_or_says_why_not() {
+        // Only this test sets the variable; an engine loaded meanwhile would at worst run
+        // the portable code, which every kernel test checks too.
+        std::env::set_var(Isa::OVERRIDE_VAR, "portable");
+        assert_eq!(Isa::chosen(), Ok(Isa::Portable));
+        std::env::set_var(Isa::OVERRIDE_VAR, "sse9");
+        let err = Isa::chosen().unwrap_err();
+        std::env::remove_var(Isa::OVERRIDE_VAR);
+        assert!(err.contains("sse9") && err.contains("portable"), "{err}");
+        assert_eq!(Isa::chosen(), Ok(Isa::detect()));
     }
 }
