@@ -8,10 +8,22 @@ use mobilebench_models::ir::Activation;
 use crate::gemm::{AMatrix, Gemm, PackedB};
 use crate::simd::Isa;
 
-/// Mean over pixels of an `[pixels][c]` tensor.
+/// Mean over pixels of an `[pixels][c]` tensor. Four pixels are summed per pass over `out`:
+/// one pixel per pass made every channel's sum wait on its own store (the pool ran at a
+/// third of XNNPACK's speed, and squeeze-excite, which pools, 1.3–1.6× slower).
 pub fn global_avg_pool(input: &[f32], c: usize, out: &mut [f32]) {
+    let out = &mut out[..c];
     out.fill(0.0);
-    for px in input.chunks_exact(c) {
+    let mut quads = input.chunks_exact(4 * c);
+    for q in &mut quads {
+        let (p0, rest) = q.split_at(c);
+        let (p1, rest) = rest.split_at(c);
+        let (p2, p3) = rest.split_at(c);
+        for ((((o, a), b), d), e) in out.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
+            *o += (a + b) + (d + e);
+        }
+    }
+    for px in quads.remainder().chunks_exact(c) {
         for (o, x) in out.iter_mut().zip(px) {
             *o += x;
         }
