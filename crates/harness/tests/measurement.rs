@@ -9,30 +9,13 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
-use common::{bench, bench_run, final_rows, row, run_dir, stderr, stdout, summary, BENCH};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+use common::{
+    bench, bench_run, final_rows, number, pair, row, run_dir, stderr, stdout, summary, BENCH,
+};
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn number(row: &HashMap<String, String>, column: &str) -> f64 {
-    row[column]
-        .parse()
-        .unwrap_or_else(|_| panic!("{column} is not a number in {row:?}"))
-}
-
-fn pair<'a>(
-    rows: &'a [HashMap<String, String>],
-    model: &str,
-    backend: &str,
-) -> &'a HashMap<String, String> {
-    rows.iter()
-        .find(|r| r["model"] == model && r["backend"] == backend)
-        .unwrap_or_else(|| panic!("no {model} × {backend} in {rows:?}"))
+    common::one_at_a_time()
 }
 
 #[test]

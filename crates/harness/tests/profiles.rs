@@ -7,31 +7,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::Mutex;
 
-use common::{bench, bench_run, final_rows, run_dir, stderr, stdout, BENCH};
+use common::{bench, bench_run, final_rows, number, pair, run_dir, stderr, stdout, BENCH};
 use mobilebench_models::ModelConfig;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn number(row: &HashMap<String, String>, column: &str) -> f64 {
-    row[column]
-        .parse()
-        .unwrap_or_else(|_| panic!("{column} is not a number in {row:?}"))
-}
-
-fn pair<'a>(
-    rows: &'a [HashMap<String, String>],
-    model: &str,
-    backend: &str,
-) -> &'a HashMap<String, String> {
-    rows.iter()
-        .find(|r| r["model"] == model && r["backend"] == backend)
-        .unwrap_or_else(|| panic!("no {model} × {backend} in {rows:?}"))
+    common::one_at_a_time()
 }
 
 fn ops_of(dir: &std::path::Path) -> Vec<HashMap<String, String>> {

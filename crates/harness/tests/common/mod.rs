@@ -128,3 +128,29 @@ pub fn bench_run(out: &Path, args: &[&str]) -> Output {
     assert!(result.status.success(), "{args:?}: {}", stderr(&result));
     result
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The lock of the tests of one file that measure on the same pinned core: two at once
+/// would make each other's timings (which some of them judge) meaningless.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A CSV row's `column` as a number.
+pub fn number(row: &HashMap<String, String>, column: &str) -> f64 {
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{column} is not a number in {row:?}"))
+}
+
+/// The row of `model` × `backend`.
+pub fn pair<'a>(
+    rows: &'a [HashMap<String, String>],
+    model: &str,
+    backend: &str,
+) -> &'a HashMap<String, String> {
+    rows.iter()
+        .find(|r| r["model"] == model && r["backend"] == backend)
+        .unwrap_or_else(|| panic!("no {model} × {backend} in {rows:?}"))
+}
