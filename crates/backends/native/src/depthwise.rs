@@ -72,54 +72,70 @@ impl Depthwise {
     }
 
     pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
-        let w = &self.window;
-        assert!(input.len() >= w.input.len() && out.len() >= w.output.len());
-        let zero = &mut scratch[..self.scratch_len()];
-        zero.fill(0.0);
-        let row_len = w.input.w * w.input.c;
-        for oy in 0..w.output.h {
-            let top = self.top_row(oy);
-            let rows = self.window_rows(top, zero, |iy| input[iy * row_len..][..row_len].as_ptr());
-            self.output_row(isa, oy, rows, out);
-        }
+        self.run_rows(isa, RowsIn::Tensor(input), RowsOut::Tensor(out), scratch);
     }
 
-    /// Floats of scratch [`run_producing_rows`](Self::run_producing_rows) needs: the zero row
-    /// and a ring of `K` input rows.
-    pub fn ring_scratch_len(&self) -> usize {
-        (1 + self.window.kernel) * self.scratch_len()
+    /// Floats of scratch [`run_rows`](Self::run_rows) needs: the zero row, a ring of `K`
+    /// input rows if they are produced, and an output row if it is consumed.
+    pub fn rows_scratch_len(&self, produced: bool, consumed: bool) -> usize {
+        let out_row = self.window.output.w * self.window.output.c;
+        (1 + if produced { self.window.kernel } else { 0 }) * self.scratch_len()
+            + if consumed { out_row } else { 0 }
     }
 
-    /// [`run`](Self::run) for an input that is produced as it is read: `produce(iy, row)`
-    /// writes input row `iy` into `row`, once per row, in order, just before the first output
-    /// row that needs it, into a ring of `K` rows in scratch. A pointwise convolution that
-    /// feeds its rows in this way hands them over while they are still in cache, and its
-    /// whole output (megabytes at high resolution) is never written to memory.
-    pub fn run_producing_rows(
-        &self,
-        isa: Isa,
-        mut produce: impl FnMut(usize, &mut [f32]),
-        out: &mut [f32],
-        scratch: &mut [f32],
-    ) {
+    /// The convolution, output row by output row, reading its input rows from a tensor or as
+    /// they are produced, and writing each output row to a tensor or handing it on.
+    ///
+    /// A produced input (`produce(iy, row)` writes input row `iy` once, in order, just before
+    /// the first output row that needs it, into a ring of `K` rows) lets a pointwise
+    /// convolution hand its rows over while they are still in cache, and a consumed output
+    /// (`consume(oy, row)`) lets the projection after it read each row from L1: neither
+    /// intermediate (megabytes at high resolution) is ever written to memory.
+    pub fn run_rows(&self, isa: Isa, input: RowsIn, output: RowsOut, scratch: &mut [f32]) {
         let w = &self.window;
-        assert!(out.len() >= w.output.len());
-        let row_len = self.scratch_len();
-        let (zero, ring) = scratch[..self.ring_scratch_len()].split_at_mut(row_len);
-        zero.fill(0.0);
         let k = w.kernel;
-        // The ring holds the last K rows produced; an output row's window is K consecutive
-        // rows ending at or before the last one produced, so it is always in the ring.
+        let row_len = self.scratch_len();
+        let (produced, consumed) = (
+            matches!(input, RowsIn::Produced(_)),
+            matches!(output, RowsOut::Consumed(_)),
+        );
+        let scratch = &mut scratch[..self.rows_scratch_len(produced, consumed)];
+        let (zero, rest) = scratch.split_at_mut(row_len);
+        zero.fill(0.0);
+        let (ring, out_row) = rest.split_at_mut(if produced { k * row_len } else { 0 });
+        let out_len = w.output.w * w.output.c;
         let mut next_row = 0;
+        let (mut input, mut output) = (input, output);
+        if let RowsIn::Tensor(t) = input {
+            assert!(t.len() >= w.input.len());
+        }
+        if let RowsOut::Tensor(t) = &output {
+            assert!(t.len() >= w.output.len());
+        }
         for oy in 0..w.output.h {
             let top = self.top_row(oy);
-            let last = (top + k as isize - 1).min(w.input.h as isize - 1);
-            while (next_row as isize) <= last {
-                produce(next_row, &mut ring[(next_row % k) * row_len..][..row_len]);
-                next_row += 1;
+            let rows = match &mut input {
+                RowsIn::Tensor(t) => {
+                    self.window_rows(top, zero, |iy| t[iy * row_len..][..row_len].as_ptr())
+                }
+                RowsIn::Produced(produce) => {
+                    // The ring holds the last K rows produced; an output row's window is K
+                    // consecutive rows ending at or before the last one produced.
+                    let last = (top + k as isize - 1).min(w.input.h as isize - 1);
+                    while (next_row as isize) <= last {
+                        produce(next_row, &mut ring[(next_row % k) * row_len..][..row_len]);
+                        next_row += 1;
+                    }
+                    self.window_rows(top, zero, |iy| ring[(iy % k) * row_len..].as_ptr())
+                }
+            };
+            match &mut output {
+                RowsOut::Tensor(t) => self.output_row(isa, rows, &mut t[oy * out_len..][..out_len]),
+                RowsOut::Consumed(consume) => {
+                    self.output_row(isa, rows, &mut out_row[..out_len]);
+                    consume(oy, &out_row[..out_len]);
+                }
             }
-            let rows = self.window_rows(top, zero, |iy| ring[(iy % k) * row_len..].as_ptr());
-            self.output_row(isa, oy, rows, out);
         }
     }
 
@@ -147,18 +163,31 @@ impl Depthwise {
         })
     }
 
-    /// Output row `oy` from its window's rows, each `W · C` floats.
-    fn output_row(&self, isa: Isa, oy: usize, rows: [*const f32; 5], out: &mut [f32]) {
-        let row_len = self.window.output.w * self.window.input.c;
+    /// One output row from its window's rows, each `W · C` floats.
+    fn output_row(&self, isa: Isa, rows: [*const f32; 5], out: &mut [f32]) {
         dispatch(
             isa,
             RowOp {
                 conv: self,
                 rows,
-                out: &mut out[oy * row_len..][..row_len],
+                out,
             },
         );
     }
+}
+
+/// Where [`Depthwise::run_rows`] reads its input rows.
+pub enum RowsIn<'a> {
+    Tensor(&'a [f32]),
+    /// `produce(iy, row)` writes input row `iy`.
+    Produced(&'a mut dyn FnMut(usize, &mut [f32])),
+}
+
+/// Where [`Depthwise::run_rows`] writes its output rows.
+pub enum RowsOut<'a> {
+    Tensor(&'a mut [f32]),
+    /// `consume(oy, row)` takes output row `oy`.
+    Consumed(&'a mut dyn FnMut(usize, &[f32])),
 }
 
 /// One output row: `rows[ky]` is the input row under kernel row `ky` (the zero row above or

@@ -1,19 +1,23 @@
 //! The executor: the graph is planned once at load (BN folded or kept as a pass, weights
 //! packed for their kernels, a pointwise projection and the residual add after it fused into
-//! one step, a large pointwise expansion and the depthwise after it run row by row as one
-//! step, activation buffers assigned by liveness), then run with no allocation.
+//! one step, a depthwise at high resolution run row by row with the expansion before it and
+//! the projection after it as one step (`chain`), activation buffers assigned by liveness),
+//! then run with no allocation.
 
 use std::time::{Duration, Instant};
 
 use mobilebench_models::counting::count_node;
-use mobilebench_models::ir::{Activation, Conv2d, Graph, Op, ValueId};
+use mobilebench_models::ir::{Activation, Conv2d, Graph, Shape};
 use mobilebench_models::{Layer, Model};
 
 use crate::aligned::AlignedVec;
+use crate::chain::{PartTimes, Pointwise, RowChain};
 use crate::conv::{StemConv, Window};
 use crate::depthwise::Depthwise;
 use crate::gemm::{AMatrix, Gemm, PackedB};
 use crate::kernels::{self, FullyConnected, SqueezeExcite};
+pub use crate::plan::RowFusion;
+use crate::plan::{assign_buffers, fuse};
 use crate::simd::Isa;
 
 enum Kernel {
@@ -26,13 +30,9 @@ enum Kernel {
         residual: bool,
     },
     Depthwise(Depthwise),
-    /// A pointwise convolution whose only reader is the depthwise after it: the depthwise
-    /// asks for its input rows as it needs them, and each is one GEMM over a row's pixels.
-    PointwiseDepthwise {
-        weight: PackedB,
-        act: Activation,
-        depthwise: Depthwise,
-    },
+    /// A depthwise convolution run row by row with the expansion before it and/or the
+    /// projection (and residual add) after it (see `chain`).
+    RowChain(RowChain),
     Conv(StemConv),
     SqueezeExcite(SqueezeExcite),
     GlobalAvgPool {
@@ -57,6 +57,8 @@ struct Step {
     output: usize,
     output_len: usize,
     info: StepInfo,
+    /// What `--profile-ops` times separately: the step, or each part of a row chain.
+    parts: Vec<StepInfo>,
 }
 
 /// What one step of the plan computes, for `--profile-ops`.
@@ -83,20 +85,6 @@ pub struct Engine {
     output_len: usize,
 }
 
-/// The smallest intermediate (pointwise output, in bytes) for which a pointwise convolution
-/// and the depthwise after it run row by row: 512 KiB, a quarter of this machine's L2 (below
-/// it the tensor stays in cache between the two anyway). In the default set that fuses the
-/// expansions at 112×112 to 28×28; measured against no row fusion, interleaved in one
-/// process: V2 0.94×, the others 0.97–1.0× (within the run's noise).
-const ROW_FUSION_MIN_BYTES: usize = 512 * 1024;
-
-/// A step before buffers are assigned: the nodes it runs and the values it reads.
-struct Planned {
-    nodes: Vec<usize>,
-    inputs: Vec<ValueId>,
-    output: ValueId,
-}
-
 impl Engine {
     /// Plans `model` as given for this CPU's best instruction set: batch norms it still has
     /// run as separate passes after their convolutions (`--bn separate`); fold them first for
@@ -107,14 +95,15 @@ impl Engine {
 
     /// Plans `model` for `isa`, which must be one of [`Isa::available`].
     pub fn with_isa(model: &Model, isa: Isa) -> Engine {
-        Engine::planned(model, isa, ROW_FUSION_MIN_BYTES)
+        Engine::planned(model, isa, RowFusion::DEFAULT)
     }
 
     /// [`with_isa`](Self::with_isa) with pointwise → depthwise pairs fused from an
     /// intermediate of `row_fusion_min_bytes` (tests fuse every pair with 0).
-    pub(crate) fn planned(model: &Model, isa: Isa, row_fusion_min_bytes: usize) -> Engine {
+    #[doc(hidden)]
+    pub fn planned(model: &Model, isa: Isa, rows: RowFusion) -> Engine {
         let graph = &model.graph;
-        let planned = fuse(graph, model, row_fusion_min_bytes);
+        let planned = fuse(graph, model, rows);
         let slots = assign_buffers(graph, &planned);
         let mut buffers: Vec<AlignedVec> = Vec::new();
         let mut scratch_len = 0;
@@ -142,39 +131,21 @@ impl Engine {
                 .collect();
             let first = p.nodes[0];
             let (mut kernel, batch_norm) = plan_kernel(graph, first, model.layer(first));
-            if let &[_, second] = &p.nodes[..] {
-                // Fused pairs have no separate BN (`fuse` checks).
-                let (next, _) = plan_kernel(graph, second, model.layer(second));
-                kernel = match (kernel, next) {
-                    (Kernel::Pointwise { weight, act, .. }, Kernel::Depthwise(depthwise)) => {
-                        Kernel::PointwiseDepthwise {
-                            weight,
-                            act,
-                            depthwise,
-                        }
-                    }
-                    (
-                        Kernel::Pointwise {
-                            pixels,
-                            weight,
-                            act,
-                            ..
-                        },
-                        Kernel::Add,
-                    ) => Kernel::Pointwise {
-                        pixels,
-                        weight,
-                        act,
-                        residual: true,
-                    },
-                    _ => unreachable!("only pointwise + add and pointwise + depthwise fuse"),
-                };
+            if p.nodes.len() > 1 {
+                kernel = fused_kernel(graph, model, kernel, &p.nodes[1..]);
             }
+            let parts = match &kernel {
+                Kernel::RowChain(chain) => chain_parts(chain, &p.nodes)
+                    .into_iter()
+                    .map(|nodes| step_info(graph, nodes))
+                    .collect(),
+                _ => vec![step_info(graph, &p.nodes)],
+            };
             scratch_len = scratch_len.max(match &kernel {
                 Kernel::SqueezeExcite(se) => se.scratch_len(),
                 Kernel::Conv(conv) => conv.scratch_len(),
                 Kernel::Depthwise(dw) => dw.scratch_len(),
-                Kernel::PointwiseDepthwise { depthwise, .. } => depthwise.ring_scratch_len(),
+                Kernel::RowChain(chain) => chain.scratch_len(),
                 _ => 0,
             });
             steps.push(Step {
@@ -183,7 +154,8 @@ impl Engine {
                 inputs,
                 output: out_slot,
                 output_len: len,
-                info: step_info(graph, p),
+                info: step_info(graph, &p.nodes),
+                parts,
             });
         }
         Engine {
@@ -213,24 +185,47 @@ impl Engine {
         self.steps.iter().map(|s| &s.info)
     }
 
+    /// What [`run_timed`](Self::run_timed) times, in execution order: each step, or each
+    /// part of a step that runs a row chain (its expansion, depthwise and projection).
+    pub fn timed_parts(&self) -> impl Iterator<Item = &StepInfo> {
+        self.steps.iter().flat_map(|s| &s.parts)
+    }
+
     /// One inference. Lengths must match (checked by the session).
     pub fn run(&mut self, input: &[f32], output: &mut [f32]) {
         self.execute(input, output, None);
     }
 
-    /// One inference that adds each step's wall time to `times` (one entry per step).
+    /// One inference that adds each timed part's wall time to `times` (one entry per
+    /// [`timed_parts`](Self::timed_parts)).
     pub fn run_timed(&mut self, input: &[f32], output: &mut [f32], times: &mut [Duration]) {
-        assert_eq!(times.len(), self.steps.len(), "one time per step");
+        assert_eq!(times.len(), self.timed_parts().count(), "one time per part");
         self.execute(input, output, Some(times));
     }
 
     fn execute(&mut self, input: &[f32], output: &mut [f32], mut times: Option<&mut [Duration]>) {
+        let mut part = 0;
         for index in 0..self.steps.len() {
-            let start = times.is_some().then(Instant::now);
-            self.run_step(input, index);
-            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
-                times[index] += start.elapsed();
+            let parts = self.steps[index].parts.len();
+            match times.as_deref_mut() {
+                None => self.run_step_timed(input, index, None),
+                Some(times) if parts > 1 => {
+                    let mut chain: PartTimes = Default::default();
+                    self.run_step_timed(input, index, Some(&mut chain));
+                    let Kernel::RowChain(c) = &self.steps[index].kernel else {
+                        unreachable!("only row chains have parts")
+                    };
+                    for (slot, which) in c.parts().enumerate() {
+                        times[part + slot] += chain[which];
+                    }
+                }
+                Some(times) => {
+                    let start = Instant::now();
+                    self.run_step_timed(input, index, None);
+                    times[part] += start.elapsed();
+                }
             }
+            part += parts;
         }
         let last = self.steps.last().expect("a graph has nodes");
         output.copy_from_slice(&self.buffers[last.output][..self.output_len]);
@@ -239,6 +234,11 @@ impl Engine {
     /// Step `index` of the plan alone, reading whatever its input buffers hold (the micro-
     /// benchmarks time each kernel this way, after one full run has filled them).
     pub fn run_step(&mut self, input: &[f32], index: usize) {
+        self.run_step_timed(input, index, None)
+    }
+
+    /// [`run_step`](Self::run_step); a row chain adds its parts' times to `part_times`.
+    fn run_step_timed(&mut self, input: &[f32], index: usize, part_times: Option<&mut PartTimes>) {
         let isa = self.isa;
         let step = &self.steps[index];
         // Take the output buffer out so inputs can be borrowed beside it (no allocation:
@@ -272,30 +272,9 @@ impl Engine {
             }
             .run(isa),
             Kernel::Depthwise(k) => k.run(isa, a, dst, &mut self.scratch),
-            Kernel::PointwiseDepthwise {
-                weight,
-                act,
-                depthwise,
-            } => {
-                let (k, n) = (weight.k(), weight.n());
-                let produce = |iy: usize, row: &mut [f32]| {
-                    // The row holds the GEMM's output for one row of pixels, n per pixel.
-                    let width = row.len() / n;
-                    Gemm {
-                        m: width,
-                        a: AMatrix::Rows {
-                            data: &a[iy * width * k..][..width * k],
-                            stride: k,
-                        },
-                        b: weight,
-                        act: *act,
-                        residual: None,
-                        c: row,
-                        ldc: n,
-                    }
-                    .run(isa)
-                };
-                depthwise.run_producing_rows(isa, produce, dst, &mut self.scratch)
+            Kernel::RowChain(chain) => {
+                let residual = chain.residual.then(|| read(step.inputs[1]));
+                chain.run(isa, a, residual, dst, &mut self.scratch, part_times)
             }
             Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
@@ -310,73 +289,75 @@ impl Engine {
     }
 }
 
-/// Groups nodes into steps: a pointwise convolution whose only reader is the residual add
-/// right after it becomes one step (the GEMM adds the residual in its store), and so does one
-/// whose only reader is a depthwise convolution right after it, when its output is at least
-/// `row_fusion_min_bytes` (the two run row by row); neither when a batch norm is a separate
-/// pass (which must run between the two).
-fn fuse(graph: &Graph, model: &Model, row_fusion_min_bytes: usize) -> Vec<Planned> {
-    let readers = graph.nodes.iter().flat_map(|n| n.inputs.iter().copied());
-    let mut read_count = vec![0usize; graph.nodes.len() + 1];
-    for v in readers {
-        read_count[v] += 1;
-    }
-    let mut planned = Vec::with_capacity(graph.nodes.len());
-    let mut i = 0;
-    while i < graph.nodes.len() {
-        let node = &graph.nodes[i];
-        let value = i + 1;
-        let next = graph.nodes.get(i + 1);
-        let sole_reader_is_next = matches!(model.layer(i), Layer::Conv { conv, bn: None, .. } if conv.is_pointwise())
-            && read_count[value] == 1
-            && next.is_some_and(|n| n.inputs.contains(&value));
-        let fusable = sole_reader_is_next
-            && next.is_some_and(|n| n.op == Op::Add && n.inputs[0] != n.inputs[1]);
-        let row_fusable = sole_reader_is_next
-            && matches!(model.layer(i + 1), Layer::Conv { conv, bn: None, .. } if conv.is_depthwise())
-            && graph.value_shape(value).len() * std::mem::size_of::<f32>() >= row_fusion_min_bytes;
-        if row_fusable {
-            planned.push(Planned {
-                nodes: vec![i, i + 1],
-                inputs: node.inputs.clone(),
-                output: i + 2,
-            });
-            i += 2;
-        } else if let (true, Some(add)) = (fusable, next) {
-            let residual = add.inputs.iter().copied().find(|&v| v != value).unwrap();
-            planned.push(Planned {
-                nodes: vec![i, i + 1],
-                inputs: vec![node.inputs[0], residual],
-                output: i + 2,
-            });
-            i += 2;
-        } else {
-            planned.push(Planned {
-                nodes: vec![i],
-                inputs: node.inputs.clone(),
-                output: value,
-            });
-            i += 1;
-        }
-    }
-    planned
+/// The kernel of a step whose first node planned as `first` and whose other nodes are `rest`
+/// (as `fuse` grouped them: none of them has a separate batch norm).
+fn fused_kernel(graph: &Graph, model: &Model, first: Kernel, rest: &[usize]) -> Kernel {
+    let mut kernels = std::iter::once(first)
+        .chain(
+            rest.iter()
+                .map(|&i| plan_kernel(graph, i, model.layer(i)).0),
+        )
+        .peekable();
+    let pointwise = |k: Kernel| match k {
+        Kernel::Pointwise { weight, act, .. } => Pointwise { weight, act },
+        _ => unreachable!("fuse joins pointwise convolutions only around a depthwise"),
+    };
+    let expand = match kernels.peek() {
+        Some(Kernel::Pointwise { .. }) => kernels.next().map(pointwise),
+        _ => None,
+    };
+    let Some(Kernel::Depthwise(depthwise)) = kernels.next() else {
+        // A pointwise convolution and the residual add after it.
+        let Some(Pointwise { weight, act }) = expand else {
+            unreachable!("a fused step starts with a pointwise or a depthwise")
+        };
+        let pixels = graph.value_shape(graph.nodes[rest[0] - 1].inputs[0]);
+        return Kernel::Pointwise {
+            pixels: pixels.h * pixels.w,
+            weight,
+            act,
+            residual: true,
+        };
+    };
+    let project = kernels.next().map(pointwise);
+    let residual = matches!(kernels.next(), Some(Kernel::Add));
+    Kernel::RowChain(RowChain {
+        expand,
+        depthwise,
+        project,
+        residual,
+    })
 }
 
-fn step_info(graph: &Graph, p: &Planned) -> StepInfo {
-    let shape = |v: ValueId| {
-        let s = graph.value_shape(v);
-        format!("{}x{}x{}", s.h, s.w, s.c)
-    };
-    let nodes = || p.nodes.iter().map(|&i| &graph.nodes[i]);
+/// The nodes of each part of a row chain step, for `--profile-ops`: the expansion, the
+/// depthwise, the projection with its residual add.
+fn chain_parts<'a>(chain: &RowChain, nodes: &'a [usize]) -> Vec<&'a [usize]> {
+    let dw = usize::from(chain.expand.is_some());
+    let mut parts = Vec::new();
+    if dw == 1 {
+        parts.push(&nodes[..1]);
+    }
+    parts.push(&nodes[dw..=dw]);
+    if chain.project.is_some() {
+        parts.push(&nodes[dw + 1..]);
+    }
+    parts
+}
+
+/// What consecutive `nodes` compute: from the first one's input to the last one's output.
+fn step_info(graph: &Graph, nodes: &[usize]) -> StepInfo {
+    let shape = |s: Shape| format!("{}x{}x{}", s.h, s.w, s.c);
+    let nodes = || nodes.iter().map(|&i| &graph.nodes[i]);
     let macs = nodes().map(|n| count_node(n).macs).sum();
+    let (first, last) = (nodes().next().unwrap(), nodes().next_back().unwrap());
     StepInfo {
         name: nodes()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
             .join("+"),
         op: nodes().map(|n| n.op.kind()).collect::<Vec<_>>().join("+"),
-        input_shape: shape(p.inputs[0]),
-        output_shape: shape(p.output),
+        input_shape: shape(graph.value_shape(first.inputs[0])),
+        output_shape: shape(last.output),
         macs,
     }
 }
@@ -448,91 +429,5 @@ fn plan_conv(
         );
         // HWIO is `[kh·kw·cin][cout]`, the column order the implicit GEMM reads windows in.
         Kernel::Conv(StemConv::new(window, kernel, &bias, act))
-    }
-}
-
-/// Assigns each step's output value a buffer index (indexed by value), reusing a buffer once
-/// its value's last reading step has run. A step's output never shares a buffer with its own
-/// inputs (the buffer is taken before the inputs are released).
-fn assign_buffers(graph: &Graph, steps: &[Planned]) -> Vec<Option<usize>> {
-    let mut last_use: Vec<Option<usize>> = vec![None; graph.nodes.len() + 1];
-    for (i, step) in steps.iter().enumerate() {
-        for &v in &step.inputs {
-            last_use[v] = Some(i);
-        }
-    }
-    let mut slot_of: Vec<Option<usize>> = vec![None; graph.nodes.len() + 1];
-    let mut free: Vec<usize> = Vec::new();
-    let mut count = 0;
-    for (i, step) in steps.iter().enumerate() {
-        let slot = free.pop().unwrap_or_else(|| {
-            count += 1;
-            count - 1
-        });
-        slot_of[step.output] = Some(slot);
-        let mut released: Vec<ValueId> = step.inputs.clone();
-        released.sort_unstable();
-        released.dedup();
-        for v in released {
-            if v != 0 && last_use[v] == Some(i) {
-                free.push(slot_of[v].expect("inputs are produced before use"));
-            }
-        }
-    }
-    slot_of
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mobilebench_models::sets::select;
-
-    #[test]
-    fn buffers_are_reused_and_never_alias_inputs() {
-        for cfg in select("default").unwrap() {
-            let model = Model::from_config(&cfg, 1);
-            let steps = fuse(&model.graph, &model, ROW_FUSION_MIN_BYTES);
-            let slots = assign_buffers(&model.graph, &steps);
-            let distinct: std::collections::HashSet<_> = slots.iter().flatten().collect();
-            // A chain with residuals needs a handful of buffers, not one per layer.
-            assert!(distinct.len() <= 4, "{cfg}: {} buffers", distinct.len());
-            for step in &steps {
-                for &v in step.inputs.iter().filter(|&&v| v != 0) {
-                    assert_ne!(
-                        slots[v], slots[step.output],
-                        "{cfg}: step aliases its input"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn projections_fuse_with_their_residual_adds() {
-        let cfg = &select("mobilenet_v2_1.0_224").unwrap()[0];
-        let separate = Model::from_config(cfg, 1);
-        let model = separate.with_bn(mobilebench_models::BnMode::Fused).unwrap();
-        let steps = fuse(&model.graph, &model, usize::MAX);
-        let adds = model.graph.nodes.iter().filter(|n| n.op == Op::Add).count();
-        let fused = steps.iter().filter(|s| s.nodes.len() == 2).count();
-        assert_eq!(adds, 10, "MobileNetV2 has ten residual blocks");
-        assert_eq!(fused, adds, "every residual add rides on its projection");
-        // Expansions (pointwise into depthwise) run row by row from 512 KiB: V2's at
-        // 112×112×96, 56×56×144 (two) and 28×28×192 (three, 602 KB), not the 14×14 ones. From
-        // 0 bytes, all seventeen depthwise layers but the first (fed by the stem) take their
-        // input from the pointwise before them.
-        let rows = |min_bytes| {
-            fuse(&model.graph, &model, min_bytes)
-                .iter()
-                .filter(|s| model.graph.nodes[*s.nodes.last().unwrap()].op != Op::Add)
-                .filter(|s| s.nodes.len() == 2)
-                .count()
-        };
-        assert_eq!(rows(ROW_FUSION_MIN_BYTES), 6);
-        assert_eq!(rows(0), 16);
-        // With separate batch norm the pass must run between the two: nothing fuses.
-        assert!(fuse(&separate.graph, &separate, 0)
-            .iter()
-            .all(|s| s.nodes.len() == 1));
     }
 }

@@ -26,8 +26,12 @@ const MR_WIDE: usize = 7;
 /// panels (14) and one (7), interleaved in one process on an Intel Xeon (two 512-bit FMA
 /// units): whole models 4–6% faster than two panels and 12–22% faster than one.
 const WIDE_PANELS: usize = 3;
+/// Rows per tile with 16-lane registers when B is one panel (N ≤ 16: the stem and the
+/// narrow projections at high resolution): 14 accumulators, where 7 leave each FMA unit
+/// waiting on its own chain and load one value per FMA.
+const MR_TALL: usize = 14;
 /// The most rows any tile has (what `unrolled_rows!` is written out for).
-const MAX_MR: usize = if MR > MR_WIDE { MR } else { MR_WIDE };
+const MAX_MR: usize = MR_TALL;
 
 /// The GEMM's register tile on `isa`, rows × columns (recorded in the backend's settings).
 pub fn tile_label(isa: Isa) -> String {
@@ -183,7 +187,12 @@ impl Gemm<'_> {
     #[inline(always)]
     fn tiles<S: Simd, C: Columns>(self, row: impl Fn(usize) -> *const f32, cols: C) {
         let (m, k, n) = (self.m, self.b.k, self.b.n);
-        let mr = mr::<S>();
+        let panels = n.div_ceil(NR);
+        let mr = if S::LANES >= NR && panels == 1 {
+            MR_TALL
+        } else {
+            mr::<S>()
+        };
         let block = if k * n.div_ceil(NR) * NR <= B_IN_L1_FLOATS {
             // All of B stays in L1: one row tile per block, so each tile of A is read once
             // and C is written a whole row at a time.
@@ -193,7 +202,6 @@ impl Gemm<'_> {
         };
         let residual = self.residual.map_or(std::ptr::null(), |r| r.as_ptr());
         let c = self.c.as_mut_ptr();
-        let panels = n.div_ceil(NR);
         // With 16-lane registers a tile spans several panels (a register each per row): on
         // a core with two 512-bit FMA units (4-cycle latency) one panel's 7 accumulators
         // leave an FMA idle and its loads outnumber the FMAs.
@@ -202,7 +210,14 @@ impl Gemm<'_> {
             let m1 = (m0 + block).min(m);
             let mut p = 0;
             while p < panels {
-                let width = span.min(panels - p);
+                // Four panels left go as two and two: a last tile of one panel has a third
+                // of the accumulators (measured at about half the speed).
+                let left = panels - p;
+                let width = if span == 3 && left == 4 {
+                    2
+                } else {
+                    span.min(left)
+                };
                 let tile = Tile {
                     k,
                     b: self.b.panels[p * k * NR..].as_ptr(),
@@ -266,8 +281,8 @@ impl Columns for Table<'_> {
 /// compiler keep them in registers (a loop it declines to unroll leaves them in memory).
 macro_rules! unrolled_rows {
     ($rows:expr, |$r:ident| $body:block) => {{
-        const _: () = assert!(MAX_MR == 7, "unrolled_rows is written out for 7 rows");
-        unrolled_rows!(@each $rows, $r, $body, 0 1 2 3 4 5 6);
+        const _: () = assert!(MAX_MR == 14, "unrolled_rows is written out for 14 rows");
+        unrolled_rows!(@each $rows, $r, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13);
     }};
     (@each $rows:expr, $r:ident, $body:block, $($i:literal)*) => {
         $(if $i < $rows {
@@ -307,6 +322,9 @@ impl Tile {
             ($vecs:literal) => {
                 with_rows!(@arms $vecs, rows, 7 6 5 4 3 2)
             };
+            ($vecs:literal, tall) => {
+                with_rows!(@arms $vecs, rows, 14 13 12 11 10 9 8 7 6 5 4 3 2)
+            };
             (@arms $vecs:literal, $rows:expr, $($n:literal)*) => {
                 match $rows {
                     $($n => self.compute::<S, $n, $vecs, C>(
@@ -327,6 +345,7 @@ impl Tile {
             };
         }
         match self.cols.div_ceil(S::LANES) {
+            1 if S::LANES >= NR => with_rows!(1, tall),
             1 => with_rows!(1),
             2 => with_rows!(2),
             3 => with_rows!(3),

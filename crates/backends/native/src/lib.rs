@@ -5,12 +5,14 @@
 //! NEON and a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
 
 mod aligned;
+mod chain;
 mod conv;
 mod depthwise;
 mod engine;
 mod gemm;
 mod kernels;
 mod peak;
+mod plan;
 mod simd;
 
 use std::time::Duration;
@@ -20,7 +22,7 @@ use mobilebench_backend::{
     ModelSource, OpTiming, Session, SourceKind, Workload,
 };
 
-pub use engine::{Engine, StepInfo};
+pub use engine::{Engine, RowFusion, StepInfo};
 pub use peak::fma_peak_gflops;
 pub use simd::Isa;
 
@@ -96,7 +98,7 @@ impl Session for NativeSession {
         Ok(())
     }
     fn profile_ops(&mut self, runs: u32) -> Option<Result<Vec<OpTiming>, BackendError>> {
-        let steps: Vec<StepInfo> = self.engine.steps().cloned().collect();
+        let steps: Vec<StepInfo> = self.engine.timed_parts().cloned().collect();
         let mut per_step: Vec<Vec<u64>> = vec![Vec::with_capacity(runs as usize); steps.len()];
         let mut times = vec![Duration::ZERO; steps.len()];
         for _ in 0..runs.max(1) {

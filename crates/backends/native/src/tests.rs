@@ -42,31 +42,34 @@ fn check_form(model: &Model, input: &[f32], expected: &[f32], tolerance: f32) ->
 /// The engine as planned for `isa`, and planned with every pointwise → depthwise pair run row
 /// by row (the default fuses only large ones, which small test inputs never have).
 fn check_isa(model: &Model, isa: Isa, input: &[f32], expected: &[f32], tolerance: f32) -> f32 {
-    [Engine::with_isa(model, isa), Engine::planned(model, isa, 0)]
-        .into_iter()
-        .enumerate()
-        .map(|(plan, mut engine)| {
-            let mut out = vec![0.0; engine.output_len()];
-            engine.run(input, &mut out);
-            let diff = max_scaled_diff(&out, expected);
-            let form = if model.has_batch_norm() {
-                "separate BN"
-            } else {
-                "fused BN"
-            };
-            let rows = ["", ", every pointwise → depthwise row by row"][plan];
-            assert!(
-                diff <= tolerance,
-                "{} ({form}, {isa:?}{rows}): scaled diff {diff:e} > {tolerance:e}",
-                model.name
-            );
-            // Run again: buffers are reused, so a stale-state bug shows as a different answer.
-            let mut again = vec![0.0; engine.output_len()];
-            engine.run(input, &mut again);
-            assert_eq!(out, again, "{}{rows}: second run differs", model.name);
-            diff
-        })
-        .fold(0.0, f32::max)
+    [
+        Engine::with_isa(model, isa),
+        Engine::planned(model, isa, crate::RowFusion::ALL),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(plan, mut engine)| {
+        let mut out = vec![0.0; engine.output_len()];
+        engine.run(input, &mut out);
+        let diff = max_scaled_diff(&out, expected);
+        let form = if model.has_batch_norm() {
+            "separate BN"
+        } else {
+            "fused BN"
+        };
+        let rows = ["", ", every pointwise → depthwise row by row"][plan];
+        assert!(
+            diff <= tolerance,
+            "{} ({form}, {isa:?}{rows}): scaled diff {diff:e} > {tolerance:e}",
+            model.name
+        );
+        // Run again: buffers are reused, so a stale-state bug shows as a different answer.
+        let mut again = vec![0.0; engine.output_len()];
+        engine.run(input, &mut again);
+        assert_eq!(out, again, "{}{rows}: second run differs", model.name);
+        diff
+    })
+    .fold(0.0, f32::max)
 }
 
 fn single_op(name: &str, input: Shape, build: impl FnOnce(&mut Graph)) -> Model {
