@@ -40,6 +40,48 @@ pub struct Target {
     pub linker: Option<String>,
 }
 
+/// A cluster of equal cores as the profile claims it (the probe checks the claim on the
+/// device: `/proc/cpuinfo` part numbers and cpufreq policies).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// What `--core-class` calls it: `big`, `little`, `prime`, or `all` on a board of equal
+    /// cores.
+    pub class: String,
+    /// Its CPUs, in the kernel's list format (`2-5`, `0,2`).
+    pub cores: String,
+    /// The core, as the probe names it (`Cortex-A73`).
+    pub core_type: String,
+}
+
+impl ClusterSpec {
+    /// Its CPUs (checked at parse time).
+    pub fn cpus(&self) -> Vec<usize> {
+        parse_cpu_list(&self.cores).unwrap_or_default()
+    }
+}
+
+/// `0-3,6` → `[0, 1, 2, 3, 6]` (the kernel's CPU list format, also `--cores`); `None` if
+/// malformed or empty.
+pub fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceProfile {
@@ -64,6 +106,10 @@ pub struct DeviceProfile {
     pub emulated: bool,
     /// The backends this device may run [default: all].
     pub backends: Option<Vec<String>>,
+    /// Its clusters of equal cores, fastest first [default: none claimed; the probe still
+    /// reports each measured core's type].
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
 }
 
 impl DeviceProfile {
@@ -114,6 +160,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../devices/raspberry-pi-5.toml"),
     ),
     (
+        "devices/rock-5b.toml",
+        include_str!("../../../devices/rock-5b.toml"),
+    ),
+    (
         "devices/qemu-aarch64.toml",
         include_str!("../../../devices/qemu-aarch64.toml"),
     ),
@@ -140,6 +190,25 @@ pub fn parse(file: &str, text: &str) -> Result<DeviceProfile, DeviceError> {
                 "target.platform `{platform}`: expected linux-aarch64 or linux-x86_64"
             )));
         }
+    }
+    let mut seen: Vec<usize> = Vec::new();
+    for (i, cluster) in profile.clusters.iter().enumerate() {
+        let cpus = parse_cpu_list(&cluster.cores).ok_or_else(|| {
+            bad(format!(
+                "clusters[{i}].cores `{}`: expected a CPU list such as `2-5` or `0,2`",
+                cluster.cores
+            ))
+        })?;
+        if let Some(cpu) = cpus.iter().find(|c| seen.contains(c)) {
+            return Err(bad(format!("core {cpu} is in two clusters")));
+        }
+        if profile.clusters[..i]
+            .iter()
+            .any(|c| c.class == cluster.class)
+        {
+            return Err(bad(format!("two clusters are called `{}`", cluster.class)));
+        }
+        seen.extend(cpus);
     }
     Ok(profile)
 }
@@ -190,13 +259,76 @@ mod tests {
                 "odroid-n2",
                 "raspberry-pi-4",
                 "raspberry-pi-5",
+                "rock-5b",
                 "qemu-aarch64"
             ]
+        );
+        // The boards' clusters, fastest first, as their device trees and the probe give them.
+        let classes = |name: &str| -> Vec<(String, Vec<usize>, String)> {
+            find(name)
+                .unwrap()
+                .clusters
+                .iter()
+                .map(|c| (c.class.clone(), c.cpus(), c.core_type.clone()))
+                .collect()
+        };
+        let c = |class: &str, cpus: &[usize], core: &str| {
+            (class.to_string(), cpus.to_vec(), core.to_string())
+        };
+        assert_eq!(
+            classes("odroid-n2"),
+            [
+                c("big", &[2, 3, 4, 5], "Cortex-A73"),
+                c("little", &[0, 1], "Cortex-A53")
+            ]
+        );
+        assert_eq!(
+            classes("rock-5b"),
+            [
+                c("big", &[4, 5, 6, 7], "Cortex-A76"),
+                c("little", &[0, 1, 2, 3], "Cortex-A55")
+            ]
+        );
+        assert_eq!(
+            classes("raspberry-pi-5"),
+            [c("all", &[0, 1, 2, 3], "Cortex-A76")]
         );
         assert_eq!(find("local").unwrap().kind, DeviceKind::Local);
         let n2 = find("odroid-n2").unwrap();
         assert!(n2.remote().is_some() && n2.core.is_some() && n2.core_reason.is_some());
         assert!(find("qemu-aarch64").unwrap().emulated);
+    }
+
+    #[test]
+    fn clusters_must_be_cpu_lists_of_distinct_cores_and_classes() {
+        let profile = |clusters: &str| {
+            parse(
+                "devices/x.toml",
+                &format!("name = \"x\"\nkind = \"local\"\ndescription = \"x\"\n{clusters}"),
+            )
+        };
+        let cluster = |class: &str, cores: &str| {
+            format!("[[clusters]]\nclass = \"{class}\"\ncores = \"{cores}\"\ncore_type = \"Cortex-A55\"\n")
+        };
+        assert!(profile(&(cluster("big", "2-3") + &cluster("little", "0,1"))).is_ok());
+        for (bad, why) in [
+            (cluster("big", "3-2"), "expected a CPU list"),
+            (cluster("big", ""), "expected a CPU list"),
+            (
+                cluster("big", "0-2") + &cluster("little", "2"),
+                "core 2 is in two clusters",
+            ),
+            (
+                cluster("big", "0") + &cluster("big", "1"),
+                "two clusters are called `big`",
+            ),
+        ] {
+            let err = profile(&bad).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("devices/x.toml"), "{err}");
+        }
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("4\n"), Some(vec![4]));
+        assert_eq!(parse_cpu_list("a"), None);
     }
 
     #[test]

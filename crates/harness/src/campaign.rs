@@ -118,6 +118,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                                     .split_whitespace()
                                     .map(String::from)
                                     .collect(),
+                                // On a device, the profile it runs as (a built-in one).
+                                claimed_clusters: match &args.as_device {
+                                    Some(name) => mobilebench_devices::find(name)
+                                        .map(|p| p.clusters)
+                                        .unwrap_or_default(),
+                                    None => profile.clusters.clone(),
+                                },
                                 manifest,
                             };
                             runner::run(&ctx, writer)
@@ -291,6 +298,12 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         weight_seed: args.seed,
         input_seed: DEFAULT_INPUT_SEED,
         cv_threshold: args.cv_threshold,
+        thermal: mobilebench_results::ThermalPolicy {
+            cooldown_s: args.cooldown,
+            settle: args.settle,
+            settle_margin_c: args.settle_margin,
+            settle_timeout_s: args.settle_timeout,
+        },
         created_at: rundir::now_rfc3339(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })

@@ -126,6 +126,23 @@ pub(crate) struct RunArgs {
     /// usual and say why in probe_notes. How to read it: docs/profiles.md
     #[arg(long)]
     pub(crate) profile_ops: bool,
+    /// Seconds to sleep before each pair (every round), so the heat of one pair does not
+    /// slow the next (MLPerf Mobile's app waits 5 minutes between benchmarks, ncnn 10 s)
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub(crate) cooldown: u64,
+    /// Before each pair, wait until every thermal zone is within --settle-margin °C of its
+    /// temperature when the campaign started and the measured core's frequency cap
+    /// (scaling_max_freq, lowered while the kernel throttles) is back at its maximum, up to
+    /// --settle-timeout; summary.csv records the wait (settle_wait_s) and the temperatures
+    /// before and after each pair, and a pair that ran unsettled says why in probe_notes
+    #[arg(long)]
+    pub(crate) settle: bool,
+    /// °C above the campaign's starting temperature a zone may be for --settle
+    #[arg(long, value_name = "DEG_C", default_value_t = 2.0, requires = "settle")]
+    pub(crate) settle_margin: f64,
+    /// Longest --settle wait before a pair, in seconds; the pair then runs, its reason noted
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "settle")]
+    pub(crate) settle_timeout: u64,
     /// What one timed run does: `infer` (a forward pass) or `train` (forward, cross-entropy
     /// loss, backward and an SGD update of every weight, in training mode). Backends without a
     /// training step (all but the tch ones) are recorded unavailable, with the reason
@@ -157,7 +174,7 @@ pub(crate) struct RunArgs {
     pub(crate) out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "precision", "rounds", "timed_io", "pair_timeout", "profile_ops"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "precision", "rounds", "timed_io", "pair_timeout", "profile_ops", "cooldown", "settle", "settle_margin", "settle_timeout"])]
     pub(crate) resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]

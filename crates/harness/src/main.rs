@@ -5,6 +5,7 @@ mod attribution;
 mod campaign;
 mod children;
 mod cli;
+mod cores;
 mod list;
 mod outcome;
 mod probe;
@@ -12,6 +13,7 @@ mod registry;
 mod remote;
 mod rundir;
 mod runner;
+mod thermal;
 mod timing;
 mod worker;
 

@@ -155,6 +155,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                 row.governor = b.governor.clone().unwrap_or_else(|| "unavailable".into());
                 row.freq_before_mhz = b.freq_mhz;
                 row.freq_max_mhz = b.max_freq_mhz;
+                row.core_type = b.core_type.clone().unwrap_or_default();
                 row.temp_before_c = b.temp_c;
                 row.probe_notes = b.notes.join("; ");
             }

@@ -48,6 +48,9 @@ pub struct CoreState {
     pub temp_c: Option<f64>,
     /// What could not be read and where the values came from instead.
     pub notes: Vec<String>,
+    /// The core's type (`cores::probe`).
+    #[serde(default)]
+    pub core_type: Option<String>,
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
@@ -110,25 +113,45 @@ impl CoreState {
         if temp_c.is_none() {
             notes.push("no thermal zones in sysfs (temperatures unknown)".to_string());
         }
+        let core_type = crate::cores::core_type_of(&crate::cores::probe(Path::new("/")), core)
+            .map(String::from);
+        if core_type.is_none() {
+            notes.push(format!(
+                "core {core} is not in /proc/cpuinfo (core type unknown)"
+            ));
+        }
         CoreState {
             governor,
             freq_mhz,
             max_freq_mhz,
             temp_c,
             notes,
+            core_type,
         }
     }
 }
 
-/// The default core: the fastest by maximum frequency (big cores of big.LITTLE), the highest
-/// index on ties (core 0 takes most interrupts). `None` when affinity is not supported.
+/// The default core: one of the fastest cluster's (`cores::clusters`: by capacity, ARM core
+/// tier, then maximum frequency — an ODROID-N2's A53s clock higher than its A73s), the
+/// highest index (core 0 takes most interrupts), among the cores this process may use.
+/// `None` when affinity is not supported.
 pub fn fastest_core() -> Option<usize> {
-    let cores = core_affinity::get_core_ids()?;
-    cores
+    let allowed: Vec<usize> = core_affinity::get_core_ids()?
         .iter()
-        .map(|c| (cpufreq_khz(c.id, "cpuinfo_max_freq").unwrap_or(0.0), c.id))
-        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-        .map(|(_, id)| id)
+        .map(|c| c.id)
+        .collect();
+    let cpus = crate::cores::probe(Path::new("/"));
+    crate::cores::clusters(&cpus)
+        .iter()
+        .find_map(|cluster| {
+            cluster
+                .cpus
+                .iter()
+                .copied()
+                .filter(|c| allowed.contains(c))
+                .max()
+        })
+        .or_else(|| allowed.iter().copied().max())
 }
 
 /// Pins the calling thread to `core`; threads it creates afterwards inherit the mask.

@@ -35,6 +35,8 @@ pub struct RunContext {
     pub emit_rows: bool,
     /// Run workers under this command (the device's emulator), e.g. `qemu-aarch64 -L ...`.
     pub worker_prefix: Vec<String>,
+    /// The clusters the device's profile claims, checked against the probe at the start.
+    pub claimed_clusters: Vec<mobilebench_devices::ClusterSpec>,
 }
 
 /// Prints an already-recorded pair again for the machine that started this run.
@@ -193,6 +195,18 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     }
     registry::provision_missing(&backends);
     let machine = Machine::probe();
+    // A profile that disagrees with the device about its cores: said now, and in every row.
+    let cluster_warnings = crate::cores::check_clusters(
+        &ctx.device,
+        &ctx.claimed_clusters,
+        &crate::cores::probe(Path::new("/")),
+    );
+    for warning in &cluster_warnings {
+        eprintln!("warning: {warning}");
+    }
+    // `--settle` waits for the temperatures the campaign started at (on this device).
+    let start_temperatures = crate::thermal::Sysfs::default().temperatures();
+    let measured_core = ctx.manifest.core.or_else(probe::fastest_core).unwrap_or(0);
     let availability: Vec<Availability> = backends
         .iter()
         .map(|b| match b.emulation_blocker() {
@@ -275,6 +289,16 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                 if stop_requested() {
                     return Ok(());
                 }
+                let settled = available
+                    .is_available()
+                    .then(|| {
+                        crate::thermal::before_pair(
+                            &ctx.manifest.thermal,
+                            &start_temperatures,
+                            measured_core,
+                        )
+                    })
+                    .flatten();
                 let measured =
                     measure_pair(ctx, &machine, item_ctx, backend.as_ref(), available, &tag)?;
                 if stop_requested() {
@@ -282,10 +306,25 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                     eprintln!("{tag}: interrupted, not recorded");
                     return Ok(());
                 }
-                let Some((row, samples)) = measured else {
+                let Some((mut row, samples)) = measured else {
                     pair.stopped = true;
                     continue;
                 };
+                if let Some(settled) = &settled {
+                    row.settle_wait_s = Some(settled.waited.as_secs_f64());
+                    if let Some(why) = &settled.timed_out {
+                        eprintln!("{tag}: {why}; measuring anyway");
+                    }
+                }
+                let unsettled = settled.as_ref().and_then(|s| s.timed_out.as_ref());
+                for warning in cluster_warnings.iter().chain(unsettled) {
+                    row.probe_notes = [row.probe_notes.as_str(), warning]
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
                 let mut op_rows = Vec::new();
                 let (row, sample_rows) = if row.is_ok() {
                     let sample_rows =

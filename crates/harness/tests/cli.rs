@@ -68,6 +68,8 @@ fn may_be_empty(column: &str, row: &HashMap<String, String>) -> bool {
         // Only GPU backends with timestamp queries measure GPU time.
         "gpu_p50_ms" => !row["settings"].contains("timestamps=true"),
         "probe_notes" => true,
+        // Only with --settle.
+        "settle_wait_s" => true,
         // The between-round spread needs two rounds.
         "round_cv" => row["rounds"] == "1",
         // Agreement with the float model is measured for int8 rows only.

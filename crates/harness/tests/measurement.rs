@@ -254,3 +254,55 @@ fn a_run_recorded_before_the_timing_contract_is_not_resumed() {
         "nothing may be appended"
     );
 }
+
+#[test]
+fn cooldown_and_settle_run_before_each_pair_and_rows_name_the_core_type() {
+    let _guard = lock();
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let result = bench_run(
+        out.path(),
+        &[
+            "--models",
+            "mobilenet_v3_small_0.25_64",
+            "--backends",
+            "noop,fixed",
+            "--warmup",
+            "2",
+            "--runs",
+            "20",
+            "--cooldown",
+            "1",
+            "--settle",
+            "--settle-timeout",
+            "3",
+        ],
+    );
+    // Two pairs, each after a one-second cooldown.
+    assert!(
+        started.elapsed().as_secs_f64() >= 2.0,
+        "{}",
+        stderr(&result)
+    );
+    let rows = final_rows(&run_dir(out.path()));
+    let brand = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    for backend in ["noop", "fixed"] {
+        let r = row(&rows, backend);
+        // This machine starts settled (it measures its own starting temperatures); a hot
+        // one waits at most the timeout and then says why in probe_notes.
+        let waited = number(r, "settle_wait_s");
+        assert!((0.0..=4.0).contains(&waited), "{r:?}");
+        if waited >= 3.0 {
+            assert!(r["probe_notes"].contains("not settled after 3 s"), "{r:?}");
+        }
+        assert!(
+            !r["core_type"].is_empty() && brand.contains(r["core_type"].as_str()),
+            "{r:?}"
+        );
+    }
+    let manifest = std::fs::read_to_string(run_dir(out.path()).join("run.json")).unwrap();
+    assert!(
+        manifest.contains("\"cooldown_s\":1") || manifest.contains("\"cooldown_s\": 1"),
+        "{manifest}"
+    );
+}

@@ -143,12 +143,18 @@ pub struct SummaryRow {
     pub cpu_cores: Option<usize>,
     pub os: String,
     pub kernel: String,
+    /// Added after the first runs: older CSVs read with it empty.
+    #[serde(default)]
+    pub core_type: String,
     pub governor: String,
     pub freq_before_mhz: Option<f64>,
     pub freq_after_mhz: Option<f64>,
     pub freq_max_mhz: Option<f64>,
     pub temp_before_c: Option<f64>,
     pub temp_after_c: Option<f64>,
+    /// Added with `--settle`: older CSVs read with it empty.
+    #[serde(default)]
+    pub settle_wait_s: Option<f64>,
     pub load_avg_1m: Option<f64>,
     pub harness_commit: String,
     pub build_profile: String,
@@ -243,6 +249,31 @@ pub struct PairKey {
     pub backend: String,
 }
 
+/// What a run does before each pair to keep heat out of its numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ThermalPolicy {
+    /// Seconds slept before each pair.
+    pub cooldown_s: u64,
+    /// Before each pair, wait until every thermal zone is within `settle_margin_c` of its
+    /// temperature when the campaign started and the measured core's frequency cap is its
+    /// maximum, up to `settle_timeout_s`.
+    pub settle: bool,
+    pub settle_margin_c: f64,
+    pub settle_timeout_s: u64,
+}
+
+impl Default for ThermalPolicy {
+    fn default() -> Self {
+        ThermalPolicy {
+            cooldown_s: 0,
+            settle: false,
+            settle_margin_c: 2.0,
+            settle_timeout_s: 300,
+        }
+    }
+}
+
 /// What was asked for: written once when a run starts, read back by `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
@@ -283,6 +314,9 @@ pub struct RunManifest {
     pub weight_seed: u64,
     pub input_seed: u64,
     pub cv_threshold: f64,
+    /// `--cooldown`, `--settle`: what happens before each pair (older manifests: nothing).
+    #[serde(default)]
+    pub thermal: ThermalPolicy,
     pub created_at: String,
     pub command: String,
 }

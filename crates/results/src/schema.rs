@@ -219,6 +219,11 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
     col("os", "", "operating system name and version"),
     col("kernel", "", "kernel version"),
     col(
+        "core_type",
+        "",
+        "the measured core's type: the ARM core its MIDR part number names (`Cortex-A73`), or the x86 model name; empty where the probe could not tell",
+    ),
+    col(
         "governor",
         "",
         "the pinned core's cpufreq governor, or `unavailable`",
@@ -240,6 +245,11 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "hottest thermal zone before the pair (empty without thermal zones)",
     ),
     col("temp_after_c", "°C", "hottest thermal zone after the pair"),
+    col(
+        "settle_wait_s",
+        "s",
+        "seconds waited before the pair for the machine to settle (`--settle`; the `--cooldown` sleep not included); empty without `--settle`",
+    ),
     col(
         "load_avg_1m",
         "",

@@ -231,6 +231,12 @@ fn manifest_round_trip() {
         weight_seed: 1,
         input_seed: 2,
         cv_threshold: 0.1,
+        thermal: ThermalPolicy {
+            cooldown_s: 5,
+            settle: true,
+            settle_margin_c: 1.5,
+            settle_timeout_s: 60,
+        },
         created_at: "2026-11-22T00:00:00Z".into(),
         command: "bench run".into(),
     };
