@@ -278,9 +278,9 @@ impl Engine {
             }
             Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
             Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
-            Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(a, *channels, dst),
+            Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(isa, a, *channels, dst),
             Kernel::FullyConnected(k) => k.run(isa, a, dst),
-            Kernel::Add => kernels::add(a, read(step.inputs[1]), dst),
+            Kernel::Add => kernels::add(isa, a, read(step.inputs[1]), dst),
         }
         if let Some(bn) = &step.batch_norm {
             bn.run(dst);
