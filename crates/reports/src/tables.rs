@@ -116,6 +116,7 @@ pub fn latency_tables(runs: &[Run]) -> String {
         for (backend, why) in not_run {
             let _ = writeln!(out, "not run here: {backend} — {why}\n");
         }
+        out.push_str(&conditions(&of_device, &models, &backends));
     }
     out.push_str(
         "⚠ flags: noisy (coefficient of variation above the threshold), freq_changed, \
@@ -123,6 +124,69 @@ pub fn latency_tables(runs: &[Run]) -> String {
          (measured under qemu user emulation: the timing means nothing), software (a CPU \
          rasteriser stood in for the GPU); `–`: not run.\n",
     );
+    out
+}
+
+/// What a device's pairs ran in: the measured core types, a warning where the device's
+/// profile disagreed with its probe, and — where it has thermal zones — the hottest zone's
+/// temperature range over each pair's rounds (and the `--settle` waits).
+fn conditions(rows: &[&SummaryRow], models: &[&str], backends: &[&str]) -> String {
+    let mut out = String::new();
+    let types: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.core_type.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !types.is_empty() {
+        let types: Vec<&str> = types.into_iter().collect();
+        let _ = writeln!(out, "Measured core: {}.\n", types.join(", "));
+    }
+    let warnings: BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.probe_notes.split("; "))
+        .filter(|n| n.starts_with("device profile "))
+        .collect();
+    for w in warnings {
+        let _ = writeln!(out, "⚠ {w}\n");
+    }
+    let range = |r: &SummaryRow| -> Option<(f64, f64)> {
+        let t: Vec<f64> = [r.temp_before_c, r.temp_after_c]
+            .into_iter()
+            .flatten()
+            .collect();
+        Some((
+            t.iter().copied().reduce(f64::min)?,
+            t.iter().copied().reduce(f64::max)?,
+        ))
+    };
+    if rows.iter().all(|r| range(r).is_none()) {
+        return out;
+    }
+    let waited: f64 = rows.iter().filter_map(|r| r.settle_wait_s).sum();
+    let settle = if rows.iter().any(|r| r.settle_wait_s.is_some()) {
+        format!("; `--settle` waited {waited:.0} s in all")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "Hottest thermal zone before and after each pair (°C, lowest–highest){settle}.\n"
+    );
+    let _ = writeln!(out, "| model | {} |", backends.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(backends.len()));
+    for model in models {
+        let cells: Vec<String> = backends
+            .iter()
+            .map(|b| {
+                rows.iter()
+                    .find(|r| r.model == *model && r.backend == *b)
+                    .and_then(|r| range(r))
+                    .map_or("–".into(), |(lo, hi)| format!("{lo:.0}–{hi:.0}"))
+            })
+            .collect();
+        let _ = writeln!(out, "| {model} | {} |", cells.join(" | "));
+    }
+    out.push('\n');
     out
 }
 
@@ -349,6 +413,40 @@ mod tests {
             flags: flags.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_device_says_its_core_its_profile_warnings_and_each_pairs_temperatures() {
+        let mut a = row("n2", "m1", "native", 10.0, "");
+        a.core_type = "Cortex-A73".into();
+        a.temp_before_c = Some(48.2);
+        a.temp_after_c = Some(55.9);
+        a.settle_wait_s = Some(30.0);
+        a.probe_notes = "no cpufreq; device profile n2: cluster `big` (cores 2-5, Cortex-A73): the probe found core 2 is a Cortex-A53".into();
+        let mut b = row("n2", "m1", "tract", 20.0, "");
+        b.core_type = "Cortex-A73".into();
+        b.settle_wait_s = Some(12.0);
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![a, b],
+            samples: Default::default(),
+            skipped_rows: vec![],
+            ops: vec![],
+        };
+        let md = latency_tables(&[run]);
+        assert!(md.contains("Measured core: Cortex-A73.\n"), "{md}");
+        assert!(md.contains("⚠ device profile n2: cluster `big` (cores 2-5, Cortex-A73): the probe found core 2 is a Cortex-A53"), "{md}");
+        assert!(md.contains("`--settle` waited 42 s in all"), "{md}");
+        assert!(md.contains("| m1 | 48–56 | – |"), "{md}");
+        // This VM: no thermal zones, so no temperature table.
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![row("local", "m1", "native", 1.0, "")],
+            samples: Default::default(),
+            skipped_rows: vec![],
+            ops: vec![],
+        };
+        assert!(!latency_tables(&[run]).contains("Hottest thermal zone"));
     }
 
     #[test]
