@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the native engine: every distinct kernel shape of the
 //! `default` models (one step of the engine's plan each, in place in its model) and each
 //! whole model. Throughput is in flops (2 per MAC), so criterion's "elem/s" reads GFLOP/s
-//! as Gelem/s. `cargo bench -p mobilebench-native [-- FILTER]`; one core is the engine's
+//! as Gelem/s; and the thread pool's cost per step (`threads/`). `cargo bench -p
+//! mobilebench-native [-- FILTER]`; one core is the engine's
 //! design: pin the process (`taskset -c 1 cargo bench …`) for steadier figures.
 
 use std::collections::HashSet;
@@ -67,5 +68,31 @@ fn whole_models(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels, whole_models);
+/// What the multi-threaded engine pays per step on top of the work: publishing a job, the
+/// workers seeing it and the barrier after it, with an empty job (workers spinning, as they
+/// are between the steps of an inference); and whole models on one and two threads.
+fn threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("threads");
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for n in [1, 2] {
+        let pool = mobilebench_native::pool::Pool::new(n, None);
+        group.bench_function(format!("pool_step_{n}"), |b| b.iter(|| pool.run(&|_| {})));
+    }
+    for model in models() {
+        for n in [1, 2] {
+            let mut engine =
+                Engine::with_threads(&model, mobilebench_native::Isa::detect(), n, None);
+            let input = synthetic_input(model.graph.input, 1);
+            let mut output = vec![0.0; engine.output_len()];
+            group.bench_function(format!("{}/{n}", model.name), |b| {
+                b.iter(|| engine.run(&input, &mut output))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, kernels, whole_models, threads);
 criterion_main!(benches);

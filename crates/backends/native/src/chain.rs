@@ -62,8 +62,23 @@ impl RowChain {
             .filter_map(|(i, present)| present.then_some(i))
     }
 
-    /// `input` is the chain's input tensor (the expansion's, or the depthwise's without one),
-    /// `out` its output tensor; `times`, when given, gets each part's time added.
+    /// Output rows: the unit a step is split into across threads.
+    pub fn output_rows(&self) -> usize {
+        self.depthwise.output_rows()
+    }
+
+    /// Floats of one row of the chain's output.
+    pub fn output_row_len(&self) -> usize {
+        let row = self.depthwise.output_row_len();
+        self.project
+            .as_ref()
+            .map_or(row, |p| row / p.weight.k() * p.weight.n())
+    }
+
+    /// `input` is the chain's input tensor (the expansion's, or the depthwise's without one);
+    /// `out` holds output rows `rows` of the chain's output (a thread's band), the residual
+    /// the whole tensor; `times`, when given, gets each part's time added.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         isa: Isa,
@@ -71,8 +86,10 @@ impl RowChain {
         residual: Option<&[f32]>,
         out: &mut [f32],
         scratch: &mut [f32],
+        rows: std::ops::Range<usize>,
         times: Option<&mut PartTimes>,
     ) {
+        let first = rows.start;
         let start = times.is_some().then(Instant::now);
         // Time in the expansion and in the projection; the depthwise gets the rest.
         let (mut expanding, mut projecting) = (Duration::ZERO, Duration::ZERO);
@@ -104,15 +121,20 @@ impl RowChain {
                 let mut consume = |oy: usize, row: &[f32]| {
                     let len = row.len() / project.weight.k() * project.weight.n();
                     let residual = residual.map(|r| &r[oy * len..][..len]);
-                    let c = &mut out[oy * len..][..len];
+                    let c = &mut out[(oy - first) * len..][..len];
                     timer(&mut projecting, &mut || project.run(isa, row, residual, c));
                 };
-                self.depthwise
-                    .run_rows(isa, rows_in, RowsOut::Consumed(&mut consume), scratch)
+                self.depthwise.run_rows(
+                    isa,
+                    rows_in,
+                    RowsOut::Consumed(&mut consume),
+                    scratch,
+                    rows,
+                )
             }
             None => self
                 .depthwise
-                .run_rows(isa, rows_in, RowsOut::Tensor(out), scratch),
+                .run_rows(isa, rows_in, RowsOut::Tensor(out), scratch, rows),
         }
         if let (Some(times), Some(start)) = (times, start) {
             let total = start.elapsed();

@@ -62,13 +62,24 @@ impl StemConv {
         (w.input.h + p.top + p.bottom) * (w.input.w + p.left + p.right) * w.input.c
     }
 
-    pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    /// Output pixels: the unit a step is split into across threads.
+    pub fn pixels(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Rows of the zero-padded input.
+    pub fn padded_rows(&self) -> usize {
+        let w = &self.window;
+        w.input.h + w.padding.top + w.padding.bottom
+    }
+
+    /// Writes rows `rows` of the zero-padded input into `band` (those rows only): zeros in the
+    /// border, the input inside.
+    pub fn pad_rows(&self, input: &[f32], band: &mut [f32], rows: std::ops::Range<usize>) {
         let w = &self.window;
         let (p, cin) = (&w.padding, w.input.c);
-        let padded = &mut scratch[..self.scratch_len()];
-        // Every value is written: zeros in the border, the input row by row inside.
         let row_len = (w.input.w + p.left + p.right) * cin;
-        for (y, row) in padded.chunks_exact_mut(row_len).enumerate() {
+        for (y, row) in rows.zip(band.chunks_exact_mut(row_len)) {
             match y.checked_sub(p.top).filter(|&iy| iy < w.input.h) {
                 Some(iy) => {
                     let (left, rest) = row.split_at_mut(p.left * cin);
@@ -80,18 +91,29 @@ impl StemConv {
                 None => row.fill(0.0),
             }
         }
+    }
+
+    /// Output pixels `pixels` from the padded input [`pad_rows`](Self::pad_rows) wrote;
+    /// `out` holds just those pixels.
+    pub fn run_pixels(
+        &self,
+        isa: Isa,
+        padded: &[f32],
+        out: &mut [f32],
+        pixels: std::ops::Range<usize>,
+    ) {
         Gemm {
-            m: self.rows.len(),
+            m: pixels.len(),
             a: AMatrix::Gather {
-                data: padded,
-                rows: &self.rows,
+                data: &padded[..self.scratch_len()],
+                rows: &self.rows[pixels],
                 cols: &self.cols,
             },
             b: &self.weight,
             act: self.act,
             residual: None,
             c: out,
-            ldc: w.output.c,
+            ldc: self.window.output.c,
         }
         .run(isa);
     }

@@ -71,8 +71,14 @@ impl Depthwise {
         (first, end)
     }
 
-    pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
-        self.run_rows(isa, RowsIn::Tensor(input), RowsOut::Tensor(out), scratch);
+    /// Output rows: the unit a step is split into across threads.
+    pub fn output_rows(&self) -> usize {
+        self.window.output.h
+    }
+
+    /// Floats of one output row.
+    pub fn output_row_len(&self) -> usize {
+        self.window.output.w * self.window.output.c
     }
 
     /// Floats of scratch [`run_rows`](Self::run_rows) needs: the zero row, a ring of `K`
@@ -91,7 +97,17 @@ impl Depthwise {
     /// convolution hand its rows over while they are still in cache, and a consumed output
     /// (`consume(oy, row)`) lets the projection after it read each row from L1: neither
     /// intermediate (megabytes at high resolution) is ever written to memory.
-    pub fn run_rows(&self, isa: Isa, input: RowsIn, output: RowsOut, scratch: &mut [f32]) {
+    ///
+    /// Only output rows `rows` are computed (a thread's band); a tensor output holds just
+    /// those rows, from its start.
+    pub fn run_rows(
+        &self,
+        isa: Isa,
+        input: RowsIn,
+        output: RowsOut,
+        scratch: &mut [f32],
+        rows: std::ops::Range<usize>,
+    ) {
         let w = &self.window;
         let k = w.kernel;
         let row_len = self.scratch_len();
@@ -104,15 +120,17 @@ impl Depthwise {
         zero.fill(0.0);
         let (ring, out_row) = rest.split_at_mut(if produced { k * row_len } else { 0 });
         let out_len = w.output.w * w.output.c;
-        let mut next_row = 0;
+        // A band's first window may start below row 0 (padding) or mid-input.
+        let mut next_row = self.top_row(rows.start).max(0) as usize;
         let (mut input, mut output) = (input, output);
         if let RowsIn::Tensor(t) = input {
             assert!(t.len() >= w.input.len());
         }
         if let RowsOut::Tensor(t) = &output {
-            assert!(t.len() >= w.output.len());
+            assert!(rows.end <= w.output.h && t.len() >= rows.len() * out_len);
         }
-        for oy in 0..w.output.h {
+        let first = rows.start;
+        for oy in rows {
             let top = self.top_row(oy);
             let rows = match &mut input {
                 RowsIn::Tensor(t) => {
@@ -130,7 +148,9 @@ impl Depthwise {
                 }
             };
             match &mut output {
-                RowsOut::Tensor(t) => self.output_row(isa, rows, &mut t[oy * out_len..][..out_len]),
+                RowsOut::Tensor(t) => {
+                    self.output_row(isa, rows, &mut t[(oy - first) * out_len..][..out_len])
+                }
                 RowsOut::Consumed(consume) => {
                     self.output_row(isa, rows, &mut out_row[..out_len]);
                     consume(oy, &out_row[..out_len]);

@@ -14,10 +14,12 @@ use crate::aligned::AlignedVec;
 use crate::chain::{PartTimes, Pointwise, RowChain};
 use crate::conv::{StemConv, Window};
 use crate::depthwise::Depthwise;
+use crate::depthwise::{RowsIn, RowsOut};
 use crate::gemm::{AMatrix, Gemm, PackedB};
 use crate::kernels::{self, FullyConnected, SqueezeExcite};
 pub use crate::plan::RowFusion;
 use crate::plan::{assign_buffers, fuse};
+use crate::pool::{band, Pool};
 use crate::simd::Isa;
 
 enum Kernel {
@@ -80,7 +82,9 @@ pub struct Engine {
     steps: Vec<Step>,
     /// Activations, each starting on a cache line (see `aligned`).
     buffers: Vec<AlignedVec>,
+    /// One scratch part per thread.
     scratch: AlignedVec,
+    pool: Pool,
     input_len: usize,
     output_len: usize,
 }
@@ -98,10 +102,29 @@ impl Engine {
         Engine::planned(model, isa, RowFusion::DEFAULT)
     }
 
+    /// [`with_isa`](Self::with_isa) on `threads` threads: the caller and `threads - 1`
+    /// workers started now, worker `i` pinned to `cores[i]` when given (the caller pins
+    /// itself to `cores[0]`'s core beforehand, as the harness's worker does).
+    pub fn with_threads(
+        model: &Model,
+        isa: Isa,
+        threads: usize,
+        cores: Option<&[usize]>,
+    ) -> Engine {
+        Engine::planned_on(model, isa, RowFusion::DEFAULT, Pool::new(threads, cores))
+    }
+
     /// [`with_isa`](Self::with_isa) with pointwise → depthwise pairs fused from an
     /// intermediate of `row_fusion_min_bytes` (tests fuse every pair with 0).
     #[doc(hidden)]
     pub fn planned(model: &Model, isa: Isa, rows: RowFusion) -> Engine {
+        Engine::planned_on(model, isa, rows, Pool::new(1, None))
+    }
+
+    /// [`planned`](Self::planned) running on `pool`'s threads.
+    #[doc(hidden)]
+    pub fn planned_on(model: &Model, isa: Isa, rows: RowFusion, pool: Pool) -> Engine {
+        let threads = pool.threads();
         let graph = &model.graph;
         let planned = fuse(graph, model, rows);
         let slots = assign_buffers(graph, &planned);
@@ -135,7 +158,8 @@ impl Engine {
                 kernel = fused_kernel(graph, model, kernel, &p.nodes[1..]);
             }
             let parts = match &kernel {
-                Kernel::RowChain(chain) => chain_parts(chain, &p.nodes)
+                // A chain's parts are timed apart on one thread only.
+                Kernel::RowChain(chain) if threads == 1 => chain_parts(chain, &p.nodes)
                     .into_iter()
                     .map(|nodes| step_info(graph, nodes))
                     .collect(),
@@ -162,7 +186,9 @@ impl Engine {
             isa,
             steps,
             buffers,
-            scratch: AlignedVec::zeros(scratch_len),
+            // A multiple of 16 floats per part keeps each part's scratch on a cache line.
+            scratch: AlignedVec::zeros(scratch_len.next_multiple_of(16) * threads),
+            pool,
             input_len: graph.input.len(),
             output_len: graph.output().len(),
         }
@@ -170,6 +196,10 @@ impl Engine {
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 
     pub fn input_len(&self) -> usize {
@@ -238,6 +268,12 @@ impl Engine {
     }
 
     /// [`run_step`](Self::run_step); a row chain adds its parts' times to `part_times`.
+    ///
+    /// With several threads the convolutions split their output across the pool: GEMMs by
+    /// bands of pixels (whole 7-row tiles), depthwise layers and row chains by bands of
+    /// output rows (each thread with its own scratch; a chain's expansion recomputes the
+    /// rows two bands share), the stem by pixels after one thread pads its input. The small
+    /// steps (pool, squeeze-excite, FC, add) run on the calling thread.
     fn run_step_timed(&mut self, input: &[f32], index: usize, part_times: Option<&mut PartTimes>) {
         let isa = self.isa;
         let step = &self.steps[index];
@@ -252,42 +288,135 @@ impl Engine {
             }
         };
         let a = read(step.inputs[0]);
-        match &step.kernel {
-            Kernel::Pointwise {
-                pixels,
-                weight,
-                act,
-                residual,
-            } => Gemm {
-                m: *pixels,
-                a: AMatrix::Rows {
-                    data: a,
-                    stride: weight.k(),
-                },
-                b: weight,
-                act: *act,
-                residual: residual.then(|| read(step.inputs[1])),
-                c: dst,
-                ldc: weight.n(),
-            }
-            .run(isa),
-            Kernel::Depthwise(k) => k.run(isa, a, dst, &mut self.scratch),
-            Kernel::RowChain(chain) => {
-                let residual = chain.residual.then(|| read(step.inputs[1]));
-                chain.run(isa, a, residual, dst, &mut self.scratch, part_times)
-            }
-            Kernel::Conv(k) => k.run(isa, a, dst, &mut self.scratch),
-            Kernel::SqueezeExcite(k) => k.run(isa, a, dst, &mut self.scratch),
-            Kernel::GlobalAvgPool { channels } => kernels::global_avg_pool(isa, a, *channels, dst),
-            Kernel::FullyConnected(k) => k.run(isa, a, dst),
-            Kernel::Add => kernels::add(isa, a, read(step.inputs[1]), dst),
+        let second = step.inputs.get(1).map(|&i| read(i));
+        let threads = self.pool.threads();
+        if let Kernel::Conv(k) = &step.kernel {
+            // The stem's padded input, in part 0's scratch, padded by bands of rows first.
+            let padded = SharedMut(self.scratch.as_mut_ptr());
+            self.pool.run(&|t| {
+                let rows = band(k.padded_rows(), t, threads, 1);
+                // SAFETY: each part writes its own rows of the padded buffer.
+                let row_len = k.scratch_len() / k.padded_rows();
+                let band = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        padded.get().add(rows.start * row_len),
+                        rows.len() * row_len,
+                    )
+                };
+                k.pad_rows(a, band, rows)
+            });
         }
+        // Each part writes only its own band of `dst` and its own scratch: shared as raw
+        // pointers, each part making the one slice it owns.
+        let (dst_ptr, dst_len) = (SharedMut(dst.as_mut_ptr()), dst.len());
+        let per_part = self.scratch.len() / threads;
+        let scratch_ptr = SharedMut(self.scratch.as_mut_ptr());
+        let part_times = std::sync::Mutex::new(part_times);
+        let part = |t: usize| {
+            // SAFETY: bands of one step are disjoint (`band`), scratch parts too, and the
+            // buffers outlive the pool's job.
+            let band_of = |rows: usize, row_len: usize, align: usize| {
+                let r = band(rows, t, threads, align);
+                let slice = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst_ptr.get().add(r.start * row_len),
+                        r.len() * row_len,
+                    )
+                };
+                debug_assert!(r.end * row_len <= dst_len);
+                (r, slice)
+            };
+            // Made only by the parts that use it (the stem's parts read part 0's instead).
+            let scratch = || unsafe {
+                std::slice::from_raw_parts_mut(scratch_ptr.get().add(t * per_part), per_part)
+            };
+            match &step.kernel {
+                Kernel::Pointwise {
+                    pixels,
+                    weight,
+                    act,
+                    residual,
+                } => {
+                    let (k, n) = (weight.k(), weight.n());
+                    let (r, c) = band_of(*pixels, n, 7);
+                    Gemm {
+                        m: r.len(),
+                        a: AMatrix::Rows {
+                            data: &a[r.start * k..],
+                            stride: k,
+                        },
+                        b: weight,
+                        act: *act,
+                        residual: residual
+                            .then(|| &second.expect("a residual input")[r.start * n..]),
+                        c,
+                        ldc: n,
+                    }
+                    .run(isa)
+                }
+                Kernel::Depthwise(k) => {
+                    let (r, c) = band_of(k.output_rows(), k.output_row_len(), 1);
+                    k.run_rows(isa, RowsIn::Tensor(a), RowsOut::Tensor(c), scratch(), r)
+                }
+                Kernel::RowChain(chain) => {
+                    let (r, c) = band_of(chain.output_rows(), chain.output_row_len(), 1);
+                    let residual = chain.residual.then(|| second.expect("a residual input"));
+                    // Parts are timed on one thread only (`timed_parts` has them then): the
+                    // lock is never contended.
+                    if threads == 1 {
+                        let mut times = part_times.lock().unwrap_or_else(|e| e.into_inner());
+                        chain.run(isa, a, residual, c, scratch(), r, times.as_deref_mut())
+                    } else {
+                        chain.run(isa, a, residual, c, scratch(), r, None)
+                    }
+                }
+                Kernel::Conv(k) => {
+                    // The padded input is in part 0's scratch, read by every part.
+                    let padded =
+                        unsafe { std::slice::from_raw_parts(scratch_ptr.get(), k.scratch_len()) };
+                    let (r, c) = band_of(k.pixels(), k.window.output.c, 7);
+                    k.run_pixels(isa, padded, c, r)
+                }
+                _ if t > 0 => {}
+                Kernel::SqueezeExcite(k) => {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
+                    k.run(isa, a, dst, scratch())
+                }
+                Kernel::GlobalAvgPool { channels } => {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
+                    kernels::global_avg_pool(isa, a, *channels, dst)
+                }
+                Kernel::FullyConnected(k) => {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
+                    k.run(isa, a, dst)
+                }
+                Kernel::Add => {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
+                    kernels::add(isa, a, second.expect("an add has two inputs"), dst)
+                }
+            }
+        };
+        self.pool.run(&part);
         if let Some(bn) = &step.batch_norm {
             bn.run(dst);
         }
         self.buffers[step.output] = out;
     }
 }
+
+/// A pointer the parts of a step share; each part writes only its own band through it.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+impl SharedMut {
+    // A method, so that closures capture the whole (`Sync`) wrapper, not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: see its uses: disjoint bands, joined before the buffer is touched again.
+unsafe impl Sync for SharedMut {}
+unsafe impl Send for SharedMut {}
 
 /// The kernel of a step whose first node planned as `first` and whose other nodes are `rest`
 /// (as `fuse` grouped them: none of them has a separate batch norm).

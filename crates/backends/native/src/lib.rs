@@ -13,6 +13,7 @@ mod gemm;
 mod kernels;
 mod peak;
 mod plan;
+pub mod pool;
 mod simd;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use mobilebench_backend::{
 };
 
 pub use engine::{Engine, RowFusion, StepInfo};
+
 pub use peak::fma_peak_gflops;
 pub use simd::Isa;
 

@@ -39,12 +39,20 @@ fn check_form(model: &Model, input: &[f32], expected: &[f32], tolerance: f32) ->
         .fold(0.0, f32::max)
 }
 
-/// The engine as planned for `isa`, and planned with every pointwise → depthwise pair run row
-/// by row (the default fuses only large ones, which small test inputs never have).
+/// The engine as planned for `isa`, planned with every depthwise run row by row with its
+/// neighbours (the default fuses only large ones, which small test inputs never have), and
+/// both on several threads (bands of rows and pixels, a chain's shared rows recomputed).
 fn check_isa(model: &Model, isa: Isa, input: &[f32], expected: &[f32], tolerance: f32) -> f32 {
     [
         Engine::with_isa(model, isa),
         Engine::planned(model, isa, crate::RowFusion::ALL),
+        Engine::with_threads(model, isa, 2, None),
+        Engine::planned_on(
+            model,
+            isa,
+            crate::RowFusion::ALL,
+            crate::pool::Pool::new(3, None),
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -57,7 +65,12 @@ fn check_isa(model: &Model, isa: Isa, input: &[f32], expected: &[f32], tolerance
         } else {
             "fused BN"
         };
-        let rows = ["", ", every pointwise → depthwise row by row"][plan];
+        let rows = [
+            "",
+            ", every depthwise row by row",
+            ", 2 threads",
+            ", every depthwise row by row on 3 threads",
+        ][plan];
         assert!(
             diff <= tolerance,
             "{} ({form}, {isa:?}{rows}): scaled diff {diff:e} > {tolerance:e}",
