@@ -97,8 +97,16 @@ impl Pool {
             s.wake.notify_all();
         }
         job(0);
+        // Spin, then yield: with more threads than free cores (tests, a busy machine) a
+        // worker may need this core to finish.
+        let mut spins = 0;
         while s.remaining.load(SeqCst) != 0 {
-            std::hint::spin_loop();
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }
