@@ -26,7 +26,7 @@ impl Pointwise {
         Gemm {
             m: a.len() / k,
             a: AMatrix::Rows { data: a, stride: k },
-            b: &self.weight,
+            b: self.weight.view(),
             act: self.act,
             residual,
             c,

@@ -109,7 +109,7 @@ impl StemConv {
                 rows: &self.rows[pixels],
                 cols: &self.cols,
             },
-            b: &self.weight,
+            b: self.weight.view(),
             act: self.act,
             residual: None,
             c: out,

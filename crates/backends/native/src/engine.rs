@@ -15,7 +15,7 @@ use crate::chain::{PartTimes, Pointwise, RowChain};
 use crate::conv::{StemConv, Window};
 use crate::depthwise::Depthwise;
 use crate::depthwise::{RowsIn, RowsOut};
-use crate::gemm::{AMatrix, Gemm, PackedB};
+use crate::gemm::{AMatrix, Gemm, PackedB, NR};
 use crate::kernels::{self, FullyConnected, SqueezeExcite};
 pub use crate::plan::RowFusion;
 use crate::plan::{assign_buffers, fuse};
@@ -345,7 +345,7 @@ impl Engine {
                             data: &a[r.start * k..],
                             stride: k,
                         },
-                        b: weight,
+                        b: weight.view(),
                         act: *act,
                         residual: residual
                             .then(|| &second.expect("a residual input")[r.start * n..]),
@@ -377,6 +377,22 @@ impl Engine {
                     let (r, c) = band_of(k.pixels(), k.window.output.c, 7);
                     k.run_pixels(isa, padded, c, r)
                 }
+                Kernel::FullyConnected(k) => {
+                    // By bands of output panels: each thread streams its share of the weights.
+                    let panels = band(k.weight.panel_count(), t, threads, 1);
+                    let n = k.weight.n();
+                    let cols = (panels.start * NR).min(n)..(panels.end * NR).min(n);
+                    if !cols.is_empty() {
+                        // SAFETY: the bands of columns of a one-row output are disjoint.
+                        let c = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst_ptr.get().add(cols.start),
+                                cols.len(),
+                            )
+                        };
+                        k.run_columns(isa, a, c, panels)
+                    }
+                }
                 _ if t > 0 => {}
                 Kernel::SqueezeExcite(k) => {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
@@ -385,10 +401,6 @@ impl Engine {
                 Kernel::GlobalAvgPool { channels } => {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
                     kernels::global_avg_pool(isa, a, *channels, dst)
-                }
-                Kernel::FullyConnected(k) => {
-                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
-                    k.run(isa, a, dst)
                 }
                 Kernel::Add => {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };

@@ -98,6 +98,36 @@ impl PackedB {
     pub fn n(&self) -> usize {
         self.n
     }
+
+    /// Panels of 16 columns.
+    pub fn panel_count(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// All of B, as a GEMM reads it.
+    pub fn view(&self) -> Packed<'_> {
+        self.columns(0..self.panel_count())
+    }
+
+    /// Columns `16·first..16·end` (clipped to N) of B: a thread's share of a one-row product.
+    pub fn columns(&self, panels: std::ops::Range<usize>) -> Packed<'_> {
+        let (k, start) = (self.k, panels.start * NR);
+        Packed {
+            k,
+            n: self.n.min(panels.end * NR).saturating_sub(start),
+            panels: &self.panels[panels.start * k * NR..panels.end * k * NR],
+            bias: &self.bias[start..panels.end * NR],
+        }
+    }
+}
+
+/// Consecutive panels of a [`PackedB`]: what a GEMM multiplies by.
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    k: usize,
+    n: usize,
+    panels: &'a [f32],
+    bias: &'a [f32],
 }
 
 /// Where row `i`, column `kk` of A is.
@@ -119,7 +149,7 @@ pub enum AMatrix<'a> {
 pub struct Gemm<'a> {
     pub m: usize,
     pub a: AMatrix<'a>,
-    pub b: &'a PackedB,
+    pub b: Packed<'a>,
     pub act: Activation,
     pub residual: Option<&'a [f32]>,
     pub c: &'a mut [f32],
@@ -490,7 +520,7 @@ mod tests {
                                 data: &a,
                                 stride: k,
                             },
-                            b: &packed,
+                            b: packed.view(),
                             act,
                             residual: with_residual.then_some(&residual[..]),
                             c: &mut c,

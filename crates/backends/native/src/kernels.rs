@@ -5,6 +5,8 @@
 
 use mobilebench_models::ir::Activation;
 
+use std::ops::Range;
+
 use crate::gemm::{AMatrix, Gemm, PackedB};
 use crate::simd::{dispatch, Isa, Simd, SimdOp};
 
@@ -142,17 +144,25 @@ impl FullyConnected {
     }
 
     pub fn run(&self, isa: Isa, x: &[f32], out: &mut [f32]) {
+        self.run_columns(isa, x, out, 0..self.weight.panel_count());
+    }
+
+    /// Outputs `16·first..16·end` (clipped to the layer's width) into `out`, which holds just
+    /// those: a thread's share, streaming its own part of the weights.
+    pub fn run_columns(&self, isa: Isa, x: &[f32], out: &mut [f32], panels: Range<usize>) {
+        let b = self.weight.columns(panels);
+        let ldc = out.len();
         Gemm {
             m: 1,
             a: AMatrix::Rows {
                 data: x,
                 stride: x.len(),
             },
-            b: &self.weight,
+            b,
             act: self.act,
             residual: None,
             c: out,
-            ldc: self.weight.n(),
+            ldc,
         }
         .run(isa);
     }
