@@ -19,11 +19,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let (dir, manifest, resuming) = match (&args.resume, &args.run_dir) {
         (Some(dir), _) => (dir.clone(), rundir::manifest_for_resume(dir)?, true),
         (None, Some(dir)) if dir.join(mobilebench_results::MANIFEST_FILE).is_file() => {
-            let mut manifest = rundir::manifest_for_resume(dir)?;
-            // The host cannot know this machine's fastest core: pick it here.
-            if manifest.core.is_none() {
-                manifest.core = probe::fastest_core();
-            }
+            // The host cannot know this machine's fastest cores: the runner picks them here.
+            let manifest = rundir::manifest_for_resume(dir)?;
             (dir.clone(), manifest, true)
         }
         _ => {
@@ -49,7 +46,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "run directory {}{}: {} models{} × {} backends on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
+        "run directory {}{}: {} models{} × {} backends{} on {}, {} round(s) of {} warm-up + {} timed runs ({}, batch {}, {} BN, timing {})",
         dir.display(),
         if resuming { " (resumed)" } else { "" },
         manifest.models.len() + manifest.model_files.len(),
@@ -58,6 +55,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             all => format!(" in {}", all.join(" and ")),
         },
         manifest.backends.len(),
+        match manifest.threads.as_slice() {
+            [1] => String::new(),
+            counts => format!(
+                " × threads {}",
+                counts
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        },
         manifest.device,
         manifest.rounds,
         manifest.warmup,
@@ -97,7 +105,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let (dir, writer, run_id, args) = (&dir, &writer, &run_id, &args);
                 let mut manifest = manifest.clone();
                 manifest.backends.retain(|b| profile.allows(b));
-                if args.as_device.is_none() {
+                // A profile's own core stands for the default placement of one-thread runs.
+                let default_placement = manifest.threads.iter().all(|&t| t == 1)
+                    && manifest.cores.is_none()
+                    && manifest.core_class.is_none();
+                if args.as_device.is_none() && default_placement {
                     manifest.core = manifest.core.or(profile.core);
                 }
                 scope.spawn(move || {
@@ -183,10 +195,7 @@ fn lock_measured_core(
     manifest: &RunManifest,
     profiles: &[mobilebench_devices::DeviceProfile],
 ) -> Option<rundir::Lock> {
-    let local = profiles
-        .iter()
-        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
-    let core = manifest.core.filter(|_| local)?;
+    let core = *local_measured_cores(manifest, profiles).first()?;
     match rundir::lock_core(core) {
         Ok(lock) => Some(lock),
         Err(why) => {
@@ -198,21 +207,47 @@ fn lock_measured_core(
     }
 }
 
+/// The cores local workers measure on, fastest first (the first is in every thread count's
+/// set); empty when no device is local or the choice does not resolve.
+fn local_measured_cores(
+    manifest: &RunManifest,
+    profiles: &[mobilebench_devices::DeviceProfile],
+) -> Vec<usize> {
+    let Some(local) = profiles
+        .iter()
+        .find(|p| p.kind == mobilebench_devices::DeviceKind::Local)
+    else {
+        return Vec::new();
+    };
+    let mut manifest = manifest.clone();
+    manifest.core = manifest.core.or(local.core);
+    let Ok(choice) = crate::placement::CoreChoice::of(&manifest) else {
+        return Vec::new();
+    };
+    let cpus = crate::cores::probe(std::path::Path::new("/"));
+    let allowed = probe::initial_affinity();
+    let mut measured: Vec<usize> = Vec::new();
+    for &t in &manifest.threads {
+        let set = crate::placement::core_set(t, &choice, &local.clusters, &cpus, &allowed);
+        for c in set.unwrap_or_default() {
+            if !measured.contains(&c) {
+                measured.push(c);
+            }
+        }
+    }
+    measured
+}
+
 /// Keeps this process (its threads now and those it starts: progress bars, pipes, device
-/// threads) off the core local workers measure on. Said on stderr when it cannot be.
+/// threads) off the cores local workers measure on. Said on stderr when it cannot be.
 fn keep_off_measured_cores(
     manifest: &RunManifest,
     profiles: &[mobilebench_devices::DeviceProfile],
 ) {
-    let local = profiles
-        .iter()
-        .any(|p| p.kind == mobilebench_devices::DeviceKind::Local);
-    let Some(core) = manifest.core.filter(|_| local) else {
-        return;
-    };
-    let allowed = probe::current_affinity().unwrap_or_default();
-    if let Err(why) = probe::keep_off_core(core, &allowed) {
-        eprintln!("note: the harness could not keep off the measured core: {why}");
+    let measured = local_measured_cores(manifest, profiles);
+    let allowed = probe::initial_affinity();
+    if let Err(why) = probe::keep_off_cores(&measured, &allowed) {
+        eprintln!("note: the harness could not keep off the measured cores: {why}");
     }
 }
 
@@ -264,10 +299,33 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
                 probe::Machine::probe().cpu_cores - 1
             )
         }
-        Some(c) => Some(c),
-        None if only_local => probe::fastest_core(),
-        None => None,
+        // Unset: each device takes its fastest cores (placement.rs), resolved where it runs.
+        c => c,
     };
+    let mut threads = args.threads.clone();
+    if threads.contains(&0) {
+        bail!("--threads: a thread count is at least 1");
+    }
+    threads.sort_unstable();
+    threads.dedup();
+    let choice = crate::placement::CoreChoice::from_options(
+        args.core,
+        args.cores.as_deref(),
+        args.core_class.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    // Local devices say now, before anything is measured, when a count has no cores.
+    for profile in profiles
+        .iter()
+        .filter(|p| p.kind == mobilebench_devices::DeviceKind::Local)
+    {
+        let cpus = crate::cores::probe(std::path::Path::new("/"));
+        let allowed = probe::initial_affinity();
+        for &t in &threads {
+            crate::placement::core_set(t, &choice, &profile.clusters, &cpus, &allowed)
+                .map_err(|e| anyhow::anyhow!("device {}: {e}", profile.name))?;
+        }
+    }
     Ok(RunManifest {
         // Profiles given by path are recorded by path, so `--resume` finds them again.
         device: args.devices.join(","),
@@ -295,6 +353,9 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         profile_ops: args.profile_ops,
         precisions: precisions.iter().map(|p| p.name().to_string()).collect(),
         core,
+        threads,
+        cores: args.cores.clone(),
+        core_class: args.core_class.clone(),
         weight_seed: args.seed,
         input_seed: DEFAULT_INPUT_SEED,
         cv_threshold: args.cv_threshold,

@@ -88,10 +88,29 @@ pub(crate) struct RunArgs {
     /// another, devices run concurrently, into one run directory)
     #[arg(long = "device", default_value = "local")]
     pub(crate) devices: Vec<String>,
-    /// Core to pin each worker to [default: the fastest core by maximum frequency, highest
-    /// index on ties]
-    #[arg(long)]
+    /// Core to pin each one-thread worker to [default: the fastest core: of the fastest
+    /// cluster (by capacity, core type, then maximum frequency), the highest index]
+    #[arg(long, conflicts_with_all = ["cores", "core_class"])]
     pub(crate) core: Option<usize>,
+    /// Thread counts to measure, e.g. `1,2,4`: each (model, backend, threads) is a pair of
+    /// its own, round-robin with the others. Every runtime is given the count explicitly
+    /// (LiteRT num_threads, ONNX Runtime intra-op threads, libtorch intra-op threads with one
+    /// inter-op, rten's pool, native's pool); one that cannot run N threads (tract, the GPU
+    /// backends) records the pair unavailable with the reason. The summary's busy_threads
+    /// says how many threads really burned CPU
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1")]
+    pub(crate) threads: Vec<u32>,
+    /// Cores the threads run on, in the kernel's list format (`2-5`, `0,2`): N threads take N
+    /// of them, fastest first. The worker confines its whole process (every thread any
+    /// runtime starts) to those N cores before the runtime starts, and verifies it after
+    /// the loop [default: the N fastest cores]
+    #[arg(long, value_name = "SET", conflicts_with = "core_class")]
+    pub(crate) cores: Option<String>,
+    /// Cores by class instead: `big` or `little` (or another class the device profile's
+    /// [[clusters]] name); without a profile claim, the fastest and slowest of the clusters
+    /// the probe finds
+    #[arg(long, value_name = "CLASS")]
+    pub(crate) core_class: Option<String>,
     /// Untimed warm-up runs per pair and round (50: the published MobileNetV3 TFLite device
     /// table's protocol)
     #[arg(long, default_value_t = 50)]
@@ -174,7 +193,7 @@ pub(crate) struct RunArgs {
     pub(crate) out: PathBuf,
     /// Continue a run directory: its plan is reused, pairs already ok are skipped, the rest
     /// (not run, failed, crashed) are measured
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "precision", "rounds", "timed_io", "pair_timeout", "profile_ops", "cooldown", "settle", "settle_margin", "settle_timeout"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["models", "model_files", "backends", "devices", "quick", "mode", "batch", "bn", "precision", "rounds", "timed_io", "pair_timeout", "profile_ops", "cooldown", "settle", "settle_margin", "settle_timeout", "threads", "cores", "core_class", "core"])]
     pub(crate) resume: Option<PathBuf>,
     /// Seed of the deterministic weights
     #[arg(long, default_value_t = DEFAULT_SEED)]

@@ -1,5 +1,6 @@
 //! `bench`: measure how fast MobileNets run across inference runtimes and devices.
 
+mod affinity;
 mod agreement;
 mod attribution;
 mod campaign;
@@ -8,9 +9,11 @@ mod cli;
 mod cores;
 mod list;
 mod outcome;
+mod placement;
 mod probe;
 mod registry;
 mod remote;
+mod rows;
 mod rundir;
 mod runner;
 mod thermal;
@@ -27,6 +30,8 @@ use cli::{Cli, Cmd, CompareArgs, ExportArgs, ListCmd, ReportArgs};
 use mobilebench_models::{BnMode, Precision, QuantModel};
 
 fn main() -> ExitCode {
+    // Before anything moves this process's threads off the cores it measures on.
+    probe::initial_affinity();
     let cli = Cli::parse();
     match &cli.command {
         Cmd::Worker {

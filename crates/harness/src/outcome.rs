@@ -113,6 +113,7 @@ impl Profile {
                     device: row.device.clone(),
                     model: row.model.clone(),
                     backend: row.backend.clone(),
+                    threads: row.thread_count(),
                     round,
                     step: step as u32,
                     name: s.name.clone(),
@@ -147,6 +148,8 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
     let mut samples = RoundSamples::default();
     let mut pin_verified = false;
     let mut profile = None;
+    // What the worker did other than asked: into probe_notes with its own notes.
+    let mut asked_notes: Vec<String> = Vec::new();
     for event in &outcome.events {
         match event {
             Event::Pinned { core, before: b } => {
@@ -173,7 +176,13 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                     .collect::<Vec<_>>()
                     .join("x");
                 row.library_version = settings.library_version.clone();
-                row.threads = Some(settings.threads);
+                if settings.threads != row.thread_count() {
+                    asked_notes.push(format!(
+                        "the session reports {} threads, {} were asked for",
+                        settings.threads,
+                        row.thread_count()
+                    ));
+                }
                 row.precision = settings.precision.clone();
                 row.adapter = settings.adapter.clone();
                 row.settings = settings.settings.clone();
@@ -183,10 +192,18 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                 gpu_ns,
                 memory,
                 pin_verified: verified,
+                busy_threads,
                 after,
                 notes,
             } => {
                 pin_verified = *verified;
+                row.busy_threads = *busy_threads;
+                if let Some(busy) = busy_threads.filter(|&b| b != row.thread_count()) {
+                    asked_notes.push(format!(
+                        "{busy} threads burned CPU in the timed loop, {} were asked for",
+                        row.thread_count()
+                    ));
+                }
                 if let Some([before_load, _, end]) = memory {
                     row.peak_rss_mb = Some(kib_to_mib(end.peak_kib));
                     row.model_mem_mb =
@@ -197,6 +214,7 @@ pub fn fill_row(row: &mut SummaryRow, outcome: &Outcome) -> RoundSamples {
                     .into_iter()
                     .collect();
                 all_notes.extend(notes.iter().cloned());
+                all_notes.append(&mut asked_notes);
                 row.probe_notes = all_notes.join("; ");
                 row.freq_after_mhz = after.freq_mhz;
                 row.temp_after_c = after.temp_c;

@@ -131,29 +131,6 @@ impl CoreState {
     }
 }
 
-/// The default core: one of the fastest cluster's (`cores::clusters`: by capacity, ARM core
-/// tier, then maximum frequency — an ODROID-N2's A53s clock higher than its A73s), the
-/// highest index (core 0 takes most interrupts), among the cores this process may use.
-/// `None` when affinity is not supported.
-pub fn fastest_core() -> Option<usize> {
-    let allowed: Vec<usize> = core_affinity::get_core_ids()?
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    let cpus = crate::cores::probe(Path::new("/"));
-    crate::cores::clusters(&cpus)
-        .iter()
-        .find_map(|cluster| {
-            cluster
-                .cpus
-                .iter()
-                .copied()
-                .filter(|c| allowed.contains(c))
-                .max()
-        })
-        .or_else(|| allowed.iter().copied().max())
-}
-
 /// Pins the calling thread to `core`; threads it creates afterwards inherit the mask.
 pub fn pin_current_thread(core: usize) -> bool {
     core_affinity::set_for_current(core_affinity::CoreId { id: core })
@@ -191,17 +168,34 @@ fn parse_status(text: &str) -> Option<Memory> {
     })
 }
 
-/// Keeps the calling thread (and the threads it starts afterwards) off `core`, on the other
+/// Keeps the calling thread (and the threads it starts afterwards) off `cores`, on the other
 /// cores of `allowed` (the process's cores, read before anything was pinned). `Err` says why
 /// not (one core only, or affinity unsupported).
-pub fn keep_off_core(core: usize, allowed: &[usize]) -> Result<(), String> {
-    let others: Vec<usize> = allowed.iter().copied().filter(|&c| c != core).collect();
+pub fn keep_off_cores(cores: &[usize], allowed: &[usize]) -> Result<(), String> {
+    if cores.is_empty() {
+        return Ok(());
+    }
+    let others: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|c| !cores.contains(c))
+        .collect();
     if others.is_empty() {
         return Err(format!(
-            "core {core} is the only core: the harness's own threads share it"
+            "cores {} are all this machine lets the worker use: the harness's own threads share them",
+            crate::affinity::format_cpu_list(cores)
         ));
     }
     set_affinity(&others)
+}
+
+/// The cores this process could use when it started, before the harness moved its own
+/// threads off the measured cores (read once; `main` reads it first).
+pub fn initial_affinity() -> Vec<usize> {
+    static INITIAL: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    INITIAL
+        .get_or_init(|| current_affinity().unwrap_or_default())
+        .clone()
 }
 
 /// The cores the calling thread may run on.
@@ -254,8 +248,11 @@ mod tests {
         assert!(state.temp_c.is_some() || state.notes.iter().any(|n| n.contains("thermal")));
         let mem = Memory::read().unwrap();
         assert!(mem.peak_kib >= mem.rss_kib && mem.rss_kib > 0, "{mem:?}");
-        let core = fastest_core().unwrap();
-        assert!(core < m.cpu_cores);
+        let cpus = crate::cores::probe(std::path::Path::new("/"));
+        let allowed = current_affinity().unwrap();
+        let fastest = crate::placement::CoreChoice::Fastest;
+        let core = crate::placement::core_set(1, &fastest, &[], &cpus, &allowed).unwrap()[0];
+        assert!(core < m.cpu_cores && allowed.contains(&core));
     }
 
     #[test]
@@ -276,7 +273,7 @@ mod tests {
         // In a thread of its own, so the test harness's threads keep their mask.
         std::thread::spawn(|| {
             let all = current_affinity().unwrap();
-            match keep_off_core(all[0], &all) {
+            match keep_off_cores(&[all[0]], &all) {
                 Ok(()) => assert!(!current_affinity().unwrap().contains(&all[0])),
                 Err(why) => assert_eq!(all.len(), 1, "{why}"),
             }

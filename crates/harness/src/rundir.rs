@@ -37,10 +37,16 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Where a pair's last output is kept, for agreement checks (also across `--resume`).
-pub fn output_path(dir: &Path, label: &str, backend: &str) -> PathBuf {
+pub fn output_path(dir: &Path, label: &str, backend: &str, threads: u32) -> PathBuf {
     // A file's label may be a path (two files with one name): one flat name per pair.
     let flat = label.replace(['/', '\\'], "_");
-    dir.join("outputs").join(format!("{flat}__{backend}.f32"))
+    let threads = if threads > 1 {
+        format!("__{threads}t")
+    } else {
+        String::new()
+    };
+    dir.join("outputs")
+        .join(format!("{flat}__{backend}{threads}.f32"))
 }
 
 /// Validates a run directory given to `--resume` and returns its manifest.

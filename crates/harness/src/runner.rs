@@ -1,5 +1,5 @@
-//! The parent side of `bench run`: plans the (model, backend) pairs, runs them round-robin
-//! for each round, one worker process per pair and round, turns its events into a summary
+//! The parent side of `bench run`: plans the (model, backend, threads) pairs, runs them
+//! round-robin for each round, one worker process per pair and round, turns its events into a summary
 //! row and samples, and appends them to the run directory before starting the next.
 
 use std::collections::{HashMap, HashSet};
@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
-use mobilebench_models::{count, BnMode, ModelConfig, Precision};
+use mobilebench_models::{BnMode, ModelConfig, Precision};
 use mobilebench_results::{
     self as results, OpRow, RunManifest, RunWriter, SampleRow, Status, SummaryRow,
 };
 
-use crate::agreement::{self, Agreement, PreparedZoo};
+use crate::agreement::{self, PreparedZoo};
 use crate::children::{probe_availability, run_worker, stop_requested};
 use crate::outcome::{fill_row, PairRounds, RoundSamples};
+use crate::placement::{self, CoreChoice};
 use crate::probe::{self, Machine};
 use crate::registry;
-use crate::rundir::{now_rfc3339, output_path};
+use crate::rows::{file_row, one_line, record_agreement, record_float_agreement, zoo_row};
+use crate::rundir::output_path;
 use crate::worker::{SourceSpec, WorkerSpec};
 
 /// Everything one run needs beyond the manifest.
@@ -40,11 +42,11 @@ pub struct RunContext {
 }
 
 /// Prints an already-recorded pair again for the machine that started this run.
-fn resend(ctx: &RunContext, run: &results::Run, model: &str, backend: &str) -> Result<()> {
+fn resend(ctx: &RunContext, run: &results::Run, id: &PairId) -> Result<()> {
     let Some(row) = run
         .summary
         .iter()
-        .find(|r| r.model == model && r.backend == backend && r.device == ctx.device)
+        .find(|r| r.device == ctx.device && &PairId::of_row(r) == id)
     else {
         return Ok(());
     };
@@ -154,9 +156,75 @@ fn file_format(path: &Path) -> Result<FileFormat> {
     Ok(format)
 }
 
+/// One pair's identity, the key of its rows: the item's label (a zoo model with its
+/// precision, or a file), the backend and the thread count.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PairId {
+    pub label: String,
+    pub backend: String,
+    pub threads: u32,
+}
+
+impl PairId {
+    fn of_row(row: &SummaryRow) -> PairId {
+        PairId {
+            label: row.model.clone(),
+            backend: row.backend.clone(),
+            threads: row.thread_count(),
+        }
+    }
+}
+
+/// What the run directory already holds: pairs whose last row is ok keep their rounds, and
+/// those with every round are done.
+fn resumed_pairs(
+    ctx: &RunContext,
+    existing: Option<&results::Run>,
+    rounds: u32,
+) -> (HashMap<PairId, PairRounds>, HashSet<PairId>) {
+    let mut pairs = HashMap::new();
+    let mut done = HashSet::new();
+    for row in existing
+        .iter()
+        .flat_map(|run| &run.summary)
+        .filter(|r| r.is_ok() && r.device == ctx.device)
+    {
+        let id = PairId::of_row(row);
+        if row.rounds >= rounds {
+            done.insert(id.clone());
+        }
+        let samples = existing
+            .and_then(|run| run.samples.get(&row.key()).cloned())
+            .unwrap_or_default();
+        pairs.insert(id, PairRounds::resumed(row, samples));
+    }
+    (pairs, done)
+}
+
+/// The manifest's thread counts (older manifests: one thread).
+fn thread_counts(m: &RunManifest) -> Vec<u32> {
+    let mut counts: Vec<u32> = m.threads.iter().copied().filter(|&t| t > 0).collect();
+    if counts.is_empty() {
+        counts.push(1);
+    }
+    counts
+}
+
+/// What stays the same for every pair of a run on this device.
+struct Bench<'a> {
+    ctx: &'a RunContext,
+    writer: &'a Mutex<RunWriter>,
+    machine: Machine,
+    existing: Option<results::Run>,
+    cluster_warnings: Vec<String>,
+    start_temperatures: Vec<(String, f64)>,
+    rounds: u32,
+}
+
 /// Runs every pair of the manifest not already measured in `ctx.dir`: `rounds` times,
-/// round-robin (every pair once, then every pair again), each time in a fresh worker, so
-/// slow drift of the machine hits every pair alike.
+/// round-robin (every pair once, then every pair again; within a round each item's thread
+/// counts and backends in turn), each time in a fresh worker, so slow drift of the machine
+/// hits every pair alike.
 pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let m = &ctx.manifest;
     let backends = registry::select(&m.backends)?;
@@ -175,38 +243,34 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         Err(results::ResultsError::NotARun(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    // Pairs whose last row is ok keep their rounds; those with every round are done.
-    let mut pairs: HashMap<(String, String), PairRounds> = HashMap::new();
-    let mut done: HashSet<(String, String)> = HashSet::new();
-    for row in existing
-        .iter()
-        .flat_map(|run| &run.summary)
-        .filter(|r| r.is_ok() && r.device == ctx.device)
-    {
-        let key = (row.model.clone(), row.backend.clone());
-        if row.rounds >= rounds {
-            done.insert(key.clone());
-        }
-        let samples = existing
-            .as_ref()
-            .and_then(|run| run.samples.get(&row.key()).cloned())
-            .unwrap_or_default();
-        pairs.insert(key, PairRounds::resumed(row, samples));
-    }
+    let (mut pairs, mut done) = resumed_pairs(ctx, existing.as_ref(), rounds);
     registry::provision_missing(&backends);
-    let machine = Machine::probe();
-    // A profile that disagrees with the device about its cores: said now, and in every row.
-    let cluster_warnings = crate::cores::check_clusters(
-        &ctx.device,
-        &ctx.claimed_clusters,
-        &crate::cores::probe(Path::new("/")),
-    );
-    for warning in &cluster_warnings {
+    let cpus = crate::cores::probe(Path::new("/"));
+    // Each thread count's cores, fastest first, resolved on the device itself.
+    let choice = CoreChoice::of(m).map_err(anyhow::Error::msg)?;
+    let allowed = probe::initial_affinity();
+    let core_sets: Vec<(u32, Vec<usize>)> = thread_counts(m)
+        .into_iter()
+        .map(|t| {
+            placement::core_set(t, &choice, &ctx.claimed_clusters, &cpus, &allowed)
+                .map(|set| (t, set))
+                .map_err(|e| anyhow::anyhow!("device {}: {e}", ctx.device))
+        })
+        .collect::<Result<_>>()?;
+    let bench = Bench {
+        ctx,
+        writer,
+        machine: Machine::probe(),
+        // A profile that disagrees with the device about its cores: said now, and in every row.
+        cluster_warnings: crate::cores::check_clusters(&ctx.device, &ctx.claimed_clusters, &cpus),
+        // `--settle` waits for the temperatures the campaign started at (on this device).
+        start_temperatures: crate::thermal::Sysfs::default().temperatures(),
+        existing,
+        rounds,
+    };
+    for warning in &bench.cluster_warnings {
         eprintln!("warning: {warning}");
     }
-    // `--settle` waits for the temperatures the campaign started at (on this device).
-    let start_temperatures = crate::thermal::Sysfs::default().temperatures();
-    let measured_core = ctx.manifest.core.or_else(probe::fastest_core).unwrap_or(0);
     let availability: Vec<Availability> = backends
         .iter()
         .map(|b| match b.emulation_blocker() {
@@ -217,21 +281,31 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         })
         .collect();
     std::fs::create_dir_all(ctx.dir.join("outputs")).context("cannot create the outputs folder")?;
-    let total = items.len() * backends.len() * rounds as usize;
+    let per_item = core_sets.len() * backends.len();
+    let total = items.len() * per_item * rounds as usize;
     let mut index = 0;
     let mut item_contexts: Vec<Option<ItemContext>> = items.iter().map(|_| None).collect();
     for round in 1..=rounds {
         for (item, item_ctx) in items.iter().zip(item_contexts.iter_mut()) {
             let label = item.label();
-            let remaining = backends.iter().any(|b| {
-                let key = (label.clone(), b.name().to_string());
-                !done.contains(&key)
+            let ids: Vec<PairId> = core_sets
+                .iter()
+                .flat_map(|(t, _)| {
+                    backends.iter().map(|b| PairId {
+                        label: label.clone(),
+                        backend: b.name().to_string(),
+                        threads: *t,
+                    })
+                })
+                .collect();
+            let remaining = ids.iter().any(|id| {
+                !done.contains(id)
                     && pairs
-                        .get(&key)
+                        .get(id)
                         .is_none_or(|p| !p.stopped && p.rounds_done() < round)
             });
             if !remaining {
-                index += backends.len();
+                index += per_item;
                 if round == 1 {
                     eprintln!(
                         "{label}: every backend already measured in this run directory, skipped"
@@ -248,118 +322,174 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
                         let Item::File(path, _) = item else {
                             return Err(e);
                         };
-                        let mut row = file_row(ctx, &machine, &label, path, "-");
+                        let mut row = file_row(ctx, &bench.machine, &label, path, "-");
                         row.status = Some(Status::Failed);
                         row.message = format!("{e:#}");
                         record(ctx, writer, &row, &[], &[])?;
-                        for b in &backends {
-                            done.insert((label.clone(), b.name().to_string()));
-                        }
-                        index += backends.len();
+                        done.extend(ids);
+                        index += per_item;
                         continue;
                     }
                 }
             }
             let item_ctx = item_ctx.as_mut().expect("prepared above");
-            for (backend, available) in backends.iter().zip(&availability) {
-                index += 1;
-                let key = (label.clone(), backend.name().to_string());
-                let round_tag = if rounds > 1 {
-                    format!(" (round {round}/{rounds})")
-                } else {
-                    String::new()
-                };
-                let tag = format!("[{index}/{total}] {label} × {}{round_tag}", backend.name());
-                let pair = pairs.entry(key.clone()).or_default();
-                if done.contains(&key) {
-                    if round == 1 {
-                        eprintln!("{tag}: already measured in this run directory, skipped");
-                        if ctx.emit_rows {
-                            // The machine that started this run may have missed it (a dropped link).
-                            if let Some(run) = &existing {
-                                resend(ctx, run, &label, backend.name())?;
+            let mut id = ids.into_iter();
+            for (threads, cores) in &core_sets {
+                for (backend, available) in backends.iter().zip(&availability) {
+                    index += 1;
+                    let id = id.next().expect("one id per pair");
+                    let round_tag = if rounds > 1 {
+                        format!(" (round {round}/{rounds})")
+                    } else {
+                        String::new()
+                    };
+                    let thread_tag = if core_sets.len() > 1 || *threads > 1 {
+                        format!(", {threads} thread{}", if *threads > 1 { "s" } else { "" })
+                    } else {
+                        String::new()
+                    };
+                    let tag = format!(
+                        "[{index}/{total}] {label} × {}{thread_tag}{round_tag}",
+                        backend.name()
+                    );
+                    let pair = pairs.entry(id.clone()).or_default();
+                    if done.contains(&id) {
+                        if round == 1 {
+                            eprintln!("{tag}: already measured in this run directory, skipped");
+                            if ctx.emit_rows {
+                                // The machine that started this run may have missed it (a dropped link).
+                                if let Some(run) = &bench.existing {
+                                    resend(ctx, run, &id)?;
+                                }
                             }
                         }
+                        continue;
                     }
-                    continue;
-                }
-                if pair.stopped || pair.rounds_done() >= round {
-                    continue;
-                }
-                if stop_requested() {
-                    return Ok(());
-                }
-                let settled = available
-                    .is_available()
-                    .then(|| {
-                        crate::thermal::before_pair(
-                            &ctx.manifest.thermal,
-                            &start_temperatures,
-                            measured_core,
-                        )
-                    })
-                    .flatten();
-                let measured =
-                    measure_pair(ctx, &machine, item_ctx, backend.as_ref(), available, &tag)?;
-                if stop_requested() {
-                    // Interrupted: this round of this pair is not recorded; --resume redoes it.
-                    eprintln!("{tag}: interrupted, not recorded");
-                    return Ok(());
-                }
-                let Some((mut row, samples)) = measured else {
-                    pair.stopped = true;
-                    continue;
-                };
-                if let Some(settled) = &settled {
-                    row.settle_wait_s = Some(settled.waited.as_secs_f64());
-                    if let Some(why) = &settled.timed_out {
-                        eprintln!("{tag}: {why}; measuring anyway");
+                    if pair.stopped || pair.rounds_done() >= round {
+                        continue;
+                    }
+                    if stop_requested() {
+                        return Ok(());
+                    }
+                    let placed = Placement {
+                        threads: *threads,
+                        cores,
+                    };
+                    let go_on = bench.pair_round(
+                        round,
+                        item_ctx,
+                        backend.as_ref(),
+                        available,
+                        &placed,
+                        pair,
+                        &tag,
+                    )?;
+                    if !go_on {
+                        return Ok(());
                     }
                 }
-                let unsettled = settled.as_ref().and_then(|s| s.timed_out.as_ref());
-                for warning in cluster_warnings.iter().chain(unsettled) {
-                    row.probe_notes = [row.probe_notes.as_str(), warning]
-                        .iter()
-                        .filter(|n| !n.is_empty())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                }
-                let mut op_rows = Vec::new();
-                let (row, sample_rows) = if row.is_ok() {
-                    let sample_rows =
-                        row.sample_rows(round, &samples.latencies_ns, samples.gpu_ns.as_deref());
-                    if let Some(profile) = &samples.profile {
-                        let graph = match &*item_ctx {
-                            ItemContext::Zoo(prepared) => Some(prepared.graph()),
-                            ItemContext::File { .. } => None,
-                        };
-                        let median = (!samples.latencies_ns.is_empty()).then(|| {
-                            (mobilebench_results::stats::median_ms(&samples.latencies_ns) * 1e6)
-                                .round() as u64
-                        });
-                        op_rows = profile.rows(&row, round, graph, median);
-                    }
-                    (
-                        pair.add(round, &row, samples, ctx.manifest.cv_threshold),
-                        sample_rows,
-                    )
-                } else {
-                    // Earlier rounds' samples stay in samples.csv; the row says what failed.
-                    pair.stopped = true;
-                    let mut row = row;
-                    if rounds > 1 && row.status != Some(Status::Unavailable) {
-                        row.message = format!("round {round}/{rounds}: {}", row.message);
-                    }
-                    (row, Vec::new())
-                };
-                record(ctx, writer, &row, &sample_rows, &op_rows)
-                    .with_context(|| format!("cannot record {tag}"))?;
-                eprintln!("{tag}: {}", one_line(&row));
             }
         }
     }
     Ok(())
+}
+
+/// Where a pair runs: its thread count and the cores, fastest first.
+struct Placement<'a> {
+    threads: u32,
+    cores: &'a [usize],
+}
+
+impl Bench<'_> {
+    /// Measures and records one round of one pair; `false` when the user interrupted.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_round(
+        &self,
+        round: u32,
+        item_ctx: &mut ItemContext,
+        backend: &dyn Backend,
+        available: &Availability,
+        placed: &Placement,
+        pair: &mut PairRounds,
+        tag: &str,
+    ) -> Result<bool> {
+        let ctx = self.ctx;
+        let settled = available
+            .is_available()
+            .then(|| {
+                crate::thermal::before_pair(
+                    &ctx.manifest.thermal,
+                    &self.start_temperatures,
+                    placed.cores[0],
+                )
+            })
+            .flatten();
+        let measured = measure_pair(
+            ctx,
+            &self.machine,
+            item_ctx,
+            backend,
+            available,
+            placed,
+            tag,
+        )?;
+        if stop_requested() {
+            // Interrupted: this round of this pair is not recorded; --resume redoes it.
+            eprintln!("{tag}: interrupted, not recorded");
+            return Ok(false);
+        }
+        let Some((mut row, samples)) = measured else {
+            pair.stopped = true;
+            return Ok(true);
+        };
+        if let Some(settled) = &settled {
+            row.settle_wait_s = Some(settled.waited.as_secs_f64());
+            if let Some(why) = &settled.timed_out {
+                eprintln!("{tag}: {why}; measuring anyway");
+            }
+        }
+        let unsettled = settled.as_ref().and_then(|s| s.timed_out.as_ref());
+        for warning in self.cluster_warnings.iter().chain(unsettled) {
+            row.probe_notes = [row.probe_notes.as_str(), warning]
+                .iter()
+                .filter(|n| !n.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        let mut op_rows = Vec::new();
+        let (row, sample_rows) = if row.is_ok() {
+            let sample_rows =
+                row.sample_rows(round, &samples.latencies_ns, samples.gpu_ns.as_deref());
+            if let Some(profile) = &samples.profile {
+                let graph = match &*item_ctx {
+                    ItemContext::Zoo(prepared) => Some(prepared.graph()),
+                    ItemContext::File { .. } => None,
+                };
+                let median = (!samples.latencies_ns.is_empty()).then(|| {
+                    (mobilebench_results::stats::median_ms(&samples.latencies_ns) * 1e6).round()
+                        as u64
+                });
+                op_rows = profile.rows(&row, round, graph, median);
+            }
+            (
+                pair.add(round, &row, samples, ctx.manifest.cv_threshold),
+                sample_rows,
+            )
+        } else {
+            // Earlier rounds' samples stay in samples.csv; the row says what failed.
+            pair.stopped = true;
+            let mut row = row;
+            if self.rounds > 1 && row.status != Some(Status::Unavailable) {
+                row.message = format!("round {round}/{}: {}", self.rounds, row.message);
+            }
+            (row, Vec::new())
+        };
+        record(ctx, self.writer, &row, &sample_rows, &op_rows)
+            .with_context(|| format!("cannot record {tag}"))?;
+        eprintln!("{tag}: {}", one_line(&row));
+        Ok(true)
+    }
 }
 
 /// Builds what every pair of an item shares: the zoo model prepared (exported on demand),
@@ -369,7 +499,7 @@ fn prepare_item(
     item: &Item,
     label: &str,
     backends: &[Box<dyn Backend>],
-    done: &HashSet<(String, String)>,
+    done: &HashSet<PairId>,
 ) -> Result<ItemContext> {
     let m = &ctx.manifest;
     Ok(match item {
@@ -401,38 +531,21 @@ enum ItemContext {
     },
 }
 
-/// On `--resume`, the reference of a file is the output of the first backend already done.
+/// On `--resume`, the reference of a file is the output of the first backend already done
+/// (at any thread count: the output does not depend on it).
 fn first_reference(
     dir: &Path,
     label: &str,
     backends: &[Box<dyn Backend>],
-    done: &HashSet<(String, String)>,
+    done: &HashSet<PairId>,
 ) -> Option<(String, Vec<f32>)> {
     backends.iter().find_map(|b| {
-        if !done.contains(&(label.to_string(), b.name().to_string())) {
-            return None;
-        }
-        let out = agreement::read_output(&output_path(dir, label, b.name())).ok()?;
+        let id = done
+            .iter()
+            .find(|id| id.label == label && id.backend == b.name())?;
+        let out = agreement::read_output(&output_path(dir, label, b.name(), id.threads)).ok()?;
         Some((b.name().to_string(), out))
     })
-}
-
-fn one_line(row: &SummaryRow) -> String {
-    match (row.status, row.p50_ms) {
-        (Some(Status::Ok), Some(p50)) => {
-            let flags = if row.flags.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", row.flags)
-            };
-            format!(
-                "median {} ms (cv {:.1}%){flags}",
-                results::format_ms(p50),
-                100.0 * row.cv.unwrap_or(0.0)
-            )
-        }
-        (status, _) => format!("{}: {}", status.map_or("?", |s| s.word()), row.message),
-    }
 }
 
 /// The manifest's timing contract, parsed.
@@ -457,64 +570,14 @@ pub fn workload_of(m: &RunManifest) -> Result<(Workload, BnMode)> {
     let mode = m.mode.parse::<Mode>().map_err(anyhow::Error::msg)?;
     let bn = m.bn.parse::<BnMode>().map_err(anyhow::Error::msg)?;
     let batch = usize::try_from(m.batch)?;
-    Ok((Workload { mode, batch }, bn))
-}
-
-fn zoo_row(ctx: &RunContext, machine: &Machine, zoo: &PreparedZoo, backend: &str) -> SummaryRow {
-    let config = &zoo.config;
-    let counts = count(&config.graph());
-    SummaryRow {
-        precision: zoo.precision.column().into(),
-        source: "zoo".into(),
-        input_shape: format!("{}x{1}x{1}x3", ctx.manifest.batch, config.resolution),
-        macs: Some(counts.macs),
-        params: Some(counts.params),
-        ..common_row(ctx, machine, &zoo.label(), backend)
-    }
-}
-
-fn file_row(
-    ctx: &RunContext,
-    machine: &Machine,
-    label: &str,
-    path: &Path,
-    backend: &str,
-) -> SummaryRow {
-    SummaryRow {
-        source: path.display().to_string(),
-        ..common_row(ctx, machine, label, backend)
-    }
-}
-
-fn common_row(ctx: &RunContext, machine: &Machine, label: &str, backend: &str) -> SummaryRow {
-    SummaryRow {
-        device: ctx.device.clone(),
-        timing: ctx.manifest.timing.clone(),
-        rounds: 0,
-        flags: if ctx.emulated {
-            "emulated".into()
-        } else {
-            String::new()
+    Ok((
+        Workload {
+            mode,
+            batch,
+            threads: 1,
         },
-        model: label.to_string(),
-        backend: backend.to_string(),
-        started_at: now_rfc3339(),
-        mode: ctx.manifest.mode.clone(),
-        batch: ctx.manifest.batch,
-        bn: ctx.manifest.bn.clone(),
-        warmup: ctx.manifest.warmup,
-        runs: ctx.manifest.runs,
-        core: ctx.manifest.core,
-        cpu_brand: machine.cpu_brand.clone(),
-        cpu_cores: Some(machine.cpu_cores),
-        os: machine.os.clone(),
-        kernel: machine.kernel.clone(),
-        load_avg_1m: Some(probe::load_average_1m()),
-        harness_commit: probe::COMMIT.into(),
-        build_profile: probe::PROFILE.into(),
-        governor: "unavailable".into(),
-        ..Default::default()
-    }
+        bn,
+    ))
 }
 
 /// Measures one round of one pair: the row of that round (statistics not yet set) and its
@@ -526,6 +589,7 @@ fn measure_pair(
     item: &mut ItemContext,
     backend: &dyn Backend,
     availability: &Availability,
+    placed: &Placement,
     tag: &str,
 ) -> Result<Option<(SummaryRow, RoundSamples)>> {
     let name = backend.name();
@@ -554,12 +618,21 @@ fn measure_pair(
             (row, Some(source))
         }
     };
+    row.threads = Some(placed.threads);
+    row.core = placed.cores.first().copied();
+    row.core_set = crate::affinity::format_cpu_list(placed.cores);
     if let Availability::Unavailable { reason } = availability {
         row.status = Some(Status::Unavailable);
         row.message = reason.clone();
         return Ok(Some((row, RoundSamples::default())));
     }
-    let (workload, bn) = workload_of(&ctx.manifest)?;
+    if let Err(why) = backend.runs_threads(placed.threads) {
+        row.status = Some(Status::Unavailable);
+        row.message = format!("{why} (--threads {})", placed.threads);
+        return Ok(Some((row, RoundSamples::default())));
+    }
+    let (mut workload, bn) = workload_of(&ctx.manifest)?;
+    workload.threads = placed.threads;
     let int8 = matches!(item, ItemContext::Zoo(z) if z.precision == Precision::Int8);
     if let (true, Err(why)) = (int8, backend.runs_int8()) {
         row.status = Some(Status::Unavailable);
@@ -579,11 +652,12 @@ fn measure_pair(
         row.message = format!("{name} takes neither zoo models nor a format they export to");
         return Ok(Some((row, RoundSamples::default())));
     };
-    let output = output_path(&ctx.dir, &row.model, name);
+    let output = output_path(&ctx.dir, &row.model, name, placed.threads);
     let spec = WorkerSpec {
         backend: name.to_string(),
         source,
-        core: ctx.manifest.core,
+        core: placed.cores.first().copied(),
+        cores: placed.cores.to_vec(),
         warmup: ctx.manifest.warmup,
         runs: ctx.manifest.runs,
         weight_seed: ctx.manifest.weight_seed,
@@ -649,52 +723,4 @@ fn measure_pair(
         }
     }
     Ok(Some((row, samples)))
-}
-
-/// An int8 row's agreement with the float model; below [`agreement::INT8_MIN_COSINE`] the
-/// row is flagged.
-fn record_float_agreement(row: &mut SummaryRow, a: &mobilebench_models::agreement::Agreement) {
-    row.agreement_inputs = Some(a.inputs as u32);
-    row.top1_agreement = Some(a.top1_agreement);
-    row.cosine_mean = Some(a.mean_cosine);
-    row.cosine_min = Some(a.min_cosine);
-    if a.inputs == 0 || a.min_cosine.is_nan() || a.min_cosine < agreement::INT8_MIN_COSINE {
-        flag_disagreement(
-            row,
-            format!(
-                "int8 logits far from the float model's: smallest cosine {:.3} over {} inputs (at least {} expected)",
-                a.min_cosine,
-                a.inputs,
-                agreement::INT8_MIN_COSINE
-            ),
-        );
-    }
-}
-
-fn flag_disagreement(row: &mut SummaryRow, problem: String) {
-    if !row.flag_list().contains(&"disagrees") {
-        row.flags = if row.flags.is_empty() {
-            "disagrees".into()
-        } else {
-            format!("{};disagrees", row.flags)
-        };
-    }
-    row.message = if row.message.is_empty() {
-        problem
-    } else {
-        format!("{}; {problem}", row.message)
-    };
-}
-
-fn record_agreement(row: &mut SummaryRow, a: &Agreement) {
-    row.reference = match a.cosine {
-        // int8 rows are judged by the cosine: the reference column carries it.
-        Some(c) => format!("{}, cosine {c:.4}", a.reference),
-        None => a.reference.clone(),
-    };
-    row.max_abs_diff = Some(a.max_abs_diff);
-    row.max_rel_diff = Some(a.max_rel_diff);
-    if let Some(problem) = a.problem(agreement::tolerance(&row.precision)) {
-        flag_disagreement(row, problem);
-    }
 }

@@ -14,6 +14,7 @@ use mobilebench_backend::{BackendSettings, FileFormat, ModelSource, OpTiming, Ti
 use mobilebench_models::{synthetic_for_shape, BnMode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::affinity;
 use crate::probe::{self, pin_current_thread, CoreState, Memory};
 use crate::registry;
 use crate::timing;
@@ -44,7 +45,12 @@ pub enum SourceSpec {
 pub struct WorkerSpec {
     pub backend: String,
     pub source: SourceSpec,
+    /// The core the measuring thread runs on: the first of `cores`.
     pub core: Option<usize>,
+    /// The cores the whole process is confined to, fastest first (`workload.threads` of
+    /// them); empty: `core` alone, or nowhere in particular without it.
+    #[serde(default)]
+    pub cores: Vec<usize>,
     pub warmup: u32,
     pub runs: u32,
     pub weight_seed: u64,
@@ -100,8 +106,12 @@ pub enum Event {
         /// The worker's own memory before loading, after loading and after the loop
         /// (`None` without /proc).
         memory: Option<[Memory; 3]>,
-        /// Pinning held: after the loop the measuring thread's affinity was still the core.
+        /// Pinning held: after the loop the measuring thread's affinity was still its core,
+        /// and every thread of the process was allowed, and last ran, only on the core set.
         pin_verified: bool,
+        /// Threads that burned CPU during the timed loop (`None` without /proc).
+        #[serde(default)]
+        busy_threads: Option<u32>,
         after: CoreState,
         /// What the worker could not do as asked (keep its helper thread off the core, read
         /// its memory), for `probe_notes`.
@@ -177,23 +187,27 @@ pub fn main(spec: &str) -> ExitCode {
     }
 }
 
-/// Reports progress every 100 ms from a thread of its own, kept off the measured core; the
+/// Reports progress every 100 ms from a thread of its own, kept off the measured cores; the
 /// timed loop only stores a counter.
 struct ProgressReporter {
     done: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Its thread id: the one thread of the worker allowed off the core set.
+    tid: i32,
 }
 
 impl ProgressReporter {
-    /// Starts the thread; `Err` says why it could not be kept off `core`.
-    fn start(core: Option<usize>, allowed: Vec<usize>) -> (Self, Result<(), String>) {
+    /// Starts the thread; `Err` says why it could not be kept off `cores`.
+    fn start(cores: Vec<usize>, allowed: Vec<usize>) -> (Self, Result<(), String>) {
         let done = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (d, s) = (done.clone(), stop.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let _ = tx.send(core.map_or(Ok(()), |c| probe::keep_off_core(c, &allowed)));
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let _ = tx.send((tid, probe::keep_off_cores(&cores, &allowed)));
             let mut last = 0;
             while !s.load(Ordering::Relaxed) {
                 std::thread::park_timeout(Duration::from_millis(100));
@@ -204,13 +218,14 @@ impl ProgressReporter {
                 }
             }
         });
-        let kept_off = rx
+        let (tid, kept_off) = rx
             .recv()
-            .unwrap_or_else(|_| Err("the progress thread died".into()));
+            .unwrap_or_else(|_| (0, Err("the progress thread died".into())));
         let reporter = ProgressReporter {
             done,
             stop,
             thread: Some(thread),
+            tid,
         };
         (reporter, kept_off)
     }
@@ -246,19 +261,40 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         (SourceSpec::Zoo { .. }, None) => unreachable!("built above"),
     };
 
-    // Pin before any runtime starts, so the threads it creates inherit the core.
+    // Confine the whole process before any runtime starts, so every thread it creates
+    // inherits the core set.
     let allowed = probe::current_affinity().unwrap_or_default();
     let core = spec.core;
-    let pinned = core.is_some_and(pin_current_thread);
+    let cores = match (&spec.cores[..], core) {
+        ([], Some(c)) => vec![c],
+        (set, _) => set.to_vec(),
+    };
+    let mut notes = Vec::new();
+    let pinned = !cores.is_empty()
+        && match affinity::confine_process(&cores) {
+            Ok(()) => true,
+            Err(why) => {
+                notes.push(why);
+                false
+            }
+        };
     let state_core = core.unwrap_or(0);
     emit(&Event::Pinned {
         core,
         before: CoreState::probe(state_core),
     });
-    let mut notes = Vec::new();
-    let (progress, kept_off) = ProgressReporter::start(core.filter(|_| pinned), allowed);
+    let (progress, kept_off) = ProgressReporter::start(cores.clone(), allowed);
     if let Err(why) = kept_off {
         notes.push(format!("progress thread: {why}"));
+    }
+    // With several cores, the measuring thread takes the first while the runtime loads, so
+    // every engine's calling thread sits on the same core; the threads the runtime starts
+    // are given the whole set once it has run (below).
+    let several = pinned && cores.len() > 1;
+    if let (true, Some(c)) = (several, core) {
+        if !pin_current_thread(c) {
+            notes.push(format!("cannot pin the measuring thread to core {c}"));
+        }
     }
 
     // Memory the worker freed before loading (the unfolded model `with_bn` replaced) is
@@ -299,6 +335,17 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         settings: session.settings(),
     });
 
+    // After the first inference (libtorch's OpenMP threads start then), every thread the
+    // runtime started may use the whole set.
+    if several {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        if let Err(why) = affinity::confine_threads(&cores, &[me, progress.tid]) {
+            notes.push(why);
+        }
+    }
+    let task_dir = std::path::Path::new("/proc/self/task");
+    let threads_before = affinity::threads(task_dir);
     let measured = timing::timed_loop(
         session.as_mut(),
         spec.timing,
@@ -309,9 +356,23 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         &progress.done,
         &mut Instant::now,
     )?;
+    let threads_after = affinity::threads(task_dir);
+    let progress_tids = [progress.tid];
     drop(progress);
-    // Pinning is verified, not assumed: the measuring thread's mask is still that one core.
-    let pin_verified = pinned && probe::current_affinity() == core.map(|c| vec![c]);
+    // Pinning is verified, not assumed: the measuring thread's mask is still its core, and
+    // every thread of the process (the runtime's included) stayed on the set.
+    let busy_threads = (!threads_after.is_empty())
+        .then(|| affinity::busy_threads(&threads_before, &threads_after));
+    let strays = if pinned {
+        let mut runtime_threads = threads_after;
+        runtime_threads.retain(|tid, _| !progress_tids.contains(tid));
+        affinity::outside(&runtime_threads, &threads_before, &cores)
+    } else {
+        Vec::new()
+    };
+    let pin_verified =
+        pinned && probe::current_affinity() == core.map(|c| vec![c]) && strays.is_empty();
+    notes.extend(strays.into_iter().take(3));
     let after = CoreState::probe(state_core);
     // Read after the loop, outside the timed region.
     session.read_output(&mut output)?;
@@ -359,6 +420,7 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         gpu_ns: measured.gpu_ns,
         memory,
         pin_verified,
+        busy_threads,
         after,
         notes,
     });

@@ -222,6 +222,40 @@ fn emulated_devices_end_to_end_two_at_once_and_resume_after_a_dropped_link() {
         "{md}"
     );
 
+    // Threads on the device: each count a pair of its own, on as many of its cores.
+    let out_threads = tmp.path().join("results-threads");
+    let threads = bench(&[
+        "run",
+        "--device",
+        pb.to_str().unwrap(),
+        "--models",
+        "mobilenet_v3_small_0.25_64",
+        "--backends",
+        "native",
+        "--threads",
+        "1,2",
+        "--warmup",
+        "2",
+        "--runs",
+        "10",
+        "--out",
+        out_threads.to_str().unwrap(),
+    ]);
+    assert!(threads.status.success(), "{}", stderr(&threads));
+    let rows = summary(&the_run(&out_threads));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for (r, n) in rows.iter().zip([1, 2]) {
+        assert_eq!(
+            (r["status"].as_str(), r["threads"].as_str()),
+            ("ok", n.to_string().as_str()),
+            "{r:?}"
+        );
+        assert!(r["flags"].split(';').any(|f| f == "emulated"), "{r:?}");
+        assert!(!r["flags"].split(';').any(|f| f == "disagrees"), "{r:?}");
+        assert_eq!(r["core_set"].split([',', '-']).count(), n, "{r:?}");
+        assert_eq!(r["pinned"], "true", "{r:?}");
+    }
+
     // A dropped link: kill device a's sshd once its first pair is back.
     let out2 = tmp.path().join("results2");
     let run = Command::new(BENCH)

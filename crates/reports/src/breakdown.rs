@@ -189,6 +189,7 @@ mod tests {
             device: "local".into(),
             model: "m".into(),
             backend: backend.into(),
+            threads: 1,
             round: 1,
             step: 0,
             name: format!("{backend} {nodes}"),

@@ -10,6 +10,7 @@ pub mod plots;
 mod profile;
 #[cfg(feature = "plots")]
 mod profile_plot;
+mod scaling;
 mod tables;
 
 #[cfg(feature = "plots")]
@@ -20,6 +21,7 @@ use mobilebench_results::{Run, SummaryRow};
 
 pub use mobilebench_results::format_ms;
 pub use profile::{plot_stem, profile_section};
+pub use scaling::{scaling_section, scaling_stem};
 pub use tables::{can_win, device_table, latency_tables, model_table, stats_table};
 
 /// How the report picks what it shows.
@@ -112,12 +114,13 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
     md.push_str(&model_table(runs, options));
     if !plots.is_empty() {
         md.push_str("\n## Plots\n\n");
-        // The profile plots sit in their own section.
+        // The profile and scaling plots sit in their own sections.
         for p in plots.iter().filter(|p| {
             p.extension().is_some_and(|e| e == "png")
-                && !p
-                    .file_stem()
-                    .is_some_and(|s| s.to_string_lossy().starts_with("where_the_time_goes"))
+                && !p.file_stem().is_some_and(|s| {
+                    let s = s.to_string_lossy();
+                    s.starts_with("where_the_time_goes") || s.starts_with("scaling_")
+                })
         }) {
             let name = p
                 .file_stem()
@@ -125,6 +128,11 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
                 .unwrap_or_default();
             md.push_str(&format!("![{name}]({})\n\n", p.display()));
         }
+    }
+    let threads = scaling_section(runs, plots);
+    if !threads.is_empty() {
+        md.push('\n');
+        md.push_str(&threads);
     }
     md.push_str("\n## Every pair\n\n");
     md.push_str(&stats_table(runs));

@@ -152,6 +152,16 @@ pub fn write_all(
             crate::profile_plot::stacked_bars(&root, &b, FONT)
         });
     }
+    for s in crate::scaling::scalings(runs) {
+        let stem = crate::scaling::scaling_stem(&s.model, &s.device);
+        both!(written, dir, stem, |root| crate::scaling::plot(
+            &root,
+            &s,
+            FONT,
+            color,
+            |i, p, style| marker(i, p, 5, style)
+        ));
+    }
     let rows = all_rows(runs);
     for device in distinct(rows.iter().map(|r| r.device.as_str())) {
         // One row per pair (the first run that measured it), ok pairs only.

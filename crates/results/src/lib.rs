@@ -69,6 +69,20 @@ pub struct SampleRow {
     /// GPU time of that run from timestamp queries, where the backend has it.
     #[serde(default)]
     pub gpu_ns: Option<u64>,
+    /// Threads the pair ran on (`--threads`); files written before the option: 1.
+    #[serde(default = "one")]
+    pub threads: u32,
+}
+
+impl SampleRow {
+    pub fn key(&self) -> PairKey {
+        PairKey {
+            device: self.device.clone(),
+            model: self.model.clone(),
+            backend: self.backend.clone(),
+            threads: self.threads,
+        }
+    }
 }
 
 /// One (model, backend) pair. Optional fields are empty when not measured (a failed pair)
@@ -135,6 +149,7 @@ pub struct SummaryRow {
     #[serde(default)]
     pub cosine_min: Option<f64>,
     pub library_version: String,
+    /// The threads the pair was asked to compute on (`--threads`), part of its identity.
     pub threads: Option<u32>,
     pub precision: String,
     pub adapter: String,
@@ -155,6 +170,12 @@ pub struct SummaryRow {
     /// Added with `--settle`: older CSVs read with it empty.
     #[serde(default)]
     pub settle_wait_s: Option<f64>,
+    /// Added with `--threads`: the cores the worker confined itself to (`2-3`), and how many
+    /// of its threads burned CPU during the timed loop. Older CSVs read them empty.
+    #[serde(default)]
+    pub core_set: String,
+    #[serde(default)]
+    pub busy_threads: Option<u32>,
     pub load_avg_1m: Option<f64>,
     pub harness_commit: String,
     pub build_profile: String,
@@ -182,6 +203,9 @@ fn default_pair_timeout() -> u64 {
 fn one() -> u32 {
     1
 }
+fn one_thread_list() -> Vec<u32> {
+    vec![1]
+}
 /// Runs recorded before the `timing` column: the runtimes timed an input copy, native not.
 fn legacy_timing() -> String {
     "legacy".into()
@@ -191,6 +215,16 @@ impl SummaryRow {
     /// What the pair timed, when it is not the default (inference, batch 1, fused BN), e.g.
     /// `train, batch 4, separate BN`; empty otherwise.
     pub fn workload(&self) -> String {
+        let mut parts = vec![self.workload_without_threads()];
+        parts.retain(|p| !p.is_empty());
+        if self.thread_count() > 1 {
+            parts.push(format!("{} threads", self.thread_count()));
+        }
+        parts.join(", ")
+    }
+
+    /// [`SummaryRow::workload`] without the thread count (`train, batch 4`).
+    pub fn workload_without_threads(&self) -> String {
         let mut parts = Vec::new();
         if !self.mode.is_empty() && self.mode != "infer" {
             parts.push(self.mode.clone());
@@ -223,8 +257,14 @@ impl SummaryRow {
                 iteration: i as u32,
                 latency_ns: ns,
                 gpu_ns: gpu_ns.and_then(|g| g.get(i).copied()),
+                threads: self.thread_count(),
             })
             .collect()
+    }
+
+    /// The threads asked for; rows written before `--threads` ran on one.
+    pub fn thread_count(&self) -> u32 {
+        self.threads.unwrap_or(1).max(1)
     }
 
     pub fn key(&self) -> PairKey {
@@ -232,6 +272,7 @@ impl SummaryRow {
             device: self.device.clone(),
             model: self.model.clone(),
             backend: self.backend.clone(),
+            threads: self.thread_count(),
         }
     }
     pub fn is_ok(&self) -> bool {
@@ -247,6 +288,7 @@ pub struct PairKey {
     pub device: String,
     pub model: String,
     pub backend: String,
+    pub threads: u32,
 }
 
 /// What a run does before each pair to keep heat out of its numbers.
@@ -311,6 +353,14 @@ pub struct RunManifest {
     #[serde(default = "default_precisions")]
     pub precisions: Vec<String>,
     pub core: Option<usize>,
+    /// `--threads`: each count is a pair of its own (older manifests: one thread).
+    #[serde(default = "one_thread_list")]
+    pub threads: Vec<u32>,
+    /// `--cores` as given (`2-5`), or `--core-class` (`big`): where the threads run.
+    #[serde(default)]
+    pub cores: Option<String>,
+    #[serde(default)]
+    pub core_class: Option<String>,
     pub weight_seed: u64,
     pub input_seed: u64,
     pub cv_threshold: f64,
@@ -408,7 +458,7 @@ impl Run {
             let key = row.key();
             let label = format!("{} ({workload})", row.backend);
             for op in &mut self.ops {
-                if (&op.device, &op.model, &op.backend) == (&row.device, &row.model, &row.backend) {
+                if op.key() == key {
                     op.backend = label.clone();
                 }
             }
@@ -442,11 +492,7 @@ pub fn read_run(dir: &Path) -> Result<Run, ResultsError> {
     let samples_path = dir.join(SAMPLES_FILE);
     if samples_path.is_file() {
         for s in read_rows::<SampleRow>(&samples_path, &mut skipped)? {
-            let key = PairKey {
-                device: s.device,
-                model: s.model,
-                backend: s.backend,
-            };
+            let key = s.key();
             by_key
                 .entry(key)
                 .or_default()
@@ -515,11 +561,7 @@ pub fn drop_uncommitted_samples(dir: &Path) -> Result<usize, ResultsError> {
     let mut kept: BTreeMap<(PairKey, u32, u32), SampleRow> = BTreeMap::new();
     let mut order: Vec<(PairKey, u32, u32)> = Vec::new();
     for s in rows {
-        let key = PairKey {
-            device: s.device.clone(),
-            model: s.model.clone(),
-            backend: s.backend.clone(),
-        };
+        let key = s.key();
         if s.round > committed_rounds(&summary, &key) {
             continue;
         }

@@ -17,6 +17,9 @@ pub struct OpRow {
     pub device: String,
     pub model: String,
     pub backend: String,
+    /// The pair's `--threads` (ops.csv files written before it: 1).
+    #[serde(default = "crate::one")]
+    pub threads: u32,
     pub round: u32,
     pub step: u32,
     /// The runtime's own name for the event and its op (native: the IR nodes it runs).
@@ -55,6 +58,15 @@ pub struct OpRow {
 impl OpRow {
     /// Achieved GFLOP/s (one MAC = 2 flops) of `macs` in `ms`; `None` for steps without MACs
     /// or without time.
+    pub fn key(&self) -> crate::PairKey {
+        crate::PairKey {
+            device: self.device.clone(),
+            model: self.model.clone(),
+            backend: self.backend.clone(),
+            threads: self.threads,
+        }
+    }
+
     pub fn achieved_gflops(macs: u64, ms: f64) -> Option<f64> {
         (macs > 0 && ms > 0.0).then(|| 2.0 * macs as f64 / ms / 1e6)
     }
@@ -79,30 +91,27 @@ pub fn read_ops(dir: &Path, summary: &[SummaryRow]) -> Result<Vec<OpRow>, Result
             cause,
         })?;
     let committed = |r: &OpRow| {
+        let key = r.key();
         summary
             .iter()
             .rev()
-            .find(|s| s.device == r.device && s.model == r.model && s.backend == r.backend)
+            .find(|s| s.key() == key)
             .map_or(0, |s| s.rounds)
     };
     let mut last_round = std::collections::HashMap::new();
     for r in all.iter().filter(|r| r.round <= committed(r)) {
-        let key = (r.device.as_str(), r.model.as_str(), r.backend.as_str());
-        let best = last_round.entry(key).or_insert(r.round);
+        let best = last_round.entry(r.key()).or_insert(r.round);
         *best = (*best).max(r.round);
     }
     let mut kept: Vec<OpRow> = all
         .iter()
-        .filter(|r| {
-            last_round.get(&(r.device.as_str(), r.model.as_str(), r.backend.as_str()))
-                == Some(&r.round)
-        })
+        .filter(|r| last_round.get(&r.key()) == Some(&r.round))
         .cloned()
         .collect();
     // A round re-run by --resume appends again: the last row of each step wins.
     kept.reverse();
     let mut seen = std::collections::HashSet::new();
-    kept.retain(|r| seen.insert((r.device.clone(), r.model.clone(), r.backend.clone(), r.step)));
+    kept.retain(|r| seen.insert((r.key(), r.step)));
     kept.reverse();
     Ok(kept)
 }

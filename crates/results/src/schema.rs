@@ -44,6 +44,11 @@ pub const SAMPLE_COLUMNS: &[Column] = &[
         "ns",
         "GPU time of that run from timestamp queries (GPU backends whose adapter has them; empty otherwise)",
     ),
+    col(
+        "threads",
+        "",
+        "threads the pair ran on (`--threads`; part of the pair's identity)",
+    ),
 ];
 
 pub const SUMMARY_COLUMNS: &[Column] = &[
@@ -92,11 +97,15 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "",
         "rounds measured (--rounds; round-robin over the pairs, a fresh worker each)",
     ),
-    col("core", "", "CPU core the worker was pinned to"),
+    col(
+        "core",
+        "",
+        "CPU core the measuring thread was pinned to (the first of `core_set`)",
+    ),
     col(
         "pinned",
         "",
-        "pinning verified: the measuring thread's affinity was still that one core after the loop",
+        "confinement verified after the loop: the measuring thread's affinity was still its core, and every thread of the worker process was allowed, and last ran, only on `core_set`",
     ),
     col(
         "init_ms",
@@ -206,7 +215,11 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "int8 rows: the smallest of those cosine similarities",
     ),
     col("library_version", "", "the backend's library and version"),
-    col("threads", "", "threads the backend computes with"),
+    col(
+        "threads",
+        "",
+        "threads the pair was asked to compute on (`--threads`), set explicitly in the runtime; part of the pair's identity with device, model and backend",
+    ),
     col(
         "precision",
         "",
@@ -251,6 +264,16 @@ pub const SUMMARY_COLUMNS: &[Column] = &[
         "seconds waited before the pair for the machine to settle (`--settle`; the `--cooldown` sleep not included); empty without `--settle`",
     ),
     col(
+        "core_set",
+        "",
+        "the cores the worker confined its whole process to before the runtime started (`2-3`; the measuring thread on the first), empty when not confined",
+    ),
+    col(
+        "busy_threads",
+        "",
+        "threads of the worker that burned CPU during the timed loop (at least a quarter of the busiest thread's CPU time): the threads that really computed, whatever the runtime was told",
+    ),
+    col(
         "load_avg_1m",
         "",
         "1-minute load average when the pair started",
@@ -272,6 +295,7 @@ pub const OP_COLUMNS: &[Column] = &[
     col("device", "", "device profile name"),
     col("model", "", "canonical model name"),
     col("backend", "", "backend name (`native`, `tch`, `tract`, `onnxruntime`, `rten`, `litert-xnnpack` and `litert-builtin` time their steps; the others say why not in the summary's `probe_notes`)"),
+    col("threads", "", "threads the pair ran on (`--threads`)"),
     col("round", "", "1-based round the profile was taken in"),
     col("step", "", "0-based position of the step in the engine's plan (tract: its optimised plan; onnxruntime: the order its kernels first ran; LiteRT: the order of its profiler's operator events in a run)"),
     col(

@@ -20,6 +20,7 @@ fn sample(model: &str, i: u32) -> SampleRow {
         device: "local".into(),
         model: model.into(),
         backend: "native".into(),
+        threads: 1,
         round: 1,
         iteration: i,
         latency_ns: 1000 + i as u64,
@@ -51,6 +52,7 @@ fn op_row(round: u32, step: u32) -> OpRow {
         device: "local".into(),
         model: "m".into(),
         backend: "native".into(),
+        threads: 1,
         round,
         step,
         name: format!("n{step}"),
@@ -228,6 +230,9 @@ fn manifest_round_trip() {
         profile_ops: true,
         precisions: vec!["float32".into(), "int8".into()],
         core: Some(1),
+        threads: vec![1, 2],
+        cores: Some("0-1".into()),
+        core_class: None,
         weight_seed: 1,
         input_seed: 2,
         cv_threshold: 0.1,
@@ -282,6 +287,13 @@ fn workload_labels_name_only_what_differs_from_the_default() {
     assert_eq!(run.summary[0].backend, "tch");
     assert_eq!(run.summary[1].backend, "tch (train, batch 4, separate BN)");
     assert_eq!(run.samples[&run.summary[1].key()].all(), vec![7]);
+    // A thread count other than one is part of the label, and of the pair's identity.
+    let two = SummaryRow {
+        threads: Some(2),
+        ..row("infer", 1, "fused")
+    };
+    assert_ne!(two.key(), row("infer", 1, "fused").key());
+    assert_eq!(two.workload(), "2 threads");
 }
 
 #[test]

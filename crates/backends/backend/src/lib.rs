@@ -135,11 +135,19 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// The work a session does per iteration: the mode and the batch size.
+/// The work a session does per iteration (the mode and the batch size) and the CPU threads
+/// it does it on (`bench run --threads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     pub mode: Mode,
     pub batch: usize,
+    /// Compute threads, set explicitly in every runtime (never its default).
+    #[serde(default = "one_thread")]
+    pub threads: u32,
+}
+
+fn one_thread() -> u32 {
+    1
 }
 
 impl Default for Workload {
@@ -147,6 +155,7 @@ impl Default for Workload {
         Workload {
             mode: Mode::Infer,
             batch: 1,
+            threads: 1,
         }
     }
 }
@@ -303,6 +312,18 @@ pub trait Backend: Send + Sync {
             "{} has no int8 path (int8 runs on litert-builtin, litert-xnnpack and onnxruntime)",
             self.name()
         ))
+    }
+    /// Whether it can compute on `threads` CPU threads, and if not, why. Engines with a
+    /// thread setting override this and set the count in [`Backend::load`] explicitly.
+    fn runs_threads(&self, threads: u32) -> Result<(), String> {
+        if threads == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} has no thread-count setting: it runs on one thread",
+                self.name()
+            ))
+        }
     }
     /// Prepares a session for `workload` (which [`Backend::supports`] accepted): parse,
     /// compile, allocate. The runner times this as init.

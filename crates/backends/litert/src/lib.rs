@@ -91,8 +91,12 @@ impl Backend for LiteRtBackend {
     }
     fn description(&self) -> &'static str {
         match self.accelerator {
-            Accelerator::Builtin => "LiteRT (TFLite) builtin CPU kernels, no delegate, 1 thread",
-            Accelerator::Xnnpack => "LiteRT (TFLite) with the XNNPACK delegate, 1 thread",
+            Accelerator::Builtin => {
+                "LiteRT (TFLite) builtin CPU kernels, no delegate, --threads threads"
+            }
+            Accelerator::Xnnpack => {
+                "LiteRT (TFLite) with the XNNPACK delegate, --threads threads (its pool)"
+            }
             Accelerator::Gpu => "LiteRT's WebGPU accelerator (Vulkan), fp32 precision",
             Accelerator::GpuFp16 => "LiteRT's WebGPU accelerator (Vulkan), default fp16 precision",
         }
@@ -128,6 +132,15 @@ impl Backend for LiteRtBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Tflite)
     }
+    fn runs_threads(&self, threads: u32) -> Result<(), String> {
+        if self.accelerator.is_gpu() && threads > 1 {
+            return Err(format!(
+                "{} computes on the GPU: it has no CPU thread count (its rows are at --threads 1)",
+                self.name()
+            ));
+        }
+        Ok(())
+    }
     fn runs_int8(&self) -> Result<(), String> {
         if self.accelerator.is_gpu() {
             return Err(format!(
@@ -140,7 +153,7 @@ impl Backend for LiteRtBackend {
     fn load(
         &self,
         source: &ModelSource,
-        _workload: &Workload,
+        workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
         let path = source.require_file(self.name(), FileFormat::Tflite)?;
         let api = api().map_err(|reason| BackendError::Unavailable {
@@ -161,13 +174,20 @@ impl Backend for LiteRtBackend {
             backend: self.name().into(),
             reason,
         })?;
-        LiteRtSession::new(api, path, self.accelerator, &installed, false)
-            .map(|s| Box::new(s) as Box<dyn Session>)
-            .map_err(|why| BackendError::Load {
-                backend: self.name().into(),
-                path: path.to_path_buf(),
-                why,
-            })
+        LiteRtSession::new(
+            api,
+            path,
+            self.accelerator,
+            &installed,
+            workload.threads,
+            false,
+        )
+        .map(|s| Box::new(s) as Box<dyn Session>)
+        .map_err(|why| BackendError::Load {
+            backend: self.name().into(),
+            path: path.to_path_buf(),
+            why,
+        })
     }
 }
 
@@ -201,6 +221,8 @@ struct LiteRtSession {
     installed: Installed,
     /// Compiled with LiteRT's profiler on (the twin), never the timed session.
     profiling: bool,
+    /// CPU threads (`num_threads`: the interpreter's and XNNPACK's pool).
+    threads: u32,
 }
 
 impl LiteRtSession {
@@ -209,6 +231,7 @@ impl LiteRtSession {
         path: &Path,
         accelerator: Accelerator,
         installed: &Installed,
+        threads: u32,
         profiling: bool,
     ) -> Result<Self, String> {
         let library_dir = CString::new(installed.dir.as_os_str().as_encoded_bytes())
@@ -236,6 +259,7 @@ impl LiteRtSession {
             path: path.to_path_buf(),
             installed: installed.clone(),
             profiling,
+            threads: threads.max(1),
         };
         // Everything below is released by Drop on any early return.
         s.build(path)?;
@@ -375,13 +399,15 @@ impl LiteRtSession {
     /// `options` is a live options object.
     unsafe fn compile(&mut self, options: Handle) -> Result<(), String> {
         let api = self.api;
+        // The thread count is always given: LiteRT's default (-1) leaves it to the runtime.
+        let cpu_builtin = format!(
+            "num_threads = {}\nkernel_mode = \"builtin\"\n",
+            self.threads
+        );
+        let cpu_xnnpack = format!("num_threads = {}\n", self.threads);
         let (hardware, kind, payload) = match self.accelerator {
-            Accelerator::Builtin => (
-                ffi::HW_CPU,
-                c"xnnpack",
-                Some("num_threads = 1\nkernel_mode = \"builtin\"\n"),
-            ),
-            Accelerator::Xnnpack => (ffi::HW_CPU, c"xnnpack", Some("num_threads = 1\n")),
+            Accelerator::Builtin => (ffi::HW_CPU, c"xnnpack", Some(cpu_builtin.as_str())),
+            Accelerator::Xnnpack => (ffi::HW_CPU, c"xnnpack", Some(cpu_xnnpack.as_str())),
             // precision 2 = fp32; the accelerator's default is fp16.
             Accelerator::Gpu => (ffi::HW_GPU, c"gpu_options", Some("precision = 2\n")),
             Accelerator::GpuFp16 => (ffi::HW_GPU, c"gpu_options", None),
@@ -553,15 +579,20 @@ impl Session for LiteRtSession {
         Some(self.time_ops(runs.max(1)).map_err(|why| self.fail(why)))
     }
     fn settings(&self) -> BackendSettings {
+        let threads = self.threads;
         let (mode, precision) = match self.accelerator {
-            Accelerator::Builtin => ("kernel_mode=builtin;num_threads=1", "fp32"),
-            Accelerator::Xnnpack => ("delegate=xnnpack;num_threads=1", "fp32"),
-            Accelerator::Gpu => ("accelerator=webgpu;precision=fp32", "fp32"),
-            Accelerator::GpuFp16 => ("accelerator=webgpu;precision=default", "fp16"),
+            Accelerator::Builtin => (format!("kernel_mode=builtin;num_threads={threads}"), "fp32"),
+            Accelerator::Xnnpack => (format!("delegate=xnnpack;num_threads={threads}"), "fp32"),
+            Accelerator::Gpu => ("accelerator=webgpu;precision=fp32".into(), "fp32"),
+            Accelerator::GpuFp16 => ("accelerator=webgpu;precision=default".into(), "fp16"),
         };
         BackendSettings {
             library_version: self.version.clone(),
-            threads: 1,
+            threads: if self.accelerator.is_gpu() {
+                1
+            } else {
+                threads
+            },
             precision: precision.into(),
             adapter: self.adapter.clone(),
             settings: format!("{mode};fully_delegated={}", self.fully_delegated),

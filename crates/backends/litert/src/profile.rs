@@ -45,6 +45,7 @@ impl LiteRtSession {
             &self.path.clone(),
             self.accelerator,
             &self.installed.clone(),
+            self.threads,
             true,
         )?;
         twin.set_input(&input).map_err(|e| e.to_string())?;

@@ -312,6 +312,16 @@ impl Engine {
         let per_part = self.scratch.len() / threads;
         let scratch_ptr = SharedMut(self.scratch.as_mut_ptr());
         let part_times = std::sync::Mutex::new(part_times);
+        // Squeeze-excite's gate (a pool over every pixel and two one-row products) on the
+        // caller first; its scaling is then split by bands of pixels like the other steps.
+        let gate: Option<&[f32]> = match &step.kernel {
+            Kernel::SqueezeExcite(k) if threads > 1 => {
+                // SAFETY: part 0's scratch, which no part of this step writes: they read the gate.
+                let s = unsafe { std::slice::from_raw_parts_mut(scratch_ptr.get(), per_part) };
+                Some(k.gate(isa, a, s))
+            }
+            _ => None,
+        };
         let part = |t: usize| {
             // SAFETY: bands of one step are disjoint (`band`), scratch parts too, and the
             // buffers outlive the pool's job.
@@ -393,6 +403,18 @@ impl Engine {
                         k.run_columns(isa, a, c, panels)
                     }
                 }
+                Kernel::SqueezeExcite(k) if threads > 1 => {
+                    let c = k.channels;
+                    let (r, out) = band_of(dst_len / c, c, 1);
+                    let gate = gate.expect("the gate, computed before the parts");
+                    k.scale(isa, &a[r.start * c..r.end * c], gate, out)
+                }
+                Kernel::Add => {
+                    // By bands of whole cache lines of the output.
+                    let (r, out) = band_of(dst_len, 1, 16);
+                    let b = second.expect("an add has two inputs");
+                    kernels::add(isa, &a[r.clone()], &b[r], out)
+                }
                 _ if t > 0 => {}
                 Kernel::SqueezeExcite(k) => {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
@@ -401,10 +423,6 @@ impl Engine {
                 Kernel::GlobalAvgPool { channels } => {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
                     kernels::global_avg_pool(isa, a, *channels, dst)
-                }
-                Kernel::Add => {
-                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
-                    kernels::add(isa, a, second.expect("an add has two inputs"), dst)
                 }
             }
         };

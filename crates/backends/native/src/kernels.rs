@@ -181,6 +181,13 @@ impl SqueezeExcite {
     }
 
     pub fn run(&self, isa: Isa, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let gate = self.gate(isa, input, scratch);
+        self.scale(isa, &input[..out.len()], gate, out);
+    }
+
+    /// The per-channel gate of `input` (its pool, then the two one-row products), in
+    /// `scratch` ([`Self::scratch_len`] floats).
+    pub fn gate<'s>(&self, isa: Isa, input: &[f32], scratch: &'s mut [f32]) -> &'s [f32] {
         let c = self.channels;
         let s = self.reduce.weight.n();
         let (pooled, rest) = scratch.split_at_mut(c);
@@ -189,12 +196,17 @@ impl SqueezeExcite {
         global_avg_pool(isa, input, c, pooled);
         self.reduce.run(isa, pooled, hidden);
         self.expand.run(isa, hidden, gate);
-        let (a, out) = (&input[..out.len()], &mut out[..]);
-        assert!(a.len().is_multiple_of(c));
+        gate
+    }
+
+    /// `out = input × gate`, channel by channel, over whole pixels (all, or a band of them).
+    pub fn scale(&self, isa: Isa, input: &[f32], gate: &[f32], out: &mut [f32]) {
+        assert!(input.len() == out.len() && out.len().is_multiple_of(self.channels));
+        assert_eq!(gate.len(), self.channels);
         dispatch(
             isa,
             Elementwise {
-                a,
+                a: input,
                 b: Binary::Gate(gate),
                 out,
             },

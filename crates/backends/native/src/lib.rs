@@ -48,17 +48,23 @@ impl Backend for NativeBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::Zoo
     }
+    fn runs_threads(&self, _threads: u32) -> Result<(), String> {
+        Ok(())
+    }
     fn load(
         &self,
         source: &ModelSource,
-        _workload: &Workload,
+        workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
         let model = source.require_zoo(self.name())?;
         let isa = Isa::chosen().map_err(|reason| BackendError::Unavailable {
             backend: self.name().into(),
             reason,
         })?;
-        let engine = Engine::with_isa(model, isa);
+        // The pool's threads are not pinned here: the harness places every runtime's
+        // threads alike (confined to the run's core set after load, the caller on its first).
+        let threads = (workload.threads as usize).max(1);
+        let engine = Engine::with_threads(model, isa, threads, None);
         Ok(Box::new(NativeSession {
             input: vec![0.0; engine.input_len()],
             output: vec![0.0; engine.output_len()],
@@ -131,7 +137,7 @@ impl Session for NativeSession {
     fn settings(&self) -> BackendSettings {
         BackendSettings {
             library_version: format!("mobilebench-native {}", env!("CARGO_PKG_VERSION")),
-            threads: 1,
+            threads: self.engine.threads() as u32,
             precision: "fp32".into(),
             adapter: "cpu".into(),
             settings: format!(

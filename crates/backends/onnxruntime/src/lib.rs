@@ -1,7 +1,8 @@
-//! `onnxruntime`: ONNX Runtime's CPU execution provider on one thread, through `ort` with the
-//! library loaded at run time from the provisioned PyPI wheel (`bench setup`).
+//! `onnxruntime`: ONNX Runtime's CPU execution provider, through `ort` with the library
+//! loaded at run time from the provisioned PyPI wheel (`bench setup`).
 //!
-//! Settings: intra-op and inter-op threads 1, sequential execution, graph optimisation level
+//! Settings: intra-op threads `--threads` (set explicitly, so ORT pins none of its threads:
+//! they inherit the cores the worker confined the process to), inter-op 1, sequential execution, graph optimisation level
 //! 3 (its NCHWc layout transformation halves MobileNet latency against levels 1-2). Inputs and
 //! outputs are bound once (IoBinding) to preallocated tensors: `set_input` writes the input
 //! tensor, `infer` is `run_binding` alone, `read_output` copies the output tensor.
@@ -60,7 +61,7 @@ impl Backend for OnnxRuntimeBackend {
         NAME
     }
     fn description(&self) -> &'static str {
-        "ONNX Runtime CPU execution provider, 1 thread, optimisation level 3"
+        "ONNX Runtime CPU execution provider, --threads intra-op threads, optimisation level 3"
     }
     fn availability(&self) -> Availability {
         match installed() {
@@ -82,10 +83,13 @@ impl Backend for OnnxRuntimeBackend {
     fn runtime(&self) -> Option<&'static str> {
         Some(ONNXRUNTIME.name)
     }
+    fn runs_threads(&self, _threads: u32) -> Result<(), String> {
+        Ok(())
+    }
     fn load(
         &self,
         source: &ModelSource,
-        _workload: &Workload,
+        workload: &Workload,
     ) -> Result<Box<dyn BenchSession>, BackendError> {
         let path = source.require_file(NAME, FileFormat::Onnx)?;
         let fail = |why: String| BackendError::Load {
@@ -98,7 +102,7 @@ impl Backend for OnnxRuntimeBackend {
             reason,
         })?;
         let version = installed().map(|i| i.describe()).unwrap_or_default();
-        OrtSession::new(env, path, version, None)
+        OrtSession::new(env, path, version, workload.threads, None)
             .map_err(fail)
             .map(|s| Box::new(s) as Box<dyn BenchSession>)
     }
@@ -140,6 +144,7 @@ struct OrtSession {
     version: String,
     env: &'static ort::environment::Environment,
     path: PathBuf,
+    threads: u32,
 }
 
 impl OrtSession {
@@ -149,15 +154,18 @@ impl OrtSession {
         env: &'static ort::environment::Environment,
         path: &Path,
         version: String,
+        threads: u32,
         profile_prefix: Option<&Path>,
     ) -> Result<Self, String> {
+        let threads = threads.max(1);
         let e = |e: ort::Error| e.to_string();
         let mut builder = Session::builder(env).map_err(e)?;
         if let Some(prefix) = profile_prefix {
             builder = builder.with_profiling(prefix).map_err(|x| x.to_string())?;
         }
         let session = builder
-            .with_intra_threads(1)
+            // Explicit, never 0 (ORT's default picks the count and pins its threads itself).
+            .with_intra_threads(threads as usize)
             .map_err(|x| x.to_string())?
             .with_inter_threads(1)
             .map_err(|x| x.to_string())?
@@ -194,6 +202,7 @@ impl OrtSession {
             version,
             env,
             path: path.to_path_buf(),
+            threads,
         })
     }
 
@@ -215,6 +224,7 @@ impl OrtSession {
                 self.env,
                 &self.path,
                 self.version.clone(),
+                self.threads,
                 Some(&dir.join("profile")),
             )?;
             let input = self
@@ -282,12 +292,13 @@ impl BenchSession for OrtSession {
     fn settings(&self) -> BackendSettings {
         BackendSettings {
             library_version: self.version.clone(),
-            threads: 1,
+            threads: self.threads,
             precision: "fp32".into(),
             adapter: "cpu".into(),
-            settings:
-                "ep=cpu;intra_threads=1;inter_threads=1;execution=sequential;opt_level=3;io_binding"
-                    .into(),
+            settings: format!(
+                "ep=cpu;intra_threads={};inter_threads=1;execution=sequential;opt_level=3;io_binding",
+                self.threads
+            ),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `rten`: Robert Knight's pure-Rust inference engine, loading the exported `.onnx` directly
 //! (its `onnx_format` feature), with the graph optimisations it applies by default, on a
-//! one-thread pool. What a Rust user would pick instead of mobilebench's own engine.
+//! pool of `--threads` threads. What a Rust user would pick instead of mobilebench's own engine.
 //!
-//! rten always runs a model inside a rayon pool, never on the calling thread; with one thread
-//! that pool's thread does the work. It is pinned at load to the cores the calling (pinned)
-//! worker thread may run on, so the measured core is the one the harness chose; the calling
-//! thread sleeps on a latch while the pool works.
+//! rten always runs a model inside a rayon pool, never on the calling thread; the pool's
+//! threads do the work while the calling thread sleeps on a latch. They are confined at load
+//! to the cores the calling worker thread may run on (the run's core set), so the measured
+//! cores are the ones the harness chose.
 
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ impl Backend for RtenBackend {
         NAME
     }
     fn description(&self) -> &'static str {
-        "rten (pure-Rust ONNX inference), default graph optimisations, 1 thread"
+        "rten (pure-Rust ONNX inference), default graph optimisations, a pool of --threads threads"
     }
     fn availability(&self) -> Availability {
         Availability::Available {
@@ -42,10 +42,13 @@ impl Backend for RtenBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::File(FileFormat::Onnx)
     }
+    fn runs_threads(&self, _threads: u32) -> Result<(), String> {
+        Ok(())
+    }
     fn load(
         &self,
         source: &ModelSource,
-        _workload: &Workload,
+        workload: &Workload,
     ) -> Result<Box<dyn Session>, BackendError> {
         let path = source.require_file(NAME, FileFormat::Onnx)?;
         let load_error = |why: String| BackendError::Load {
@@ -76,7 +79,8 @@ impl Backend for RtenBackend {
                 ))),
             })
             .collect::<Result<Vec<usize>, _>>()?;
-        let pool = Arc::new(ThreadPool::with_num_threads(1));
+        let threads = workload.threads.max(1);
+        let pool = Arc::new(ThreadPool::with_num_threads(threads as usize));
         let pinned = pin_pool_like_caller(&pool);
         let input = Tensor::from_data(&shape, vec![0.0f32; shape.iter().product()]);
         let mut session = RtenSession {
@@ -89,6 +93,7 @@ impl Backend for RtenBackend {
             output: None,
             output_len: 0,
             pinned,
+            threads,
         };
         // The output's length from the file; only a file that leaves it open costs a run here
         // (counted in init_ms, so first_inference_ms is then not rten's very first).
@@ -150,6 +155,7 @@ struct RtenSession {
     output: Option<Value>,
     output_len: usize,
     pinned: bool,
+    threads: u32,
 }
 
 fn run_error(why: impl ToString) -> BackendError {
@@ -229,7 +235,7 @@ impl Session for RtenSession {
     fn settings(&self) -> BackendSettings {
         BackendSettings {
             library_version: VERSION.into(),
-            threads: 1,
+            threads: self.threads,
             precision: "fp32".into(),
             adapter: "cpu".into(),
             settings: format!(

@@ -70,14 +70,13 @@ pub fn loaded_library(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// One thread for intra-op and inter-op work, set once per process (libtorch refuses a
-/// second inter-op setting): the harness pins each worker to one core.
-fn single_threaded() {
+/// `threads` intra-op threads (libtorch's own default is one per physical core) and one
+/// inter-op thread, set once per process (libtorch refuses a second inter-op setting). The
+/// threads inherit the cores the harness confined the worker to.
+fn set_threads(threads: u32) {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        tch::set_num_threads(1);
-        tch::set_num_interop_threads(1);
-    });
+    ONCE.call_once(|| tch::set_num_interop_threads(1));
+    tch::set_num_threads(threads.max(1) as i32);
 }
 
 impl Backend for TchBackend {
@@ -94,10 +93,10 @@ impl Backend for TchBackend {
     fn description(&self) -> &'static str {
         match self.variant {
             Variant::Cpu => {
-                "libtorch 2.11 via tch, built from the zoo IR (CPU, NCHW contiguous, one thread)"
+                "libtorch 2.11 via tch, built from the zoo IR (CPU, NCHW contiguous, --threads intra-op threads)"
             }
             Variant::CpuChannelsLast => {
-                "libtorch 2.11 via tch, built from the zoo IR (CPU, channels_last, one thread)"
+                "libtorch 2.11 via tch, built from the zoo IR (CPU, channels_last, --threads intra-op threads)"
             }
             Variant::Cuda => {
                 "libtorch 2.11 via tch on CUDA device 0 (needs a CUDA libtorch on the library path)"
@@ -137,6 +136,12 @@ impl Backend for TchBackend {
     fn accepts(&self, kind: SourceKind) -> bool {
         kind == SourceKind::Zoo
     }
+    fn runs_threads(&self, threads: u32) -> Result<(), String> {
+        if self.variant == Variant::Cuda && threads > 1 {
+            return Err("tch-cuda computes on the GPU: it has no CPU thread count (its rows are at --threads 1)".into());
+        }
+        Ok(())
+    }
     fn supports(&self, workload: &Workload) -> Result<(), String> {
         if workload.batch == 0 {
             return Err("batch 0 has nothing to run".into());
@@ -162,7 +167,7 @@ impl Backend for TchBackend {
                 reason,
             });
         }
-        single_threaded();
+        set_threads(workload.threads);
         let device = self.device();
         let mut net = Net::new(model, self.layout(), device);
         let shape = model.graph.input;

@@ -75,6 +75,7 @@ fn a_batch_computes_each_image_independently() {
     let batch = Workload {
         mode: Mode::Infer,
         batch: 2,
+        threads: 1,
     };
     let mut s = session(Variant::Cpu, &m, batch);
     assert_eq!(s.input_shape(), vec![2, 64, 64, 3]);
@@ -105,6 +106,7 @@ fn training_steps_start_from_the_model_and_reduce_the_loss() {
     let train = Workload {
         mode: Mode::Train,
         batch: 2,
+        threads: 1,
     };
     // 128 px: at 64 px the seeded V3's logits reach hundreds (BN calibrated on 2×2 maps),
     // and a training step there diverges, which the session reports (tested below).
@@ -183,6 +185,7 @@ fn a_diverging_training_step_is_an_error_not_a_timing() {
     let train = Workload {
         mode: Mode::Train,
         batch: 2,
+        threads: 1,
     };
     let m = model("mobilenet_v3_small_0.25_64")
         .with_bn(BnMode::Fused)

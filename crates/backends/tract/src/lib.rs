@@ -16,6 +16,12 @@ const VERSION: &str = "tract-onnx 0.23.9";
 pub struct TractBackend;
 
 impl Backend for TractBackend {
+    fn runs_threads(&self, threads: u32) -> Result<(), String> {
+        if threads == 1 {
+            return Ok(());
+        }
+        Err("tract runs one thread here: its optimised plan is single-threaded unless tract-linalg's `multithread-mm` executor is built in and chosen, which this build does not do".into())
+    }
     fn name(&self) -> &'static str {
         NAME
     }

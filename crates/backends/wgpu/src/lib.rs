@@ -89,6 +89,15 @@ impl Backend for WgpuBackend {
             Err(reason) => Availability::Unavailable { reason },
         }
     }
+    fn runs_threads(&self, threads: u32) -> Result<(), String> {
+        if threads == 1 {
+            return Ok(());
+        }
+        Err(
+            "wgpu computes on the GPU: it has no CPU thread count (its rows are at --threads 1)"
+                .into(),
+        )
+    }
     fn software_adapter(&self) -> Option<String> {
         let info = adapter().ok()?.get_info();
         (info.device_type == wgpu::DeviceType::Cpu).then_some(info.name)

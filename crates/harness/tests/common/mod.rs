@@ -101,10 +101,11 @@ pub fn children(parent: i32) -> Vec<i32> {
 pub fn final_rows(dir: &Path) -> Vec<HashMap<String, String>> {
     let mut out: Vec<HashMap<String, String>> = Vec::new();
     for r in summary(dir) {
-        match out
-            .iter_mut()
-            .find(|o| o["model"] == r["model"] && o["backend"] == r["backend"])
-        {
+        match out.iter_mut().find(|o| {
+            o["model"] == r["model"]
+                && o["backend"] == r["backend"]
+                && o.get("threads") == r.get("threads")
+        }) {
             Some(o) => *o = r,
             None => out.push(r),
         }
