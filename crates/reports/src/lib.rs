@@ -74,6 +74,16 @@ pub(crate) fn all_rows(runs: &[Run]) -> Vec<&SummaryRow> {
     runs.iter().flat_map(|r| &r.summary).collect()
 }
 
+/// Where the latencies were measured, in words: one pinned core, unless some pair ran on
+/// several threads.
+pub(crate) fn cores_phrase<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -> &'static str {
+    if rows.into_iter().any(|r| r.thread_count() > 1) {
+        "one pinned core per thread (`(N threads)` rows ran on N)"
+    } else {
+        "one pinned core"
+    }
+}
+
 /// Distinct values in first-seen order.
 pub(crate) fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
@@ -93,8 +103,9 @@ pub fn markdown(runs: &[Run], options: &ReportOptions, plots: &[PathBuf]) -> Str
         .map(|r| format!("`{}`", r.dir.display()))
         .collect();
     md.push_str(&format!(
-        "From {}. Latencies are medians in ms on one pinned core.\n\n",
-        dirs.join(", ")
+        "From {}. Latencies are medians in ms on {}.\n\n",
+        dirs.join(", "),
+        cores_phrase(all_rows(runs))
     ));
     let emulated = distinct(
         all_rows(runs)

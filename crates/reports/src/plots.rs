@@ -302,7 +302,10 @@ fn latency_vs_top1<DB: DrawingBackend + 'static>(
     };
     let mut chart = ChartBuilder::on(root)
         .caption(
-            format!("{device}: latency vs top-1 (one pinned core)"),
+            format!(
+                "{device}: latency vs top-1 ({})",
+                crate::cores_phrase(rows.iter().copied())
+            ),
             (FONT, 22),
         )
         .margin(15)

@@ -95,7 +95,11 @@ pub fn latency_tables(runs: &[Run]) -> String {
                 cpu.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
-        let _ = writeln!(out, "Median latency (ms), one pinned core.\n");
+        let _ = writeln!(
+            out,
+            "Median latency (ms), {}.\n",
+            crate::cores_phrase(of_device.iter().copied())
+        );
         let _ = writeln!(out, "| model | {} |", backends.join(" | "));
         let _ = writeln!(out, "|---|{}", "---:|".repeat(backends.len()));
         for model in &models {
