@@ -84,6 +84,13 @@ pub(crate) fn cores_phrase<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -
     }
 }
 
+/// The PNG among `plots` whose file stem is `stem`.
+pub(crate) fn png_named<'a>(plots: &'a [PathBuf], stem: &str) -> Option<&'a PathBuf> {
+    plots.iter().find(|p| {
+        p.file_stem().is_some_and(|s| s == stem) && p.extension().is_some_and(|e| e == "png")
+    })
+}
+
 /// Distinct values in first-seen order.
 pub(crate) fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();

@@ -35,10 +35,7 @@ pub fn profile_section(runs: &[Run], plots: &[PathBuf]) -> String {
     for b in breakdowns(runs) {
         md.push_str(&kind_table(&b));
         let stem = plot_stem(&b.model, &b.device);
-        if let Some(png) = plots.iter().find(|p| {
-            p.file_stem().is_some_and(|s| s == stem.as_str())
-                && p.extension().is_some_and(|e| e == "png")
-        }) {
+        if let Some(png) = crate::png_named(plots, &stem) {
             md.push_str(&format!(
                 "![where the time goes: {} on {}]({})\n\n",
                 b.model,

@@ -161,10 +161,7 @@ pub fn scaling_section(runs: &[Run], plots: &[PathBuf]) -> String {
         md.push_str(&lines.join(". "));
         md.push_str(".\n\n");
         let stem = scaling_stem(&s.model, &s.device);
-        if let Some(png) = plots.iter().find(|p| {
-            p.file_stem().is_some_and(|x| x == stem.as_str())
-                && p.extension().is_some_and(|e| e == "png")
-        }) {
+        if let Some(png) = crate::png_named(plots, &stem) {
             md.push_str(&format!(
                 "![latency vs threads: {} on {}]({})\n\n",
                 s.model,
