@@ -7,9 +7,9 @@ use mobilebench_models::count;
 use mobilebench_results::{self as results, Status, SummaryRow};
 
 use crate::agreement::{self, Agreement, PreparedZoo};
+use crate::context::RunContext;
 use crate::probe::{self, Machine};
 use crate::rundir::now_rfc3339;
-use crate::runner::RunContext;
 
 pub(crate) fn one_line(row: &SummaryRow) -> String {
     match (row.status, row.p50_ms) {

@@ -3,43 +3,26 @@
 //! row and samples, and appends them to the run directory before starting the next.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use mobilebench_backend::{Availability, Backend, FileFormat, Mode, SourceKind, Timing, Workload};
-use mobilebench_models::{BnMode, ModelConfig, Precision};
+use anyhow::{Context, Result};
+use mobilebench_backend::{Availability, Backend};
+use mobilebench_models::ModelConfig;
 use mobilebench_results::{
     self as results, OpRow, RunManifest, RunWriter, SampleRow, Status, SummaryRow,
 };
 
-use crate::agreement::{self, PreparedZoo};
-use crate::children::{probe_availability, run_worker, stop_requested};
-use crate::outcome::{fill_row, PairRounds, RoundSamples};
+use crate::children::{probe_availability, stop_requested};
+use crate::context::precisions_of;
+pub use crate::context::RunContext;
+use crate::outcome::PairRounds;
+use crate::pair::{measure_pair, Placement};
 use crate::placement::{self, CoreChoice};
+use crate::plan::{file_items, prepare_item, Item, ItemContext, PairId};
 use crate::probe::{self, Machine};
 use crate::registry;
-use crate::rows::{file_row, one_line, record_agreement, record_float_agreement, zoo_row};
-use crate::rundir::output_path;
-use crate::worker::{SourceSpec, WorkerSpec};
-
-/// Everything one run needs beyond the manifest.
-pub struct RunContext {
-    pub dir: PathBuf,
-    pub manifest: RunManifest,
-    /// The device name written into every row.
-    pub device: String,
-    /// Measured under emulation: rows are flagged, and backends that cannot run there are
-    /// recorded unavailable.
-    pub emulated: bool,
-    /// Print each finished pair on stdout (for the machine that started this run remotely).
-    pub emit_rows: bool,
-    /// Run workers under this command (the device's emulator), e.g. `qemu-aarch64 -L ...`.
-    pub worker_prefix: Vec<String>,
-    /// The clusters the device's profile claims, checked against the probe at the start.
-    pub claimed_clusters: Vec<mobilebench_devices::ClusterSpec>,
-}
+use crate::rows::{file_row, one_line};
 
 /// Prints an already-recorded pair again for the machine that started this run.
 fn resend(ctx: &RunContext, run: &results::Run, id: &PairId) -> Result<()> {
@@ -99,80 +82,6 @@ fn record(
         );
     }
     Ok(())
-}
-
-/// One thing to measure: a zoo model in one precision, or a user's model file.
-enum Item {
-    Zoo(ModelConfig, Precision),
-    /// A file and its label: its name, or its path as given where two files share a name.
-    File(PathBuf, String),
-}
-
-impl Item {
-    fn label(&self) -> String {
-        match self {
-            Item::Zoo(c, precision) => precision.label(&c.name()),
-            Item::File(_, label) => label.clone(),
-        }
-    }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-/// The user's files as items, each with a label of its own (the key of its rows).
-fn file_items(files: &[String]) -> Vec<Item> {
-    files
-        .iter()
-        .map(|f| {
-            let path = PathBuf::from(f);
-            let name = file_name(&path);
-            let shared = files
-                .iter()
-                .filter(|g| file_name(Path::new(g)) == name)
-                .count()
-                > 1;
-            let label = if shared { f.clone() } else { name };
-            Item::File(path, label)
-        })
-        .collect()
-}
-
-fn file_format(path: &Path) -> Result<FileFormat> {
-    let format = FileFormat::from_path(path).with_context(|| {
-        format!(
-            "model file {}: unknown format (expected .onnx or .tflite)",
-            path.display()
-        )
-    })?;
-    let meta = std::fs::metadata(path).with_context(|| format!("model file {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("model file {}: not a file", path.display());
-    }
-    Ok(format)
-}
-
-/// One pair's identity, the key of its rows: the item's label (a zoo model with its
-/// precision, or a file), the backend and the thread count.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PairId {
-    pub label: String,
-    pub backend: String,
-    pub threads: u32,
-}
-
-impl PairId {
-    fn of_row(row: &SummaryRow) -> PairId {
-        PairId {
-            label: row.model.clone(),
-            backend: row.backend.clone(),
-            threads: row.thread_count(),
-        }
-    }
 }
 
 /// What the run directory already holds: pairs whose last row is ok keep their rounds, and
@@ -394,12 +303,6 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     Ok(())
 }
 
-/// Where a pair runs: its thread count and the cores, fastest first.
-struct Placement<'a> {
-    threads: u32,
-    cores: &'a [usize],
-}
-
 impl Bench<'_> {
     /// Measures and records one round of one pair; `false` when the user interrupted.
     #[allow(clippy::too_many_arguments)]
@@ -490,237 +393,4 @@ impl Bench<'_> {
         eprintln!("{tag}: {}", one_line(&row));
         Ok(true)
     }
-}
-
-/// Builds what every pair of an item shares: the zoo model prepared (exported on demand),
-/// or the user's file checked.
-fn prepare_item(
-    ctx: &RunContext,
-    item: &Item,
-    label: &str,
-    backends: &[Box<dyn Backend>],
-    done: &HashSet<PairId>,
-) -> Result<ItemContext> {
-    let m = &ctx.manifest;
-    Ok(match item {
-        Item::Zoo(config, precision) => ItemContext::Zoo(Box::new(PreparedZoo::new(
-            *config,
-            m.weight_seed,
-            m.input_seed,
-            workload_of(m)?.1,
-            *precision,
-        )?)),
-        Item::File(path, _) => ItemContext::File {
-            path: path.clone(),
-            label: label.to_string(),
-            format: file_format(path)?,
-            reference: first_reference(&ctx.dir, label, backends, done),
-        },
-    })
-}
-
-/// Per-item state shared by its pairs.
-enum ItemContext {
-    Zoo(Box<PreparedZoo>),
-    File {
-        path: PathBuf,
-        label: String,
-        format: FileFormat,
-        /// The first backend that ran this file, and its output.
-        reference: Option<(String, Vec<f32>)>,
-    },
-}
-
-/// On `--resume`, the reference of a file is the output of the first backend already done
-/// (at any thread count: the output does not depend on it).
-fn first_reference(
-    dir: &Path,
-    label: &str,
-    backends: &[Box<dyn Backend>],
-    done: &HashSet<PairId>,
-) -> Option<(String, Vec<f32>)> {
-    backends.iter().find_map(|b| {
-        let id = done
-            .iter()
-            .find(|id| id.label == label && id.backend == b.name())?;
-        let out = agreement::read_output(&output_path(dir, label, b.name(), id.threads)).ok()?;
-        Some((b.name().to_string(), out))
-    })
-}
-
-/// The manifest's timing contract, parsed.
-pub fn timing_of(m: &RunManifest) -> Result<Timing> {
-    m.timing.parse::<Timing>().map_err(|e| {
-        anyhow::anyhow!(
-            "run.json timing {e} (a run recorded before the timing contract cannot be resumed)"
-        )
-    })
-}
-
-/// The manifest's precisions, parsed.
-pub fn precisions_of(m: &RunManifest) -> Result<Vec<Precision>> {
-    m.precisions
-        .iter()
-        .map(|p| p.parse::<Precision>().map_err(anyhow::Error::msg))
-        .collect()
-}
-
-/// The manifest's workload and BN form, parsed.
-pub fn workload_of(m: &RunManifest) -> Result<(Workload, BnMode)> {
-    let mode = m.mode.parse::<Mode>().map_err(anyhow::Error::msg)?;
-    let bn = m.bn.parse::<BnMode>().map_err(anyhow::Error::msg)?;
-    let batch = usize::try_from(m.batch)?;
-    Ok((
-        Workload {
-            mode,
-            batch,
-            threads: 1,
-        },
-        bn,
-    ))
-}
-
-/// Measures one round of one pair: the row of that round (statistics not yet set) and its
-/// samples; `None` when the backend does not read this kind of file (said on stderr, no
-/// row: a user's .onnx simply has no LiteRT pair).
-fn measure_pair(
-    ctx: &RunContext,
-    machine: &Machine,
-    item: &mut ItemContext,
-    backend: &dyn Backend,
-    availability: &Availability,
-    placed: &Placement,
-    tag: &str,
-) -> Result<Option<(SummaryRow, RoundSamples)>> {
-    let name = backend.name();
-    let (mut row, source) = match item {
-        ItemContext::Zoo(prepared) => {
-            let row = zoo_row(ctx, machine, prepared, name);
-            let models_dir = ctx.dir.join("models");
-            (row, prepared.source_for(backend, &models_dir)?)
-        }
-        ItemContext::File {
-            path,
-            label,
-            format,
-            ..
-        } => {
-            if !backend.accepts(SourceKind::File(*format)) {
-                eprintln!("{tag}: {name} does not read {format:?} files, skipped");
-                return Ok(None);
-            }
-            let mut row = file_row(ctx, machine, label, path, name);
-            row.message = "MACs and params are not computed for model files".into();
-            let source = SourceSpec::File {
-                path: path.clone(),
-                format: *format,
-            };
-            (row, Some(source))
-        }
-    };
-    row.threads = Some(placed.threads);
-    row.core = placed.cores.first().copied();
-    row.core_set = crate::affinity::format_cpu_list(placed.cores);
-    if let Availability::Unavailable { reason } = availability {
-        row.status = Some(Status::Unavailable);
-        row.message = reason.clone();
-        return Ok(Some((row, RoundSamples::default())));
-    }
-    if let Err(why) = backend.runs_threads(placed.threads) {
-        row.status = Some(Status::Unavailable);
-        row.message = format!("{why} (--threads {})", placed.threads);
-        return Ok(Some((row, RoundSamples::default())));
-    }
-    let (mut workload, bn) = workload_of(&ctx.manifest)?;
-    workload.threads = placed.threads;
-    let int8 = matches!(item, ItemContext::Zoo(z) if z.precision == Precision::Int8);
-    if let (true, Err(why)) = (int8, backend.runs_int8()) {
-        row.status = Some(Status::Unavailable);
-        row.message = format!("{why} (--precision int8)");
-        return Ok(Some((row, RoundSamples::default())));
-    }
-    if let Err(why) = backend.supports(&workload) {
-        row.status = Some(Status::Unavailable);
-        row.message = format!(
-            "{why} (--mode {} --batch {})",
-            ctx.manifest.mode, ctx.manifest.batch
-        );
-        return Ok(Some((row, RoundSamples::default())));
-    }
-    let Some(source) = source else {
-        row.status = Some(Status::Unavailable);
-        row.message = format!("{name} takes neither zoo models nor a format they export to");
-        return Ok(Some((row, RoundSamples::default())));
-    };
-    let output = output_path(&ctx.dir, &row.model, name, placed.threads);
-    let spec = WorkerSpec {
-        backend: name.to_string(),
-        source,
-        core: placed.cores.first().copied(),
-        cores: placed.cores.to_vec(),
-        warmup: ctx.manifest.warmup,
-        runs: ctx.manifest.runs,
-        weight_seed: ctx.manifest.weight_seed,
-        input_seed: ctx.manifest.input_seed,
-        workload,
-        bn,
-        timing: timing_of(&ctx.manifest)?,
-        profile_ops: ctx.manifest.profile_ops,
-        output_path: output.clone(),
-        agreement_inputs: if int8 { agreement::AGREEMENT_INPUTS } else { 0 },
-    };
-    if backend.software_adapter().is_some() {
-        row.flags = match row.flags.as_str() {
-            "" => "software".into(),
-            f => format!("{f};software"),
-        };
-    }
-    let note = std::mem::take(&mut row.message);
-    let timeout = Duration::from_secs(ctx.manifest.pair_timeout_s);
-    let samples = match run_worker(&spec, tag, &ctx.worker_prefix, timeout) {
-        Ok(outcome) => {
-            let samples = fill_row(&mut row, &outcome);
-            if int8 {
-                // The session ran an int8 file; it reports the float I/O it sees.
-                row.precision = Precision::Int8.column().into();
-            }
-            samples
-        }
-        Err(e) => {
-            row.status = Some(Status::Failed);
-            row.message = format!("{e:#}");
-            RoundSamples::default()
-        }
-    };
-    if row.is_ok() {
-        row.message = note;
-        if workload.mode == Mode::Train {
-            row.reference =
-                "none: a training step changes the weights, so no engine has the same output (the tch tests check the step)".into();
-        } else if backend.computes() {
-            let out = agreement::read_output(&output)?;
-            let agreement = match item {
-                ItemContext::Zoo(prepared) => prepared.agreement(name, &out),
-                ItemContext::File { reference, .. } => match reference {
-                    Some((first, expected)) => agreement::compare(first, expected, &out),
-                    None => {
-                        *reference = Some((name.to_string(), out.clone()));
-                        agreement::compare(
-                            &format!("{name} (itself: first backend to run this file)"),
-                            &out,
-                            &out,
-                        )
-                    }
-                },
-            };
-            record_agreement(&mut row, &agreement);
-            if let (true, ItemContext::Zoo(prepared)) = (int8, &mut *item) {
-                let outputs = agreement::read_output(&crate::worker::agreement_path(&output))?;
-                record_float_agreement(&mut row, &prepared.float_agreement(&outputs));
-            }
-        } else {
-            row.reference = "none (a test-only backend that computes nothing)".into();
-        }
-    }
-    Ok(Some((row, samples)))
 }
