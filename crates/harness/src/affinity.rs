@@ -17,12 +17,10 @@ const BUSY_SHARE: f64 = 0.25;
 /// Confines every thread of this process, those already running included, to `cores`;
 /// threads started later inherit the mask of the thread that starts them.
 pub fn confine_process(cores: &[usize]) -> Result<(), String> {
-    let tids = task_ids(Path::new("/proc/self/task"));
-    if tids.is_empty() {
-        return set_thread_affinity(0, cores);
+    if task_ids(Path::new("/proc/self/task")).is_empty() {
+        return set_thread_affinity(0, cores); // no /proc: the calling thread at least
     }
-    tids.into_iter()
-        .try_for_each(|tid| set_thread_affinity(tid, cores))
+    confine_threads(cores, &[])
 }
 
 /// Confines every thread of this process but `except` to `cores`.
@@ -33,7 +31,9 @@ pub fn confine_threads(cores: &[usize], except: &[i32]) -> Result<(), String> {
         .try_for_each(|tid| set_thread_affinity(tid, cores))
 }
 
-fn set_thread_affinity(tid: i32, cores: &[usize]) -> Result<(), String> {
+/// Sets thread `tid`'s affinity (0: the calling thread); a thread that has ended meanwhile
+/// is not an error.
+pub(crate) fn set_thread_affinity(tid: i32, cores: &[usize]) -> Result<(), String> {
     // SAFETY: cpu_set_t is plain data; the set is built from core indices below its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

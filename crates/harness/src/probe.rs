@@ -214,21 +214,9 @@ pub fn current_affinity() -> Option<Vec<usize>> {
     }
 }
 
+/// Pins the calling thread to `cores`.
 fn set_affinity(cores: &[usize]) -> Result<(), String> {
-    // SAFETY: as above; the set is built from valid core indices.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "sched_setaffinity failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
+    crate::affinity::set_thread_affinity(0, cores)
 }
 
 pub const COMMIT: &str = env!("MOBILEBENCH_COMMIT");
