@@ -6,7 +6,7 @@ use anyhow::Result;
 use mobilebench_backend::Availability;
 use mobilebench_models::published::{self, Agreement, EXCEPTIONS};
 use mobilebench_models::sets::{self, NAMED_SETS};
-use mobilebench_models::{count, zoo::format_alpha};
+use mobilebench_models::{count_config, zoo::format_alpha};
 
 use crate::registry;
 
@@ -28,6 +28,7 @@ pub fn models(selection: &str) -> Result<String> {
         "model", "MACs (M)", "published", "params M", "publishd", "top-1", "8-bit"
     );
     let mut any_excused = false;
+    let mut any_v4 = false;
     for cfg in &configs {
         let name = cfg.name();
         match published::lookup(cfg) {
@@ -35,9 +36,16 @@ pub fn models(selection: &str) -> Result<String> {
                 let c = published::compare(&p);
                 any_excused |= matches!(c.macs, Agreement::Excused(_))
                     || matches!(c.params, Agreement::Excused(_));
+                let spec = match (p.float.spec_macs_m, p.float.spec_params_m) {
+                    (Some(m), Some(pm)) => {
+                        any_v4 = true;
+                        format!(" (vs the spec's {m} M MACs, {pm} M params; published = paper†)")
+                    }
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<42} {:>9.2} {:>9} {:>8.3} {:>8} {:>6} {:>6}  MACs {}, params {}",
+                    "{:<42} {:>9.2} {:>9} {:>8.3} {:>8} {:>6} {:>6}  MACs {}, params {}{spec}",
                     name,
                     c.counted.macs_millions(),
                     p.float.macs_m,
@@ -50,7 +58,7 @@ pub fn models(selection: &str) -> Result<String> {
                 );
             }
             None => {
-                let c = count(&cfg.graph());
+                let c = count_config(cfg);
                 let _ = writeln!(
                     out,
                     "{:<42} {:>9.2} {:>9} {:>8.3} {:>8} {:>6} {:>6}  not published",
@@ -67,9 +75,14 @@ pub fn models(selection: &str) -> Result<String> {
     }
     let _ = writeln!(
         out,
-        "\n{} models. Tolerance: MACs within 1% or 1 M, params within 2%. Classes: 1001.",
+        "\n{} models. Tolerance: MACs within 1% or 1 M, params within 2% (V1–V3, slim's figures); \
+         MobileNetV4: its spec's figures within half their last digit (±5 M MACs, ±0.005 M params, \
+         BN scale and shift counted as the spec does). Classes: 1001 (V1–V3), 1000 (V4).",
         configs.len()
     );
+    if any_v4 {
+        let _ = writeln!(out, "† MobileNetV4: {}.", published::V4_PAPER_GAP);
+    }
     if any_excused {
         let _ = writeln!(
             out,

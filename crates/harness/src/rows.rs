@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mobilebench_models::count;
+use mobilebench_models::count_config;
 use mobilebench_results::{self as results, Status, SummaryRow};
 
 use crate::agreement::{self, Agreement, PreparedZoo};
@@ -36,7 +36,7 @@ pub(crate) fn zoo_row(
     backend: &str,
 ) -> SummaryRow {
     let config = &zoo.config;
-    let counts = count(&config.graph());
+    let counts = count_config(config);
     SummaryRow {
         precision: zoo.precision.column().into(),
         source: "zoo".into(),

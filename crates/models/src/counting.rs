@@ -8,6 +8,7 @@
 //!   output channel of each convolution (its folded BN or own bias) and of each FC layer.
 
 use crate::ir::{Graph, Node, Op};
+use crate::zoo::ModelConfig;
 
 /// MACs and parameters of one graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,4 +56,31 @@ pub fn count_node(node: &Node) -> Counts {
         Op::GlobalAvgPool | Op::Add => (0, 0),
     };
     Counts { macs, params }
+}
+
+/// Parameters as the training graph holds them: [`count`]'s (kernels, one bias or BN shift per
+/// channel) plus each batch norm's scale γ, which folding absorbs into the kernel. This is
+/// the convention of MobileNetV4's spec figures (timm counts PyTorch BN's γ and β); slim's
+/// V1–V3 figures count β only, [`count`]'s convention. Takes the unfolded graph.
+pub fn trained_params(graph: &Graph) -> u64 {
+    let scales: u64 = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv2d(c) if c.batch_norm => Some(c.out_channels as u64),
+            _ => None,
+        })
+        .sum();
+    count(graph).params + scales
+}
+
+/// A zoo model's MACs and params, params in the convention of its family's published figures:
+/// [`trained_params`] for MobileNetV4 (its spec counts BN's γ and β), [`count`]'s for V1–V3.
+pub fn count_config(config: &ModelConfig) -> Counts {
+    let graph = config.graph();
+    let mut counts = count(&graph);
+    if config.family.is_v4() {
+        counts.params = trained_params(&graph);
+    }
+    counts
 }

@@ -18,7 +18,7 @@ pub mod sets;
 pub mod weights;
 pub mod zoo;
 
-pub use counting::{count, Counts};
+pub use counting::{count, count_config, trained_params, Counts};
 pub use error::ModelError;
 pub use groups::LayerGroup;
 pub use input::{synthetic_for_shape, synthetic_input, DEFAULT_INPUT_SEED};

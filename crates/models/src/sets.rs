@@ -9,7 +9,8 @@ pub const NAMED_SETS: &[(&str, &str)] = &[
     ("seed", "V3 Small, Small-minimalistic, Large, Large-minimalistic at 1.0/224 (the TFLite device table)"),
     ("default", "`seed` + V2 1.0/224 + V1 1.0/224"),
     ("v3-widths", "V3 Small and Large × width 0.25, 0.5, 1.0 at 224 (width sweeps)"),
-    ("all", "every published float config (44)"),
+    ("v4", "MobileNetV4 Conv-S/224, Conv-M/256, Conv-L/384 (their published resolutions)"),
+    ("all", "every published float config (47: V1–V3 and V4)"),
 ];
 
 fn seed() -> Vec<ModelConfig> {
@@ -41,6 +42,10 @@ pub fn select(spec: &str) -> Result<Vec<ModelConfig>, ModelError> {
             "v3-widths" => [Family::V3Small, Family::V3Large]
                 .into_iter()
                 .flat_map(|f| [0.25, 0.5, 1.0].map(|w| ModelConfig::new(f, w, 224)))
+                .collect(),
+            "v4" => Family::V4
+                .into_iter()
+                .map(|f| ModelConfig::new(f, 1.0, f.published_resolution()))
                 .collect(),
             "all" => published::models().into_iter().map(|m| m.config).collect(),
             _ if item.contains(['*', '?', '[']) => {
@@ -92,7 +97,16 @@ mod tests {
             ]
         );
         assert_eq!(names("default").len(), 6);
-        assert_eq!(names("all").len(), 44);
+        assert_eq!(names("all").len(), 47);
+        assert_eq!(
+            names("v4"),
+            [
+                "mobilenet_v4_conv_small_1.0_224",
+                "mobilenet_v4_conv_medium_1.0_256",
+                "mobilenet_v4_conv_large_1.0_384"
+            ]
+        );
+        assert!(names("all").ends_with(&names("v4")));
         assert_eq!(
             names("v3-widths"),
             [

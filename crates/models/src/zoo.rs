@@ -1,9 +1,9 @@
 //! The MobileNet zoo, defined once as block tables and built into the [`Graph`] IR.
 //!
 //! Channel rules follow TensorFlow-slim, whose checkpoints the published figures describe:
-//! V1 `max(int(d·α), 8)`; V2/V3 `make_divisible(d·α, 8)` with the 10% rule. Classifiers have
-//! [`NUM_CLASSES`] = 1001 outputs (slim's background class + ImageNet's 1000), which is what
-//! the published parameter counts include.
+//! V1 `max(int(d·α), 8)`; V2/V3 `make_divisible(d·α, 8)` with the 10% rule. V1–V3 classifiers
+//! have [`NUM_CLASSES`] = 1001 outputs (slim's background class + ImageNet's 1000), which is
+//! what the published parameter counts include; V4 (`v4.rs`, the official TF spec) has 1000.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 use crate::ir::{Activation, Graph, Shape, ValueId};
 
-/// Classifier width used everywhere (slim: index 0 is "background").
+pub mod v4;
+
+/// Classifier width of the slim-trained V1–V3 (index 0 is "background").
 pub const NUM_CLASSES: usize = 1001;
+
+/// Classifier width of V4 (ImageNet's 1000 classes, no background).
+pub const NUM_CLASSES_V4: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
@@ -24,17 +29,52 @@ pub enum Family {
     V3Small,
     V3LargeMinimalistic,
     V3SmallMinimalistic,
+    V4ConvSmall,
+    V4ConvMedium,
+    V4ConvLarge,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 9] = [
         Family::V1,
         Family::V2,
         Family::V3Large,
         Family::V3Small,
         Family::V3LargeMinimalistic,
         Family::V3SmallMinimalistic,
+        Family::V4ConvSmall,
+        Family::V4ConvMedium,
+        Family::V4ConvLarge,
     ];
+
+    /// The MobileNetV4 models.
+    pub const V4: [Family; 3] = [
+        Family::V4ConvSmall,
+        Family::V4ConvMedium,
+        Family::V4ConvLarge,
+    ];
+
+    pub fn is_v4(self) -> bool {
+        Family::V4.contains(&self)
+    }
+
+    /// Logits the classifier returns: 1001 for slim's V1–V3, 1000 for V4.
+    pub fn num_classes(self) -> usize {
+        if self.is_v4() {
+            NUM_CLASSES_V4
+        } else {
+            NUM_CLASSES
+        }
+    }
+
+    /// The input resolution the family was published at (V4: 224, 256, 384; the others 224).
+    pub fn published_resolution(self) -> usize {
+        match self {
+            Family::V4ConvMedium => 256,
+            Family::V4ConvLarge => 384,
+            _ => 224,
+        }
+    }
 
     /// The name prefix, also the `family` column of the published table.
     pub fn prefix(self) -> &'static str {
@@ -45,6 +85,9 @@ impl Family {
             Family::V3Small => "mobilenet_v3_small",
             Family::V3LargeMinimalistic => "mobilenet_v3_large_minimalistic",
             Family::V3SmallMinimalistic => "mobilenet_v3_small_minimalistic",
+            Family::V4ConvSmall => "mobilenet_v4_conv_small",
+            Family::V4ConvMedium => "mobilenet_v4_conv_medium",
+            Family::V4ConvLarge => "mobilenet_v4_conv_large",
         }
     }
 
@@ -85,6 +128,9 @@ impl ModelConfig {
             Family::V3Small => build_v3(&mut g, self.alpha, &V3_SMALL, 576, 1024, false),
             Family::V3LargeMinimalistic => build_v3(&mut g, self.alpha, &V3_LARGE, 960, 1280, true),
             Family::V3SmallMinimalistic => build_v3(&mut g, self.alpha, &V3_SMALL, 576, 1024, true),
+            Family::V4ConvSmall => v4::build(&mut g, self.alpha, v4::CONV_SMALL, NUM_CLASSES_V4),
+            Family::V4ConvMedium => v4::build(&mut g, self.alpha, v4::CONV_MEDIUM, NUM_CLASSES_V4),
+            Family::V4ConvLarge => v4::build(&mut g, self.alpha, v4::CONV_LARGE, NUM_CLASSES_V4),
         }
         g
     }
@@ -126,7 +172,7 @@ impl FromStr for ModelConfig {
             _ => return Err(bad("expected FAMILY_WIDTH_RESOLUTION")),
         };
         let family = Family::from_prefix(prefix).ok_or_else(|| {
-            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic])")
+            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic], mobilenet_v4_conv_{small,medium,large})")
         })?;
         let alpha: f64 = alpha.parse().map_err(|_| bad("width is not a number"))?;
         if !(alpha > 0.0 && alpha <= 4.0) {
@@ -409,6 +455,8 @@ mod tests {
             "mobilenet_v2_0.35_96",
             "mobilenet_v1_0.25_128",
             "mobilenet_v2_1.4_224",
+            "mobilenet_v4_conv_small_1.0_224",
+            "mobilenet_v4_conv_large_1.0_448",
         ] {
             let cfg: ModelConfig = name.parse().unwrap();
             assert_eq!(cfg.name(), name);
@@ -419,6 +467,7 @@ mod tests {
     fn bad_names_say_why() {
         for (name, why) in [
             ("mobilenet_v4_1.0_224", "unknown family"),
+            ("mobilenet_v4_hybrid_medium_1.0_256", "unknown family"),
             ("mobilenet_v2_x_224", "width is not a number"),
             ("mobilenet_v2_1.0_big", "resolution is not an integer"),
             ("mobilenet_v2_1.0_8", "between 32 and 1024"),

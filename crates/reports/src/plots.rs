@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mobilebench_models::{count, published, ModelConfig};
+use mobilebench_models::{count_config, published, ModelConfig};
 use mobilebench_results::{Run, SummaryRow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -218,7 +218,7 @@ fn madds_vs_top1<DB: DrawingBackend + 'static>(root: &DrawingArea<DB, Shift>) ->
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d((8f64..800f64).log_scale(), 40f64..78f64)
+        .build_cartesian_2d((8f64..10_000f64).log_scale(), 40f64..86f64)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
@@ -235,7 +235,7 @@ fn madds_vs_top1<DB: DrawingBackend + 'static>(root: &DrawingArea<DB, Shift>) ->
             .iter()
             .filter(|m| m.float.family == *family)
             .map(|m| {
-                let c = count(&m.config.graph());
+                let c = count_config(&m.config);
                 (c.macs_millions(), m.float.top1, c.params_millions())
             })
             .collect();

@@ -288,6 +288,7 @@ pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
     out.push_str(" Pixel 1 (ms, published) | Pixel 2 (ms, published) | Pixel 3 (ms, published) |\n|---|---|---:|---:|---:|---:|");
     out.push_str(&"---:|".repeat(devices.len() + 3));
     out.push('\n');
+    let mut notes = Vec::new();
     for model in distinct(rows.iter().map(|r| r.model.as_str())) {
         let first = rows.iter().find(|r| r.model == model).expect("seen");
         let (name, precision) = Precision::of_label(model);
@@ -344,8 +345,36 @@ pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
             published_cell(p.and_then(|r| r.pixel3_ms))
         );
         out.push_str(&line);
+        if precision == Precision::Float32 {
+            if let Some(p) = published.as_ref().filter(|p| p.float.has_spec()) {
+                notes.push(v4_note(&model, p.float));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nMobileNetV4 (paper, Qin et al. 2024): MACs and params above are counted from the official spec; {}.",
+            published::V4_PAPER_GAP
+        );
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
     }
     out
+}
+
+/// One V4 model's published figures that have no column: the paper's params/MACs, its
+/// distilled top-1, and its device latencies (each with its device and precision).
+fn v4_note(model: &str, p: &published::PublishedRow) -> String {
+    format!(
+        "`{model}`: paper {} M params, {} M MACs; top-1 {} (distilled {}); published latency (ms): {}",
+        p.params_m,
+        p.macs_m,
+        p.top1,
+        p.top1_distilled.map_or("–".into(), |t| t.to_string()),
+        p.published_latency.as_deref().unwrap_or("–")
+    )
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
@@ -563,6 +592,29 @@ mod tests {
             lines[3].contains("| 73.9 | 94% / 0.981 (n=16) | 2.00 (litert-xnnpack) |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn v4_rows_carry_the_paper_figures_that_have_no_column() {
+        let name = "mobilenet_v4_conv_medium_1.0_256";
+        let run = Run {
+            dir: "x".into(),
+            summary: vec![row("local", name, "native", 7.0, "")],
+            samples: Default::default(),
+            skipped_rows: vec![],
+            ops: vec![],
+        };
+        let md = model_table(std::slice::from_ref(&run), &ReportOptions::default());
+        assert!(md.contains(&format!("| {name} | float32 |")), "{md}");
+        assert!(md.contains("| 79.9 |"), "paper top-1 in its column: {md}");
+        let note = md
+            .lines()
+            .find(|l| l.starts_with(&format!("- `{name}`")))
+            .unwrap_or_else(|| panic!("{md}"));
+        assert!(note.contains("paper 9.2 M params, 1000 M MACs"), "{note}");
+        assert!(note.contains("distilled 82.7"), "{note}");
+        assert!(note.contains("Pixel 6 CPU int8 11.4"), "{note}");
+        assert!(md.contains("counted from the official spec"), "{md}");
     }
 
     #[test]
