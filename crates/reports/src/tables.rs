@@ -347,7 +347,7 @@ pub fn model_table(runs: &[Run], options: &ReportOptions) -> String {
         out.push_str(&line);
         if precision == Precision::Float32 {
             if let Some(p) = published.as_ref().filter(|p| p.float.has_spec()) {
-                notes.push(v4_note(&model, p.float));
+                notes.push(v4_note(model, p.float));
             }
         }
     }
