@@ -297,6 +297,28 @@ impl RowOp<'_> {
         };
         let vector_end = c - c % S::LANES;
         let mut ch = 0;
+        // One accumulator per kernel row and two registers of channels: 2·K independent FMA
+        // chains (one chain was latency-bound, and on an 8-pixel row of a V4 5×5 layer half
+        // the pixels are edge pixels: the layer ran at half the peers' speed).
+        while ch + 2 * S::LANES <= vector_end {
+            let mut acc = [[S::splat(0.0); 2]; K];
+            acc[0] = [S::load(bias.add(ch)), S::load(bias.add(ch + S::LANES))];
+            for (ky, a) in acc.iter_mut().enumerate() {
+                for kx in kx0..kx1 {
+                    let (x, w) = tap(ky, kx, ch);
+                    a[0] = S::fma(a[0], S::load(x), S::load(w));
+                    a[1] = S::fma(a[1], S::load(x.add(S::LANES)), S::load(w.add(S::LANES)));
+                }
+            }
+            for half in 0..2 {
+                let mut sum = acc[0][half];
+                for a in &acc[1..] {
+                    sum = S::add(sum, a[half]);
+                }
+                S::store(out.add(ch + half * S::LANES), activate::<S>(sum, conv.act));
+            }
+            ch += 2 * S::LANES;
+        }
         while ch < vector_end {
             let mut acc = S::load(bias.add(ch));
             for ky in 0..K {

@@ -110,6 +110,18 @@ fn stem_conv_matches_reference() {
 }
 
 #[test]
+fn full_convolutions_with_wide_inputs_match_reference() {
+    // V4's FusedIB and conv_bn layers: k×k over 24–48 input channels (the implicit GEMM's
+    // gathered K = k²·cin runs to 432), odd and even maps, outputs with panel remainders.
+    for (size, cin, cout, k, s) in [(16, 32, 128, 3, 2), (9, 24, 40, 3, 1), (12, 48, 20, 5, 2)] {
+        let m = single_op("conv", Shape::new(size, size + 1, cin), |g| {
+            g.conv_bn("c", 0, cout, k, s, Activation::Relu);
+        });
+        check(&m, OP_TOLERANCE);
+    }
+}
+
+#[test]
 fn expansion_into_depthwise_row_by_row_matches_reference() {
     // A pointwise expansion and the depthwise after it, which `check` also runs fused (each
     // depthwise input row produced by the GEMM as the window reaches it, in a ring of K rows):
@@ -212,7 +224,8 @@ fn whole_models_match_reference_at_small_resolution() {
     let spec = "mobilenet_v1_1.0_96,mobilenet_v2_1.0_96,mobilenet_v3_small_1.0_96,\
         mobilenet_v3_large_1.0_96,mobilenet_v3_small_minimalistic_1.0_96,\
         mobilenet_v3_large_minimalistic_1.0_96,mobilenet_v2_0.35_96,mobilenet_v3_large_0.75_96,\
-        mobilenet_v1_0.25_96,mobilenet_v2_1.4_96,mobilenet_v3_small_0.75_96";
+        mobilenet_v1_0.25_96,mobilenet_v2_1.4_96,mobilenet_v3_small_0.75_96,\
+        mobilenet_v4_conv_small_1.0_96,mobilenet_v4_conv_medium_1.0_96,mobilenet_v4_conv_large_1.0_96";
     for cfg in select(spec).unwrap() {
         let model = Model::from_config(&cfg, 1);
         let diff = check(&model, 1e-4);
