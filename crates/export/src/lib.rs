@@ -1,7 +1,7 @@
 //! Exporters from the zoo IR to the runtimes' file formats, written through the formats'
 //! maintained schema types (ONNX protobuf, TFLite flatbuffers), never by hand.
 //!
-//! Every exported model takes the zoo's NHWC input `[1, H, W, 3]` and returns `[1, 1001]`
+//! Every exported model takes the zoo's NHWC input `[1, H, W, 3]` and returns `[1, classes]` (1001 for V1–V3, 1000 for V4)
 //! logits, so every backend is fed the same buffer and compared on the same output.
 
 pub mod onnx;

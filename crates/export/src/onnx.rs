@@ -1,7 +1,7 @@
 //! Zoo IR → ONNX (opset 17) through the ONNX protobuf types.
 //!
 //! The graph takes the zoo's NHWC input `[1, H, W, 3]` (one Transpose to NCHW first, as
-//! tf2onnx emits) and returns `[1, 1001]`, so every backend is fed the same buffer.
+//! tf2onnx emits) and returns `[1, classes]` (1001 for V1–V3, 1000 for V4), so every backend is fed the same buffer.
 //! Convolutions keep TensorFlow's SAME padding as explicit (possibly asymmetric) pads.
 
 use prost::Message;

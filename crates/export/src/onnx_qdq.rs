@@ -12,7 +12,7 @@
 //! ORT's int8 kernels were 0.55 (max relative difference of the logits) from the same file
 //! run op by op in float; with [−64, 64], 0.0. ORT documents this remedy (or U8U8).
 //!
-//! The layout matches the float export: NHWC input, one Transpose to NCHW, `[1, 1001]`
+//! The layout matches the float export: NHWC input, one Transpose to NCHW, `[1, classes]`
 //! logits; FC layers are 1×1 convolutions on the pooled value, as in the int8 .tflite.
 
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};

@@ -3,7 +3,7 @@
 //! the layout TFLite's quantization spec asks for.
 //!
 //! Input and output stay float32: the model starts with QUANTIZE and ends with DEQUANTIZE
-//! (and a RESHAPE to `[1, 1001]`), so every backend is fed the same float buffer and
+//! (and a RESHAPE to `[1, classes]`), so every backend is fed the same float buffer and
 //! returns float logits; the two conversions are part of the timed model, as they are of
 //! a deployed one that takes camera frames. Every op between them is an int8 builtin:
 //! CONV_2D, DEPTHWISE_CONV_2D (ReLU/ReLU6 fused), HARD_SWISH, MEAN, ADD, MUL. FC layers

@@ -36,7 +36,7 @@ pub(crate) enum Cmd {
     /// Compare two run directories pair by pair: change of the median of round medians,
     /// judged against the between-round spread (run with --rounds), with a verdict
     Compare(CompareArgs),
-    /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, 1001] logits),
+    /// Write a zoo model as an .onnx or .tflite file (NHWC float input, [1, classes] logits: 1001 for V1–V3, 1000 for V4),
     /// float32 or post-training int8
     Export(ExportArgs),
     /// Fetch the runtimes (ONNX Runtime, LiteRT) from their PyPI wheels into the cache and
@@ -57,7 +57,7 @@ pub(crate) enum Cmd {
 pub(crate) enum ListCmd {
     /// Zoo models with counted and published MACs/params and published top-1
     Models {
-        /// Models to show: set names (seed, default, all), globs or names, comma-separated
+        /// Models to show: set names (seed, default, v3-widths, v4, all), globs or names, comma-separated
         #[arg(long, default_value = "all")]
         models: String,
     },
@@ -69,7 +69,7 @@ pub(crate) enum ListCmd {
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// Models: named sets (seed, default, v3-widths, all), globs over the published configs
+    /// Models: named sets (seed, default, v3-widths, v4, all), globs over the published configs
     /// ('mobilenet_v2_*_224') or names with any width and resolution
     /// (mobilenet_v3_small_0.25_64), comma-separated [default: `default`, or none when
     /// --model-file is given]

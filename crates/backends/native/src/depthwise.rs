@@ -20,6 +20,9 @@ use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
 /// Output pixels per kernel call.
 const GROUP: usize = 8;
 
+/// Channels of a small map's tile: one 16-lane register, two 8-lane or four 4-lane ones.
+const TILE_LANES: usize = 16;
+
 /// Depthwise convolution with its weights `[ky][kx][c]`.
 pub struct Depthwise {
     window: Window,
@@ -53,9 +56,31 @@ impl Depthwise {
         }
     }
 
-    /// Floats of scratch `run` needs: the zero row.
+    /// Floats of scratch `run` needs: the zero row, or a small map's padded tile.
     pub fn scratch_len(&self) -> usize {
-        self.window.input.w * self.window.input.c
+        let zero_row = self.window.input.w * self.window.input.c;
+        if self.is_small_map() {
+            zero_row.max(self.tile_len())
+        } else {
+            zero_row
+        }
+    }
+
+    /// A map so narrow that most of each row's pixels are edge pixels and its channels so many
+    /// that a pixel's window rows, `C` floats apart, fall in the same L1 sets (at 1024
+    /// channels every tap of a window shares one set: V4's 8×8 and 12×12 5×5 layers ran at
+    /// half the peers' speed). Such a layer runs one register of channels at a time over a
+    /// zero-padded copy of just those channels ([`SmallMapOp`]).
+    fn is_small_map(&self) -> bool {
+        let w = &self.window;
+        w.output.w <= 16 && w.input.c.is_multiple_of(TILE_LANES) && w.input.c >= 128
+    }
+
+    /// Floats of the padded tile of one register of channels (up to 16 lanes).
+    fn tile_len(&self) -> usize {
+        let w = &self.window;
+        let p = &w.padding;
+        (w.input.h + p.top + p.bottom) * (w.input.w + p.left + p.right) * TILE_LANES
     }
 
     /// Output pixels `(first, end)` of a row whose windows lie inside the input's columns.
@@ -84,8 +109,12 @@ impl Depthwise {
     /// Floats of scratch [`run_rows`](Self::run_rows) needs: the zero row, a ring of `K`
     /// input rows if they are produced, and an output row if it is consumed.
     pub fn rows_scratch_len(&self, produced: bool, consumed: bool) -> usize {
+        if !produced && !consumed {
+            return self.scratch_len();
+        }
         let out_row = self.window.output.w * self.window.output.c;
-        (1 + if produced { self.window.kernel } else { 0 }) * self.scratch_len()
+        let zero_row = self.window.input.w * self.window.input.c;
+        (1 + if produced { self.window.kernel } else { 0 }) * zero_row
             + if consumed { out_row } else { 0 }
     }
 
@@ -103,14 +132,33 @@ impl Depthwise {
     pub fn run_rows(
         &self,
         isa: Isa,
-        input: RowsIn,
-        output: RowsOut,
+        mut input: RowsIn,
+        mut output: RowsOut,
         scratch: &mut [f32],
         rows: std::ops::Range<usize>,
     ) {
+        if let (true, RowsIn::Tensor(t), RowsOut::Tensor(out)) =
+            (self.is_small_map(), &input, &mut output)
+        {
+            let out_len = self.output_row_len();
+            assert!(rows.end <= self.window.output.h && out.len() >= rows.len() * out_len);
+            assert!(t.len() >= self.window.input.len());
+            let tile = &mut scratch[..self.tile_len()];
+            dispatch(
+                isa,
+                SmallMapOp {
+                    conv: self,
+                    input: t,
+                    out,
+                    tile,
+                    rows,
+                },
+            );
+            return;
+        }
         let w = &self.window;
         let k = w.kernel;
-        let row_len = self.scratch_len();
+        let row_len = w.input.w * w.input.c;
         let (produced, consumed) = (
             matches!(input, RowsIn::Produced(_)),
             matches!(output, RowsOut::Consumed(_)),
@@ -122,7 +170,6 @@ impl Depthwise {
         let out_len = w.output.w * w.output.c;
         // A band's first window may start below row 0 (padding) or mid-input.
         let mut next_row = self.top_row(rows.start).max(0) as usize;
-        let (mut input, mut output) = (input, output);
         if let RowsIn::Tensor(t) = input {
             assert!(t.len() >= w.input.len());
         }
@@ -193,6 +240,100 @@ impl Depthwise {
                 out,
             },
         );
+    }
+}
+
+/// A small map's output rows `rows`, [`TILE_LANES`] channels at a time: the channels are
+/// copied zero-padded into `tile` (`[padded h][padded w][TILE_LANES]`, 9 KiB for a 5×5 on
+/// 8×8), where every pixel is interior and a window's taps are 64 bytes apart.
+struct SmallMapOp<'a> {
+    conv: &'a Depthwise,
+    input: &'a [f32],
+    out: &'a mut [f32],
+    tile: &'a mut [f32],
+    rows: std::ops::Range<usize>,
+}
+
+impl SimdOp for SmallMapOp<'_> {
+    fn wide(&self) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        match (self.conv.window.kernel, self.conv.window.stride) {
+            (3, 1) => self.run_k::<S, 3, 1>(),
+            (3, 2) => self.run_k::<S, 3, 2>(),
+            (5, 1) => self.run_k::<S, 5, 1>(),
+            _ => self.run_k::<S, 5, 2>(),
+        }
+    }
+}
+
+impl SmallMapOp<'_> {
+    // Index loops on purpose: constant indices keep the accumulators in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn run_k<S: Simd, const K: usize, const STRIDE: usize>(self) {
+        const N: usize = 4;
+        let w = &self.conv.window;
+        let (c, p) = (w.input.c, &w.padding);
+        let (pw, ph) = (w.input.w + p.left + p.right, w.input.h + p.top + p.bottom);
+        let (ow, act) = (w.output.w, self.conv.act);
+        let (weight, bias) = (self.conv.weight.as_ptr(), self.conv.bias.as_ptr());
+        let tile = self.tile;
+        let first = self.rows.start;
+        for block in (0..c).step_by(TILE_LANES) {
+            // The padded copy of channels `block..block + TILE_LANES`.
+            for py in 0..ph {
+                let iy = py.checked_sub(p.top).filter(|&iy| iy < w.input.h);
+                for px in 0..pw {
+                    let dst = &mut tile[(py * pw + px) * TILE_LANES..][..TILE_LANES];
+                    match (iy, px.checked_sub(p.left).filter(|&ix| ix < w.input.w)) {
+                        (Some(iy), Some(ix)) => dst.copy_from_slice(
+                            &self.input[(iy * w.input.w + ix) * c + block..][..TILE_LANES],
+                        ),
+                        _ => dst.fill(0.0),
+                    }
+                }
+            }
+            let t = tile.as_ptr();
+            for lane in (0..TILE_LANES).step_by(S::LANES) {
+                let ch = block + lane;
+                // SAFETY: every window lies inside the padded tile (SAME padding covers
+                // `(ow − 1)·s + K ≤ padded w`, asserted at construction, and likewise in
+                // height); outputs are inside `out`'s rows `first..rows.end`.
+                unsafe {
+                    let b = S::load(bias.add(ch));
+                    for oy in self.rows.clone() {
+                        let row_out = self.out.as_mut_ptr().add((oy - first) * ow * c + ch);
+                        let mut ox = 0;
+                        while ox < ow {
+                            let n = (ow - ox).min(N);
+                            let mut acc = [b; N];
+                            for ky in 0..K {
+                                let src = t.add(
+                                    ((oy * STRIDE + ky) * pw + ox * STRIDE) * TILE_LANES + lane,
+                                );
+                                for kx in 0..K {
+                                    let wv = S::load(weight.add((ky * K + kx) * c + ch));
+                                    for q in 0..N {
+                                        if q < n {
+                                            let x =
+                                                S::load(src.add((q * STRIDE + kx) * TILE_LANES));
+                                            acc[q] = S::fma(acc[q], x, wv);
+                                        }
+                                    }
+                                }
+                            }
+                            for q in 0..n {
+                                S::store(row_out.add((ox + q) * c), activate::<S>(acc[q], act));
+                            }
+                            ox += n;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -53,6 +53,9 @@ fn mr<S: Simd>() -> usize {
 /// A block of rows of A stays in L2 while every panel of B passes over it (each panel then
 /// comes from memory once per block, not once per tile): 256 KiB.
 const A_BLOCK_FLOATS: usize = 64 * 1024;
+/// All of A in one block when B is the larger operand and A fits here (1.5 MiB, three
+/// quarters of a 2 MiB L2): V4's 12×12×2048 activations (1.2 MiB) against 4 MiB of weights.
+const A_WHOLE_FLOATS: usize = 384 * 1024;
 /// A packed B up to this size (16 KiB, half a typical L1) is read from L1 for every tile; the
 /// layers with few input channels at high resolution (K = 16–32) have one.
 const B_IN_L1_FLOATS: usize = 4 * 1024;
@@ -227,6 +230,10 @@ impl Gemm<'_> {
             // All of B stays in L1: one row tile per block, so each tile of A is read once
             // and C is written a whole row at a time.
             mr
+        } else if k * n > m * k && m * k <= A_WHOLE_FLOATS {
+            // B outweighs A (a late layer: few pixels, wide weights, megabytes of them): all of
+            // A in one block, so B streams from memory once instead of once per 256 KiB of A.
+            m.div_ceil(mr) * mr
         } else {
             (A_BLOCK_FLOATS / k.max(1) / mr).max(1) * mr
         };
