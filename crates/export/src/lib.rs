@@ -8,6 +8,7 @@ pub mod onnx;
 pub mod onnx_qdq;
 mod proto2;
 pub mod tflite;
+mod tflite_attention;
 pub mod tflite_int8;
 pub mod tflite_read;
 

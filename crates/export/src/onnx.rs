@@ -11,8 +11,8 @@ use tract_onnx::pb::{
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use mobilebench_models::ir::{Activation, Conv2d};
-use mobilebench_models::weights::BatchNorm;
+use mobilebench_models::ir::{Activation, Conv2d, MultiQueryAttention};
+use mobilebench_models::weights::{fold_depthwise, AttentionWeights, BatchNorm};
 use mobilebench_models::{Layer, Model};
 
 use crate::{prepare, relayout_hwio, BnMode, ExportError};
@@ -198,6 +198,103 @@ impl Builder {
         self.node("Conv", name, &refs, attrs)
     }
 
+    /// An int64 shape constant (Reshape's second input).
+    fn shape(&mut self, name: &str, dims: &[i64]) -> String {
+        let name = self.fresh(name);
+        self.graph.initializer.push(TensorProto {
+            name: name.clone(),
+            dims: vec![dims.len() as i64],
+            data_type: DataType::Int64 as i32,
+            raw_data: dims.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn reshape(&mut self, x: &str, dims: &[i64], name: &str) -> String {
+        let shape = self.shape(&format!("{name}_shape"), dims);
+        self.node("Reshape", name, &[x, &shape], vec![])
+    }
+
+    fn transpose(&mut self, x: &str, perm: &[i64], name: &str) -> String {
+        self.node("Transpose", name, &[x], vec![attr_ints("perm", perm)])
+    }
+
+    /// Mobile MQA on an NCHW `x` (see the IR's `MultiQueryAttention`): BatchNormalization,
+    /// 1×1 Convs for the projections (the softmax temperature folded into the queries'),
+    /// the strided depthwise Convs of keys and values with their BN folded, then
+    /// `MatMul(Q [1, heads, N, kd], Kᵀ [1, 1, kd, M])` broadcasting the one key head,
+    /// `Softmax`, `MatMul(·, V [1, 1, M, vd])`, and back to NCHW for the output Conv.
+    fn attention(
+        &mut self,
+        x: &str,
+        a: &MultiQueryAttention,
+        w: &AttentionWeights,
+        (h, wd): (usize, usize),
+        tag: &str,
+    ) -> String {
+        let (c, heads, kd, vd) = (a.channels, a.heads, a.key_dim, a.value_dim);
+        let n = (h * wd) as i64;
+        let m = (a.kv_shape.h * a.kv_shape.w) as i64;
+        let normed = self.batch_norm(x.to_string(), &w.norm, &format!("{tag}_norm"));
+        let project = |b: &mut Builder, x: &str, cin, cout, weight: &[f32], name: &str| {
+            b.conv(
+                x,
+                &Conv2d::one_by_one(cin, cout, Activation::None),
+                weight,
+                None,
+                name,
+            )
+        };
+        let query: Vec<f32> = w.query.iter().map(|q| q * a.scale()).collect();
+        let q = project(
+            self,
+            &normed,
+            c,
+            heads * kd,
+            &query,
+            &format!("{tag}_query"),
+        );
+        let q = self.reshape(
+            &q,
+            &[1, heads as i64, kd as i64, n],
+            &format!("{tag}_q_heads"),
+        );
+        let q = self.transpose(&q, &[0, 1, 3, 2], &format!("{tag}_q_t"));
+        let source = |b: &mut Builder, down: &Option<(Vec<f32>, BatchNorm)>, name: &str| match (
+            a.down_conv(),
+            down,
+        ) {
+            (Some(conv), Some((kernel, bn))) => {
+                let (kernel, bias) = fold_depthwise(kernel, bn);
+                b.conv(&normed, &conv, &kernel, Some(&bias), name)
+            }
+            _ => normed.clone(),
+        };
+        let ks = source(self, &w.key_down, &format!("{tag}_key_down"));
+        let k = project(self, &ks, c, kd, &w.key, &format!("{tag}_key"));
+        let k = self.reshape(&k, &[1, 1, kd as i64, m], &format!("{tag}_k_t"));
+        let vs = source(self, &w.value_down, &format!("{tag}_value_down"));
+        let v = project(self, &vs, c, vd, &w.value, &format!("{tag}_value"));
+        let v = self.reshape(&v, &[1, 1, vd as i64, m], &format!("{tag}_v_rows"));
+        let v = self.transpose(&v, &[0, 1, 3, 2], &format!("{tag}_v"));
+        let logits = self.node("MatMul", &format!("{tag}_logits"), &[&q, &k], vec![]);
+        let p = self.node(
+            "Softmax",
+            &format!("{tag}_softmax"),
+            &[&logits],
+            vec![attr_int("axis", -1)],
+        );
+        let o = self.node("MatMul", &format!("{tag}_weighted"), &[&p, &v], vec![]);
+        let o = self.transpose(&o, &[0, 1, 3, 2], &format!("{tag}_o_t"));
+        let o = self.reshape(
+            &o,
+            &[1, (heads * vd) as i64, h as i64, wd as i64],
+            &format!("{tag}_o"),
+        );
+        project(self, &o, heads * vd, c, &w.output, &format!("{tag}_output"))
+    }
+
     /// `[1, K] · [K, N] + b`, weights already `[in][out]`.
     fn gemm(&mut self, x: &str, w: &[f32], b: &[f32], k: usize, n: usize, name: &str) -> String {
         let wn = self.constant(&format!("{name}_w"), &[k, n], w.to_vec());
@@ -290,6 +387,10 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                     b.node("Add", tag, &[&x, &other], vec![]),
                     flat[node.inputs[0]],
                 )
+            }
+            Layer::Attention { attn, weights } => {
+                let hw = (node.output.h, node.output.w);
+                (b.attention(&x, attn, weights, hw, tag), false)
             }
         };
         names.push(out);

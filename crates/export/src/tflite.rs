@@ -1,7 +1,8 @@
 //! Zoo IR → TFLite (schema v3, float32, NHWC) through the TFLite flatbuffers types.
 //!
 //! Builtin ops only: CONV_2D and DEPTHWISE_CONV_2D with fused ReLU/ReLU6, HARD_SWISH where
-//! V3 uses it, MEAN for global pooling, FULLY_CONNECTED, ADD, MUL. TFLite has no hard-sigmoid
+//! V3 uses it, MEAN for global pooling, FULLY_CONNECTED, ADD, MUL; V4 hybrids' attention adds
+//! RESHAPE, BATCH_MATMUL and SOFTMAX (`tflite_attention`). TFLite has no hard-sigmoid
 //! or batch-norm op: the SE gate is ADD(x, 3) with a fused RELU6 then MUL by 1/6 (what the
 //! TensorFlow converter emits), and `--bn separate` is a per-channel MUL + ADD.
 //! SAME padding in TFLite is TensorFlow's, which is how the IR resolved its pads.
@@ -225,7 +226,7 @@ impl<'f> Builder<'f> {
 
     /// Conv or depthwise conv (with bias), activation fused when TFLite can fuse it.
     /// `weights` is (kernel in HWIO, bias).
-    fn conv(
+    pub(crate) fn conv(
         &mut self,
         x: i32,
         c: &Conv2d,
@@ -295,7 +296,7 @@ impl<'f> Builder<'f> {
     }
 
     /// Inference batch norm as y = x · scale + shift per channel, then the activation.
-    fn batch_norm(
+    pub(crate) fn batch_norm(
         &mut self,
         x: i32,
         bn: &BatchNorm,
@@ -451,6 +452,7 @@ pub fn export(model: &Model, bn: BnMode) -> Result<Vec<u8>, ExportError> {
                 b.op(BuiltinOperator::ADD, &[x, other], &[y], Some(add));
                 y
             }
+            Layer::Attention { attn, weights } => b.attention(x, attn, weights, node.output, tag),
         };
         ids.push(out);
     }

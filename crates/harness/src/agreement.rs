@@ -205,6 +205,9 @@ impl PreparedZoo {
     ) -> Result<PreparedZoo> {
         let model = Model::from_config(&config, weight_seed).with_bn(bn)?;
         let input = synthetic_input(model.graph.input, input_seed);
+        if precision == Precision::Int8 {
+            mobilebench_models::quant::check_int8(&model)?;
+        }
         let calibration = (precision == Precision::Int8).then(|| {
             eprintln!(
                 "{config}: calibrating int8 activation ranges on {} images",

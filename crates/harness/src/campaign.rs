@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::Timing;
-use mobilebench_models::{sets, BnMode, Precision, DEFAULT_INPUT_SEED};
+use mobilebench_models::{sets, BnMode, ModelConfig, Precision, DEFAULT_INPUT_SEED};
 use mobilebench_results::RunManifest;
 
 use crate::cli::RunArgs;
@@ -288,6 +288,24 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
     precisions.dedup();
     if precisions.contains(&Precision::Int8) && args.bn == BnMode::Separate {
         bail!("--precision int8 folds batch norm into the convolutions (no runtime has an int8 batch norm): drop --bn separate, or run int8 separately");
+    }
+    if precisions.contains(&Precision::Int8) {
+        let (float_only, int8): (Vec<&ModelConfig>, Vec<&ModelConfig>) =
+            models.iter().partition(|c| c.graph().has_attention());
+        if !float_only.is_empty() {
+            let names: Vec<String> = float_only.iter().map(|c| c.name()).collect();
+            let why = "attention is not quantized here (the int8 exporters cover convolutions, SE, pooling, FC and adds)";
+            if int8.is_empty() && args.model_files.is_empty() && precisions == [Precision::Int8] {
+                bail!(
+                    "--precision int8: {} has no int8 form: {why}; run it as float32",
+                    names.join(", ")
+                );
+            }
+            eprintln!(
+                "note: no int8 form for {}: {why}; its int8 pairs are skipped",
+                names.join(", ")
+            );
+        }
     }
     let only_local = profiles
         .iter()

@@ -118,6 +118,7 @@ fn export(args: &ExportArgs) -> Result<()> {
                     "--precision int8 folds batch norm into the convolutions: drop --bn separate"
                 );
             }
+            mobilebench_models::quant::check_int8(&model)?;
             let range = mobilebench_export::int8_weight_range(format);
             let quantized = QuantModel::quantize(&model, range);
             mobilebench_export::export_int8(&quantized, format)?

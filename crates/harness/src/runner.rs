@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use mobilebench_backend::{Availability, Backend};
-use mobilebench_models::ModelConfig;
+use mobilebench_models::{ModelConfig, Precision};
 use mobilebench_results::{
     self as results, OpRow, RunManifest, RunWriter, SampleRow, Status, SummaryRow,
 };
@@ -141,8 +141,15 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
     let mut items: Vec<Item> = Vec::new();
     for name in &m.models {
         let config = name.parse::<ModelConfig>()?;
-        // A model's precisions one after another, so its rows sit side by side.
-        items.extend(precisions.iter().map(|&p| Item::Zoo(config, p)));
+        // A model's precisions one after another, so its rows sit side by side; int8 only
+        // where the model has an int8 form (`bench run` said which it skips).
+        let int8 = !config.graph().has_attention();
+        items.extend(
+            precisions
+                .iter()
+                .filter(|&&p| p != Precision::Int8 || int8)
+                .map(|&p| Item::Zoo(config, p)),
+        );
     }
     items.extend(file_items(&m.model_files));
     let rounds = m.rounds.max(1);

@@ -54,12 +54,37 @@ pub fn count_node(node: &Node) -> Counts {
             (i * o, i * o + o)
         }
         Op::GlobalAvgPool | Op::Add => (0, 0),
+        Op::MultiQueryAttention(a) => {
+            let (c, kd, vd, heads) = (
+                a.channels as u64,
+                a.key_dim as u64,
+                a.value_dim as u64,
+                a.heads as u64,
+            );
+            let m = (a.kv_shape.h * a.kv_shape.w) as u64;
+            let k2 = (a.kv_kernel * a.kv_kernel) as u64;
+            // Downsampling depthwise convs (keys and values each have one).
+            let (down_macs, down_params) = match a.down_conv() {
+                Some(_) => (2 * m * k2 * c, 2 * (k2 * c + c)),
+                None => (0, 0),
+            };
+            let projections =
+                spatial * c * heads * kd + m * c * (kd + vd) + spatial * heads * vd * c;
+            // q·kᵀ and the weighted sum of values, per head: matmuls with no weights.
+            let attention = spatial * heads * m * (kd + vd);
+            (
+                down_macs + projections + attention,
+                // The input norm's scale and shift (it cannot fold into the padded convs).
+                2 * c + down_params + c * heads * kd + c * (kd + vd) + heads * vd * c,
+            )
+        }
     };
     Counts { macs, params }
 }
 
 /// Parameters as the training graph holds them: [`count`]'s (kernels, one bias or BN shift per
-/// channel) plus each batch norm's scale γ, which folding absorbs into the kernel. This is
+/// channel) plus each batch norm's scale γ and each layer scale, which folding absorbs into
+/// the kernel (for attention, the downsampling BNs' γ and the output's layer scale). This is
 /// the convention of MobileNetV4's spec figures (timm counts PyTorch BN's γ and β); slim's
 /// V1–V3 figures count β only, [`count`]'s convention. Takes the unfolded graph.
 pub fn trained_params(graph: &Graph) -> u64 {
@@ -67,7 +92,13 @@ pub fn trained_params(graph: &Graph) -> u64 {
         .nodes
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Conv2d(c) if c.batch_norm => Some(c.out_channels as u64),
+            Op::Conv2d(c) if c.batch_norm => {
+                Some(c.out_channels as u64 * if c.layer_scale { 2 } else { 1 })
+            }
+            Op::MultiQueryAttention(a) => {
+                let downs = if a.down_conv().is_some() { 2 } else { 0 };
+                Some(a.channels as u64 * (downs + 1))
+            }
             _ => None,
         })
         .sum();

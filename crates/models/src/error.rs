@@ -10,4 +10,6 @@ pub enum ModelError {
     BadPattern { pattern: String, why: String },
     #[error("--bn separate needs a model with batch norm, and {0} has none")]
     NoBatchNorm(String),
+    #[error("{model} has no int8 form: {why}")]
+    NoInt8 { model: String, why: String },
 }

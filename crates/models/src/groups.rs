@@ -80,6 +80,7 @@ fn node_kind(graph: &Graph, i: usize) -> &'static str {
         Op::GlobalAvgPool => "pooling",
         Op::FullyConnected(_) => "FC",
         Op::Add => "other",
+        Op::MultiQueryAttention(_) => "attention",
     }
 }
 

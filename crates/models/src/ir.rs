@@ -101,6 +101,11 @@ pub struct Conv2d {
     pub batch_norm: bool,
     pub bias: bool,
     pub activation: Activation,
+    /// Followed by a learned per-channel scale (MobileNetV4 hybrids' layer scale). It sits
+    /// right after BN, so the weights hold it multiplied into BN's γ (one affine map either
+    /// way); it matters only to the trained-parameter count.
+    #[serde(default)]
+    pub layer_scale: bool,
 }
 
 impl Conv2d {
@@ -122,6 +127,7 @@ impl Conv2d {
             batch_norm: false,
             bias: true,
             activation,
+            layer_scale: false,
         }
     }
 
@@ -152,6 +158,55 @@ pub struct FullyConnected {
     pub activation: Activation,
 }
 
+/// MobileNetV4's Mobile MQA block body (Qin et al. §3.3; TF `MultiHeadSelfAttentionBlock` with
+/// `use_multi_query=True`, timm `MobileAttention` + `MultiQueryAttention2d`); its residual is
+/// a separate [`Op::Add`]. On an `[h, w, C]` input `x`:
+/// 1. `x̂ = BN(x)` (no activation);
+/// 2. queries `q = x̂ · Wq`, 1×1 to `heads · key_dim` (channel `head · key_dim + d`);
+/// 3. keys and values from one shared head: when `kv_stride > 1`, each first takes its own
+///    k×k depthwise conv of `x̂` with that stride (BN, no activation), then a 1×1 to
+///    `key_dim` (`value_dim`): `M = h'·w'` positions;
+/// 4. per head, `softmax(q_h · kᵀ / √key_dim) · v` → `[h, w, heads · value_dim]`;
+/// 5. output 1×1 back to C, then layer scale (held multiplied into the output matrix).
+///
+/// No projection has a bias (`use_bias=False` in both sources).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiQueryAttention {
+    pub channels: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    pub kv_stride: usize,
+    /// Kernel of the keys' and values' downsampling depthwise convs (used when strided).
+    pub kv_kernel: usize,
+    pub kv_padding: Padding,
+    /// The keys' and values' spatial grid (`channels` deep before their projection).
+    pub kv_shape: Shape,
+}
+
+impl MultiQueryAttention {
+    /// The downsampling depthwise conv of keys and values (each has its own weights), as a
+    /// conv the engines already run; `None` when `kv_stride` is 1.
+    pub fn down_conv(&self) -> Option<Conv2d> {
+        (self.kv_stride > 1).then_some(Conv2d {
+            in_channels: self.channels,
+            out_channels: self.channels,
+            kernel: self.kv_kernel,
+            stride: self.kv_stride,
+            groups: self.channels,
+            padding: self.kv_padding,
+            batch_norm: true,
+            bias: false,
+            activation: Activation::None,
+            layer_scale: false,
+        })
+    }
+    /// The softmax temperature, `1/√key_dim`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.key_dim as f32).sqrt()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     Conv2d(Conv2d),
@@ -161,6 +216,7 @@ pub enum Op {
     FullyConnected(FullyConnected),
     /// Residual addition of two values of the same shape.
     Add,
+    MultiQueryAttention(MultiQueryAttention),
 }
 
 impl Op {
@@ -173,6 +229,7 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::FullyConnected(_) => "fully_connected",
             Op::Add => "add",
+            Op::MultiQueryAttention(_) => "attention",
         }
     }
 }
@@ -212,6 +269,14 @@ impl Graph {
 
     pub fn output(&self) -> Shape {
         self.nodes.last().map_or(self.input, |n| n.output)
+    }
+
+    /// Whether the graph has attention, which has no int8 form here
+    /// ([`crate::quant::check_int8`]).
+    pub fn has_attention(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::MultiQueryAttention(_)))
     }
 
     /// The id of the most recently produced value.
@@ -286,6 +351,7 @@ impl Graph {
             batch_norm: true,
             bias: false,
             activation,
+            layer_scale: false,
         };
         let output = Shape::new(out.h, out.w, out_channels);
         self.push(name, Op::Conv2d(conv), vec![input], output)
@@ -330,6 +396,39 @@ impl Graph {
             activation,
         });
         self.push(name.into(), op, vec![input], Shape::new(1, 1, out_features))
+    }
+
+    /// Appends a Mobile MQA block body on `input` (same shape out); see [`MultiQueryAttention`].
+    pub fn multi_query_attention(
+        &mut self,
+        name: impl Into<String>,
+        input: ValueId,
+        heads: usize,
+        key_dim: usize,
+        kv_stride: usize,
+    ) -> ValueId {
+        let shape = self.value_shape(input);
+        let kv_kernel = 3;
+        let (kv_padding, kv_shape) = Padding::same(shape, kv_kernel, kv_stride);
+        let op = Op::MultiQueryAttention(MultiQueryAttention {
+            channels: shape.c,
+            heads,
+            key_dim,
+            value_dim: key_dim,
+            kv_stride,
+            kv_kernel,
+            kv_padding,
+            kv_shape,
+        });
+        self.push(name.into(), op, vec![input], shape)
+    }
+
+    /// Marks the last node, a batch-normalised conv, as followed by a layer scale.
+    pub fn with_layer_scale(&mut self) {
+        match self.nodes.last_mut().map(|n| &mut n.op) {
+            Some(Op::Conv2d(c)) if c.batch_norm => c.layer_scale = true,
+            op => panic!("layer scale after {op:?}"),
+        }
     }
 
     pub fn add(&mut self, name: impl Into<String>, a: ValueId, b: ValueId) -> ValueId {

@@ -6,8 +6,8 @@
 //! engines, both exporters, quantization — walks [`Model::layers`] instead of zipping the two
 //! and matching pairs, so an op and its weights that do not fit are caught here, in one place.
 
-use crate::ir::{Conv2d, FullyConnected, Graph, Node, Op, SqueezeExcite};
-use crate::weights::{BatchNorm, NodeWeights, Weights};
+use crate::ir::{Conv2d, FullyConnected, Graph, MultiQueryAttention, Node, Op, SqueezeExcite};
+use crate::weights::{AttentionWeights, BatchNorm, NodeWeights, Weights};
 
 /// One node's op with its weights.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,10 @@ pub enum Layer<'a> {
     },
     /// Residual addition of the node's two inputs.
     Add,
+    Attention {
+        attn: &'a MultiQueryAttention,
+        weights: &'a AttentionWeights,
+    },
 }
 
 /// A squeeze-and-excite block's two 1×1 layers (matrices `[in][out]`).
@@ -79,6 +83,9 @@ impl<'a> Layer<'a> {
                 Layer::FullyConnected { fc, weight, bias }
             }
             (Op::Add, NodeWeights::None) => Layer::Add,
+            (Op::MultiQueryAttention(attn), NodeWeights::Attention(weights)) => {
+                Layer::Attention { attn, weights }
+            }
             (op, w) => panic!("node {}: weights {w:?} do not fit op {op:?}", node.name),
         }
     }
@@ -119,6 +126,7 @@ mod tests {
                     | (Op::GlobalAvgPool, Layer::GlobalAvgPool)
                     | (Op::FullyConnected(_), Layer::FullyConnected { .. })
                     | (Op::Add, Layer::Add)
+                    | (Op::MultiQueryAttention(_), Layer::Attention { .. })
             );
             assert!(same, "{}: {layer:?}", node.name);
         }

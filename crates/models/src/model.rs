@@ -123,17 +123,40 @@ fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
                 bias.as_deref(),
                 node.output,
             );
-            let (mean, var) = channel_stats(&raw, conv.out_channels);
-            // A channel that is (nearly) constant on the calibration image would get a huge
-            // scale; floor its variance at 1% of the layer's mean variance.
-            let floor = 0.01 * var.iter().sum::<f32>() / var.len() as f32 + 1e-6;
-            bn.mean = mean;
-            bn.var = var.into_iter().map(|v| v.max(floor)).collect();
+            set_stats(bn, &raw);
+        }
+        if let (Op::MultiQueryAttention(attn), NodeWeights::Attention(w)) =
+            (&node.op, &mut weights.nodes[i])
+        {
+            let input = &values[node.inputs[0]];
+            set_stats(&mut w.norm, input);
+            // The downsampling BNs see the normalised input's depthwise convs.
+            let in_shape = graph.value_shape(node.inputs[0]);
+            let (x, _, _) = reference::attention_sources(input, in_shape, attn, w);
+            if let Some(conv) = attn.down_conv() {
+                for (kernel, bn) in [w.key_down.as_mut(), w.value_down.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let raw = reference::conv2d(&x, in_shape, &conv, kernel, None, attn.kv_shape);
+                    set_stats(bn, &raw);
+                }
+            }
         }
         let out =
             reference::evaluate_node(graph, node, Layer::of(node, &weights.nodes[i]), &values);
         values.push(out);
     }
+}
+
+/// A BN's running statistics set to those of `x` (its input). A channel that is (nearly)
+/// constant on the calibration image would get a huge scale: its variance is floored at 1%
+/// of the layer's mean variance.
+fn set_stats(bn: &mut crate::weights::BatchNorm, x: &[f32]) {
+    let (mean, var) = channel_stats(x, bn.gamma.len());
+    let floor = 0.01 * var.iter().sum::<f32>() / var.len() as f32 + 1e-6;
+    bn.mean = mean;
+    bn.var = var.into_iter().map(|v| v.max(floor)).collect();
 }
 
 fn channel_stats(x: &[f32], channels: usize) -> (Vec<f32>, Vec<f32>) {

@@ -147,6 +147,11 @@ pub static EXCEPTIONS: &[Exception] = &[
         field: Field::Macs,
         reason: "published 34 M breaks the row's own scaling: 41 M × (192/224)² = 30.1 M, counted 30.2 M",
     },
+    Exception {
+        models: "mobilenet_v4_hybrid_medium_1.0_256",
+        field: Field::Macs,
+        reason: "the only stated count is timm's profiler, 1.29 G, which also counts batch norm, softmax and adds (it sits above the conv models' spec counts too: 6.43 vs 6.38 G for Conv-L); counted 1.271 G (convs, FC and attention's two matmuls)",
+    },
 ];
 
 /// MACs tolerance: 1% or 1 M, whichever is larger (published MACs are whole millions, floored).
@@ -201,7 +206,7 @@ pub fn spec_macs_within_tolerance(counted_m: f64, spec_m: f64) -> bool {
 
 /// The gap between MobileNetV4's paper and its own spec, in one line (docs/models.md, the
 /// model table and `bench list models` show it).
-pub const V4_PAPER_GAP: &str = "the paper's params/MACs for Conv-M and Conv-L (9.2 M / 1.0 G, 31.0 M / 5.9 G) are below what its official spec builds (9.72 M / 1.08 G, 32.59 M / 6.38 G; timm counts the same); no removal of FC, BN or head closes the gap consistently, so the zoo builds the spec and shows the paper's figures beside it";
+pub const V4_PAPER_GAP: &str = "the paper's params/MACs for Conv-M, Conv-L and Hybrid-M (9.2 M / 1.0 G, 31.0 M / 5.9 G, 10.5 M / 1.2 G) are below what its official spec builds (9.72 M / 1.08 G, 32.59 M / 6.38 G, 11.07 M / 1.27 G; timm counts the same params); no removal of FC, BN or head closes the gap consistently, so the zoo builds the spec and shows the paper's figures beside it";
 
 /// Counted vs published for one published model. For a row with spec figures
 /// (MobileNetV4) the judged figures are the spec's; the paper's stay on the row.
@@ -219,22 +224,20 @@ pub fn compare(model: &PublishedModel) -> Comparison {
     if let (Some(spec_macs), Some(spec_params)) =
         (model.float.spec_macs_m, model.float.spec_params_m)
     {
-        let judge = |within: bool| {
-            if within {
-                Agreement::Within
-            } else {
-                Agreement::Outside
-            }
+        let judge = |within: bool, field| match (within, exception_for(&name, field)) {
+            (true, _) => Agreement::Within,
+            (false, Some(e)) => Agreement::Excused(e),
+            (false, None) => Agreement::Outside,
         };
         return Comparison {
-            macs: judge(spec_macs_within_tolerance(
-                counted.macs_millions(),
-                spec_macs,
-            )),
-            params: judge(spec_params_within_tolerance(
-                counted.params_millions(),
-                spec_params,
-            )),
+            macs: judge(
+                spec_macs_within_tolerance(counted.macs_millions(), spec_macs),
+                Field::Macs,
+            ),
+            params: judge(
+                spec_params_within_tolerance(counted.params_millions(), spec_params),
+                Field::Params,
+            ),
             counted,
             model: model.clone(),
         };
@@ -263,12 +266,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_47_float_architectures_and_their_8bit_rows() {
+    fn table_has_48_float_architectures_and_their_8bit_rows() {
         let models = models();
-        assert_eq!(models.len(), 47);
-        assert_eq!(rows().len(), 47 + 19, "16 V1 and 3 V3 uint8 rows");
+        assert_eq!(models.len(), 48);
+        assert_eq!(rows().len(), 48 + 19, "16 V1 and 3 V3 uint8 rows");
         let v4: Vec<_> = models.iter().filter(|m| m.config.family.is_v4()).collect();
-        assert_eq!(v4.len(), 3);
+        assert_eq!(v4.len(), 4);
         assert!(v4.iter().all(|m| m.float.has_spec()
             && m.float.top1_distilled.is_some()
             && m.float
@@ -339,8 +342,12 @@ mod tests {
     fn v4_is_judged_against_its_spec_and_the_paper_stays_beside_it() {
         for m in models().iter().filter(|m| m.config.family.is_v4()) {
             let c = compare(m);
+            // Hybrid-M's MACs are excused: its only stated count is a profiler's.
+            let macs_ok = matches!(c.macs, Agreement::Within)
+                || (m.config.family == Family::V4HybridMedium
+                    && matches!(c.macs, Agreement::Excused(_)));
             assert!(
-                matches!((c.macs, c.params), (Agreement::Within, Agreement::Within)),
+                macs_ok && matches!(c.params, Agreement::Within),
                 "{}",
                 m.name()
             );

@@ -132,8 +132,11 @@ impl Calibration {
         Calibration::on(model, &images)
     }
 
-    /// Calibrates on `images`.
+    /// Calibrates on `images`. Callers check [`check_int8`] first.
     pub fn on(model: &Model, images: &[Vec<f32>]) -> Calibration {
+        if let Err(e) = check_int8(model) {
+            panic!("{e}");
+        }
         let model = model.fold_batch_norm();
         let mut input = Range::EMPTY;
         let mut ranges = vec![Ranges::EMPTY; model.graph.nodes.len()];
@@ -442,8 +445,31 @@ impl QuantModel {
     }
 }
 
+/// Whether `model` has an int8 form here: every op but attention has one.
+pub fn check_int8(model: &Model) -> Result<(), crate::error::ModelError> {
+    let attention = model.graph.has_attention().then(|| {
+        model
+            .graph
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, crate::ir::Op::MultiQueryAttention(_)))
+    });
+    match attention.flatten() {
+        Some(node) => Err(crate::error::ModelError::NoInt8 {
+            model: model.name.clone(),
+            why: format!(
+                "its attention ({}) is not quantized here — the exporters' int8 forms cover \
+                 convolutions, SE, pooling, FC and adds; run it as float32",
+                node.name
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn quantize_layer(layer: Layer, input: QParams, r: &Ranges, range: WeightRange) -> QOp {
     match layer {
+        Layer::Attention { .. } => unreachable!("check_int8 turns attention away"),
         Layer::Conv {
             conv, kernel, bias, ..
         } => {
@@ -573,6 +599,7 @@ fn forward(
             }
             Layer::GlobalAvgPool => reference::global_avg_pool(x, in_shape),
             Layer::Add => reference::add(x, &values[node.inputs[1]]),
+            Layer::Attention { attn, weights } => reference::attention(x, in_shape, attn, weights),
         };
         at(Point::Output(i), &mut out);
         values.push(out);

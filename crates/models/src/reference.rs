@@ -2,9 +2,11 @@
 //! bounds checks, batch norm applied unfolded. It defines what the IR means; fast engines are
 //! tested against it, and weight calibration uses it. Never used for timing.
 
-use crate::ir::{Activation, Conv2d, FullyConnected, Graph, Node, Shape, SqueezeExcite};
+use crate::ir::{
+    Activation, Conv2d, FullyConnected, Graph, MultiQueryAttention, Node, Shape, SqueezeExcite,
+};
 use crate::layer::{layers, Layer, SeWeights};
-use crate::weights::{BatchNorm, Weights};
+use crate::weights::{AttentionWeights, BatchNorm, Weights};
 
 /// How far `actual` is from `expected`: the largest absolute difference divided by the
 /// largest magnitude of `expected` (the harness's `max_rel_diff`, and what the backends'
@@ -59,7 +61,100 @@ pub fn evaluate_node(graph: &Graph, node: &Node, layer: Layer, values: &[Vec<f32
         Layer::GlobalAvgPool => global_avg_pool(input, in_shape),
         Layer::FullyConnected { fc, weight, bias } => fully_connected(input, fc, weight, bias),
         Layer::Add => add(input, &values[node.inputs[1]]),
+        Layer::Attention { attn, weights } => attention(input, in_shape, attn, weights),
     }
+}
+
+/// `x · w` for `x` `[rows][inner]` and `w` `[inner][cols]`.
+pub fn matmul(x: &[f32], inner: usize, w: &[f32], cols: usize) -> Vec<f32> {
+    let rows = x.len() / inner;
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for i in 0..inner {
+            let xv = x[r * inner + i];
+            for (o, wv) in out[r * cols..(r + 1) * cols]
+                .iter_mut()
+                .zip(&w[i * cols..(i + 1) * cols])
+            {
+                *o += xv * wv;
+            }
+        }
+    }
+    out
+}
+
+/// The normalised input, and the source of keys and values (after their downsampling
+/// depthwise convs when strided): what [`attention`] projects. Exposed for calibration.
+pub fn attention_sources(
+    input: &[f32],
+    shape: Shape,
+    a: &MultiQueryAttention,
+    w: &AttentionWeights,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut x = input.to_vec();
+    batch_norm(&mut x, &w.norm);
+    let source = |down: &Option<(Vec<f32>, BatchNorm)>| match (a.down_conv(), down) {
+        (Some(conv), Some((kernel, bn))) => {
+            let mut y = conv2d(&x, shape, &conv, kernel, None, a.kv_shape);
+            batch_norm(&mut y, bn);
+            y
+        }
+        (None, None) => x.clone(),
+        _ => panic!(
+            "attention: downsampling weights do not fit kv_stride {}",
+            a.kv_stride
+        ),
+    };
+    let k_src = source(&w.key_down);
+    let v_src = source(&w.value_down);
+    (x, k_src, v_src)
+}
+
+/// A Mobile MQA block body ([`MultiQueryAttention`]), step by step as the IR defines it.
+pub fn attention(
+    input: &[f32],
+    shape: Shape,
+    a: &MultiQueryAttention,
+    w: &AttentionWeights,
+) -> Vec<f32> {
+    let c = a.channels;
+    let (x, k_src, v_src) = attention_sources(input, shape, a, w);
+    let (kd, vd, heads) = (a.key_dim, a.value_dim, a.heads);
+    let q = matmul(&x, c, &w.query, heads * kd);
+    let k = matmul(&k_src, c, &w.key, kd);
+    let v = matmul(&v_src, c, &w.value, vd);
+    let n = shape.h * shape.w;
+    let m = a.kv_shape.h * a.kv_shape.w;
+    let mut o = vec![0.0f32; n * heads * vd];
+    let mut p = vec![0.0f32; m];
+    for i in 0..n {
+        for h in 0..heads {
+            let qi = &q[(i * heads + h) * kd..(i * heads + h + 1) * kd];
+            for (j, pj) in p.iter_mut().enumerate() {
+                let kj = &k[j * kd..(j + 1) * kd];
+                *pj = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * a.scale();
+            }
+            softmax(&mut p);
+            let oi = &mut o[(i * heads + h) * vd..(i * heads + h + 1) * vd];
+            for (j, pj) in p.iter().enumerate() {
+                for (oe, ve) in oi.iter_mut().zip(&v[j * vd..(j + 1) * vd]) {
+                    *oe += pj * ve;
+                }
+            }
+        }
+    }
+    matmul(&o, heads * vd, &w.output, c)
+}
+
+/// In-place softmax, max-subtracted.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// Direct convolution, one output at a time, without BN or activation.

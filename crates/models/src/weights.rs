@@ -61,6 +61,38 @@ pub enum NodeWeights {
         weight: Vec<f32>,
         bias: Vec<f32>,
     },
+    Attention(Box<AttentionWeights>),
+}
+
+/// The numbers of a [`MultiQueryAttention`](crate::ir::MultiQueryAttention) block. Matrices
+/// are `[in][out]`; BNs stay unfolded (the input norm cannot fold into a zero-padded
+/// depthwise conv exactly), engines and exporters fold what they can with the helpers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionWeights {
+    pub norm: BatchNorm,
+    /// Depthwise kernels `[k][k][1][C]` with their BN, when keys and values are downsampled.
+    pub key_down: Option<(Vec<f32>, BatchNorm)>,
+    pub value_down: Option<(Vec<f32>, BatchNorm)>,
+    /// `[C][heads·key_dim]`
+    pub query: Vec<f32>,
+    /// `[C][key_dim]`
+    pub key: Vec<f32>,
+    /// `[C][value_dim]`
+    pub value: Vec<f32>,
+    /// `[heads·value_dim][C]`, the layer scale multiplied in.
+    pub output: Vec<f32>,
+}
+
+/// A depthwise kernel `[k][k][1][C]` with its BN folded in: (kernel, bias).
+pub fn fold_depthwise(kernel: &[f32], bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
+    let (scale, shift) = bn.scale_shift();
+    let c = scale.len();
+    let folded = kernel
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k * scale[i % c])
+        .collect();
+    (folded, shift)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +165,8 @@ pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
                 let fan_in = c.kernel * c.kernel * (c.in_channels / c.groups);
                 let kernel = init.scaled(c.kernel_len(), he(fan_in));
                 let bn = c.batch_norm.then(|| BatchNorm {
+                    // With a layer scale after it (V4 hybrids), the two per-channel scales
+                    // multiply: γ·s, drawn from the same range so the branch stays O(1).
                     gamma: init.range(c.out_channels, 0.6, 1.4),
                     beta: init.range(c.out_channels, -0.2, 0.4),
                     mean: vec![0.0; c.out_channels],
@@ -153,6 +187,44 @@ pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
                 bias: init.range(fc.out_features, -0.1, 0.1),
             },
             Op::GlobalAvgPool | Op::Add => NodeWeights::None,
+            Op::MultiQueryAttention(a) => {
+                let c = a.channels;
+                let bn = |init: &mut Init| BatchNorm {
+                    gamma: init.range(c, 0.6, 1.4),
+                    beta: init.range(c, -0.2, 0.4),
+                    mean: vec![0.0; c],
+                    var: vec![1.0; c],
+                    eps: BN_EPSILON,
+                };
+                let norm = bn(&mut init);
+                let k2 = a.kv_kernel * a.kv_kernel;
+                let down = |init: &mut Init| {
+                    (a.kv_stride > 1).then(|| (init.scaled(k2 * c, he(k2)), bn(init)))
+                };
+                let key_down = down(&mut init);
+                let value_down = down(&mut init);
+                let qk = a.heads * a.key_dim;
+                let hv = a.heads * a.value_dim;
+                let query = init.scaled(c * qk, he(c));
+                let key = init.scaled(c * a.key_dim, he(c));
+                let value = init.scaled(c * a.value_dim, he(c));
+                // Layer scale: trained from 1e-5, drawn here like a BN γ so that the branch
+                // is not numerically invisible beside the residual in the cross-checks.
+                let layer_scale = init.range(c, 0.6, 1.4);
+                let mut output = init.scaled(hv * c, (1.0 / hv as f32).sqrt());
+                for (i, w) in output.iter_mut().enumerate() {
+                    *w *= layer_scale[i % c];
+                }
+                NodeWeights::Attention(Box::new(AttentionWeights {
+                    norm,
+                    key_down,
+                    value_down,
+                    query,
+                    key,
+                    value,
+                    output,
+                }))
+            }
         })
         .collect();
     Weights { nodes }

@@ -32,10 +32,11 @@ pub enum Family {
     V4ConvSmall,
     V4ConvMedium,
     V4ConvLarge,
+    V4HybridMedium,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::V1,
         Family::V2,
         Family::V3Large,
@@ -45,13 +46,15 @@ impl Family {
         Family::V4ConvSmall,
         Family::V4ConvMedium,
         Family::V4ConvLarge,
+        Family::V4HybridMedium,
     ];
 
     /// The MobileNetV4 models.
-    pub const V4: [Family; 3] = [
+    pub const V4: [Family; 4] = [
         Family::V4ConvSmall,
         Family::V4ConvMedium,
         Family::V4ConvLarge,
+        Family::V4HybridMedium,
     ];
 
     pub fn is_v4(self) -> bool {
@@ -70,7 +73,7 @@ impl Family {
     /// The input resolution the family was published at (V4: 224, 256, 384; the others 224).
     pub fn published_resolution(self) -> usize {
         match self {
-            Family::V4ConvMedium => 256,
+            Family::V4ConvMedium | Family::V4HybridMedium => 256,
             Family::V4ConvLarge => 384,
             _ => 224,
         }
@@ -88,6 +91,7 @@ impl Family {
             Family::V4ConvSmall => "mobilenet_v4_conv_small",
             Family::V4ConvMedium => "mobilenet_v4_conv_medium",
             Family::V4ConvLarge => "mobilenet_v4_conv_large",
+            Family::V4HybridMedium => "mobilenet_v4_hybrid_medium",
         }
     }
 
@@ -131,6 +135,9 @@ impl ModelConfig {
             Family::V4ConvSmall => v4::build(&mut g, self.alpha, v4::CONV_SMALL, NUM_CLASSES_V4),
             Family::V4ConvMedium => v4::build(&mut g, self.alpha, v4::CONV_MEDIUM, NUM_CLASSES_V4),
             Family::V4ConvLarge => v4::build(&mut g, self.alpha, v4::CONV_LARGE, NUM_CLASSES_V4),
+            Family::V4HybridMedium => {
+                v4::build(&mut g, self.alpha, v4::HYBRID_MEDIUM, NUM_CLASSES_V4)
+            }
         }
         g
     }
@@ -172,7 +179,7 @@ impl FromStr for ModelConfig {
             _ => return Err(bad("expected FAMILY_WIDTH_RESOLUTION")),
         };
         let family = Family::from_prefix(prefix).ok_or_else(|| {
-            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic], mobilenet_v4_conv_{small,medium,large})")
+            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic], mobilenet_v4_conv_{small,medium,large}, mobilenet_v4_hybrid_medium)")
         })?;
         let alpha: f64 = alpha.parse().map_err(|_| bad("width is not a number"))?;
         if !(alpha > 0.0 && alpha <= 4.0) {
@@ -467,7 +474,7 @@ mod tests {
     fn bad_names_say_why() {
         for (name, why) in [
             ("mobilenet_v4_1.0_224", "unknown family"),
-            ("mobilenet_v4_hybrid_medium_1.0_256", "unknown family"),
+            ("mobilenet_v4_hybrid_large_1.0_384", "unknown family"),
             ("mobilenet_v2_x_224", "width is not a number"),
             ("mobilenet_v2_1.0_big", "resolution is not an integer"),
             ("mobilenet_v2_1.0_8", "between 32 and 1024"),

@@ -11,6 +11,7 @@ use mobilebench_models::ir::{Activation, Conv2d, Graph, Shape};
 use mobilebench_models::{Layer, Model};
 
 use crate::aligned::AlignedVec;
+use crate::attention::Attention;
 use crate::chain::{PartTimes, Pointwise, RowChain};
 use crate::conv::{StemConv, Window};
 use crate::depthwise::Depthwise;
@@ -42,6 +43,7 @@ enum Kernel {
     },
     FullyConnected(FullyConnected),
     Add,
+    Attention(Box<Attention>),
 }
 
 /// Where a step reads a value from: the caller's input slice or an activation buffer.
@@ -424,6 +426,10 @@ impl Engine {
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
                     kernels::global_avg_pool(isa, a, *channels, dst)
                 }
+                Kernel::Attention(k) => {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dst_ptr.get(), dst_len) };
+                    k.run(isa, a, dst)
+                }
             }
         };
         self.pool.run(&part);
@@ -559,6 +565,9 @@ fn plan_kernel(graph: &Graph, i: usize, layer: Layer) -> (Kernel, Option<kernels
             Kernel::FullyConnected(FullyConnected::new(weight, bias, fc.activation))
         }
         Layer::Add => Kernel::Add,
+        Layer::Attention { attn, weights } => {
+            Kernel::Attention(Box::new(Attention::new(attn, input, weights)))
+        }
     };
     (kernel, None)
 }

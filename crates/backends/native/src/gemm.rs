@@ -94,6 +94,20 @@ impl PackedB {
         }
     }
 
+    /// Packs a new `K × N` matrix of the same shape in place (no allocation): attention's
+    /// keys and values, which change every inference.
+    pub fn repack(&mut self, b: &[f32]) {
+        let (k, n) = (self.k, self.n);
+        assert_eq!(b.len(), k * n, "B is K × N");
+        for p in 0..n.div_ceil(NR) {
+            let cols = (n - p * NR).min(NR);
+            for row in 0..k {
+                self.panels[(p * k + row) * NR..][..cols]
+                    .copy_from_slice(&b[row * n + p * NR..][..cols]);
+            }
+        }
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }

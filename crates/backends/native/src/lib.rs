@@ -5,6 +5,7 @@
 //! NEON and a portable fallback, the best of which is chosen at run time (`settings`: `isa=`).
 
 mod aligned;
+mod attention;
 mod chain;
 mod conv;
 mod depthwise;

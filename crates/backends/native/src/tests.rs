@@ -122,6 +122,19 @@ fn full_convolutions_with_wide_inputs_match_reference() {
 }
 
 #[test]
+fn attention_matches_reference() {
+    // Mobile MQA as Hybrid-M has it (4 heads of 64), with keys and values downsampled on odd
+    // and even maps and without downsampling; a residual after it as in the zoo.
+    for (h, w, c, stride) in [(8, 8, 32, 2), (7, 9, 24, 2), (6, 6, 40, 1)] {
+        let m = single_op("mqa", Shape::new(h, w, c), |g| {
+            let y = g.multi_query_attention("a", 0, 4, 16, stride);
+            g.add("a_add", y, 0);
+        });
+        check(&m, OP_TOLERANCE);
+    }
+}
+
+#[test]
 fn expansion_into_depthwise_row_by_row_matches_reference() {
     // A pointwise expansion and the depthwise after it, which `check` also runs fused (each
     // depthwise input row produced by the GEMM as the window reaches it, in a ring of K rows):
@@ -242,7 +255,8 @@ fn whole_models_match_reference_at_small_resolution() {
         mobilenet_v3_large_1.0_96,mobilenet_v3_small_minimalistic_1.0_96,\
         mobilenet_v3_large_minimalistic_1.0_96,mobilenet_v2_0.35_96,mobilenet_v3_large_0.75_96,\
         mobilenet_v1_0.25_96,mobilenet_v2_1.4_96,mobilenet_v3_small_0.75_96,\
-        mobilenet_v4_conv_small_1.0_96,mobilenet_v4_conv_medium_1.0_96,mobilenet_v4_conv_large_1.0_96";
+        mobilenet_v4_conv_small_1.0_96,mobilenet_v4_conv_medium_1.0_96,mobilenet_v4_conv_large_1.0_96,\
+        mobilenet_v4_hybrid_medium_1.0_96";
     for cfg in select(spec).unwrap() {
         let model = Model::from_config(&cfg, 1);
         let diff = check(&model, 1e-4);

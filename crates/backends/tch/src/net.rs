@@ -53,6 +53,26 @@ enum Layer {
         act: Activation,
     },
     Add,
+    Attention(Box<Attention>),
+}
+
+/// Mobile MQA (the IR's `MultiQueryAttention`): 1×1 convs for the projections, the strided
+/// depthwise convs of keys and values, and matmul + softmax over the shared key head.
+struct Attention {
+    norm: Bn,
+    query: Tensor,
+    key_down: Option<(Tensor, Bn)>,
+    value_down: Option<(Tensor, Bn)>,
+    stride: i64,
+    padding: [i64; 2],
+    pad_first: Option<[i64; 4]>,
+    key: Tensor,
+    value: Tensor,
+    output: Tensor,
+    heads: i64,
+    key_dim: i64,
+    value_dim: i64,
+    scale: f64,
 }
 
 pub struct Net {
@@ -211,6 +231,39 @@ impl Net {
                     }
                 }
                 ModelLayer::Add => Layer::Add,
+                ModelLayer::Attention {
+                    attn: a,
+                    weights: w,
+                } => {
+                    let c = a.channels;
+                    let matrix = |m: &[f32], i: usize, o: usize| {
+                        let conv = Conv2d::one_by_one(i, o, Activation::None);
+                        conv_weight(m, &conv, layout, device)
+                    };
+                    let down_conv = a.down_conv();
+                    let down = |d: &Option<(Vec<f32>, BatchNorm)>| {
+                        let conv = down_conv.as_ref()?;
+                        let (kernel, b) = d.as_ref()?;
+                        Some((conv_weight(kernel, conv, layout, device), bn(b, device)))
+                    };
+                    let (padding, pad_first) = padding(a.kv_padding);
+                    Layer::Attention(Box::new(Attention {
+                        norm: bn(&w.norm, device),
+                        query: matrix(&w.query, c, a.heads * a.key_dim),
+                        key_down: down(&w.key_down),
+                        value_down: down(&w.value_down),
+                        stride: a.kv_stride as i64,
+                        padding,
+                        pad_first,
+                        key: matrix(&w.key, c, a.key_dim),
+                        value: matrix(&w.value, c, a.value_dim),
+                        output: matrix(&w.output, a.heads * a.value_dim, c),
+                        heads: a.heads as i64,
+                        key_dim: a.key_dim as i64,
+                        value_dim: a.value_dim as i64,
+                        scale: f64::from(a.scale()),
+                    }))
+                }
             };
             layers.push((layer, node.inputs.clone()));
         }
@@ -250,6 +303,17 @@ impl Net {
                     expand_bias,
                 } => out.extend([reduce, reduce_bias, expand, expand_bias]),
                 Layer::Linear { weight, bias, .. } => out.extend([weight, bias]),
+                Layer::Attention(a) => {
+                    let a = &mut **a;
+                    out.extend([&mut a.norm.gamma, &mut a.norm.beta]);
+                    for (w, bn) in [a.key_down.as_mut(), a.value_down.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        out.extend([w, &mut bn.gamma, &mut bn.beta]);
+                    }
+                    out.extend([&mut a.query, &mut a.key, &mut a.value, &mut a.output]);
+                }
                 Layer::GlobalAvgPool | Layer::Add => {}
             }
         }
@@ -289,6 +353,14 @@ impl Net {
             Layer::GlobalAvgPool => "adaptive_avg_pool2d".into(),
             Layer::Linear { act: a, .. } => format!("linear{}", act(a)),
             Layer::Add => "add".into(),
+            Layer::Attention(a) => format!(
+                "batch_norm+conv2d+{}conv2d+matmul+softmax+matmul+conv2d",
+                if a.key_down.is_some() {
+                    "pad+conv2d+batch_norm+"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 
@@ -372,6 +444,7 @@ impl Net {
                         .expect("values are live until last use");
                     x + b
                 }
+                Layer::Attention(a) => a.forward(x, training),
             };
             for &v in inputs {
                 if self.last_use[v] == Some(i) {
@@ -387,6 +460,58 @@ impl Net {
         } else {
             out
         }
+    }
+}
+
+fn batch_norm(x: &Tensor, bn: &Bn, training: bool) -> Tensor {
+    x.batch_norm(
+        Some(&bn.gamma),
+        Some(&bn.beta),
+        Some(&bn.mean),
+        Some(&bn.var),
+        training,
+        0.1,
+        bn.eps,
+        true,
+    )
+}
+
+impl Attention {
+    /// `x` NCHW `[1, C, H, W]` → the same shape.
+    fn forward(&self, x: &Tensor, training: bool) -> Tensor {
+        let size = x.size();
+        let (h, w) = (size[2], size[3]);
+        let normed = batch_norm(x, &self.norm, training);
+        let q = conv2d_fp32(&normed, &self.query, None, 1, [0, 0], 1)
+            .reshape([1, self.heads, self.key_dim, h * w])
+            .transpose(-1, -2);
+        let source = |down: &Option<(Tensor, Bn)>| match down {
+            Some((weight, bn)) => {
+                let padded = match self.pad_first {
+                    Some(pad) => normed.constant_pad_nd(pad.as_slice()),
+                    None => normed.shallow_clone(),
+                };
+                let channels = size[1];
+                let y = conv2d_fp32(&padded, weight, None, self.stride, self.padding, channels);
+                batch_norm(&y, bn, training)
+            }
+            None => normed.shallow_clone(),
+        };
+        let k = conv2d_fp32(&source(&self.key_down), &self.key, None, 1, [0, 0], 1).reshape([
+            1,
+            1,
+            self.key_dim,
+            -1,
+        ]);
+        let v = conv2d_fp32(&source(&self.value_down), &self.value, None, 1, [0, 0], 1)
+            .reshape([1, 1, self.value_dim, -1])
+            .transpose(-1, -2);
+        let p = (q.matmul(&k) * self.scale).softmax(-1, Kind::Float);
+        let o = p
+            .matmul(&v)
+            .transpose(-1, -2)
+            .reshape([1, self.heads * self.value_dim, h, w]);
+        conv2d_fp32(&o, &self.output, None, 1, [0, 0], 1)
     }
 }
 

@@ -42,7 +42,8 @@ fn run(session: &mut dyn Session, input: &[f32]) -> Vec<f32> {
 fn inference_matches_native_in_both_layouts_and_bn_forms() {
     // Every family, odd and even maps (asymmetric SAME padding), SE, residuals, 5×5 kernels.
     let names = "mobilenet_v1_0.25_96,mobilenet_v2_0.35_96,mobilenet_v3_small_1.0_96,\
-        mobilenet_v3_large_0.75_96,mobilenet_v3_large_minimalistic_1.0_96,mobilenet_v3_small_1.0_100";
+        mobilenet_v3_large_0.75_96,mobilenet_v3_large_minimalistic_1.0_96,mobilenet_v3_small_1.0_100,\
+        mobilenet_v4_hybrid_medium_1.0_96";
     for cfg in select(names).unwrap() {
         let unfolded = Model::from_config(&cfg, 3);
         let input = synthetic_input(unfolded.graph.input, 11);

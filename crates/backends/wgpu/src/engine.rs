@@ -9,6 +9,9 @@ use mobilebench_models::ir::Activation;
 use mobilebench_models::{Layer, Model};
 use wgpu::util::DeviceExt;
 
+#[path = "attention.rs"]
+mod attention;
+
 const SHADERS: &str = include_str!("shaders.wgsl");
 /// Threads per workgroup of the one-dimensional kernels (`@workgroup_size(64)`).
 const GROUP: u32 = 64;
@@ -100,6 +103,32 @@ impl Builder<'_> {
         })
     }
 
+    /// `out[M × N] = src[M × K] · weight[K × N] + bias` on the planned pointwise kernel.
+    fn pointwise(
+        &mut self,
+        kind: Pointwise,
+        src: &wgpu::Buffer,
+        (weight, bias): (&wgpu::Buffer, &wgpu::Buffer),
+        out: &wgpu::Buffer,
+        [m, n, k]: [u32; 3],
+        act: u32,
+    ) {
+        let (pipeline, groups) = match kind {
+            Pointwise::Tiled => (POINTWISE_TILED, (n.div_ceil(TILE), m.div_ceil(TILE))),
+            Pointwise::Naive => (POINTWISE_NAIVE, groups_1d(m * n)),
+        };
+        let params = [m, n, k, act];
+        self.dispatch(
+            pipeline,
+            src,
+            Some(weight),
+            Some(bias),
+            out,
+            &params,
+            groups,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
@@ -155,7 +184,9 @@ const POOL: usize = 3;
 const FC: usize = 4;
 const SCALE: usize = 5;
 const ADD: usize = 6;
-pub(crate) const ENTRY_POINTS: [&str; 7] = [
+const LOGITS: usize = 7;
+const SOFTMAX: usize = 8;
+pub(crate) const ENTRY_POINTS: [&str; 9] = [
     "conv",
     "pointwise_tiled",
     "pointwise_naive",
@@ -163,6 +194,8 @@ pub(crate) const ENTRY_POINTS: [&str; 7] = [
     "fully_connected",
     "scale_channels",
     "add",
+    "attention_logits",
+    "softmax_rows",
 ];
 
 fn layout_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -253,21 +286,7 @@ impl Engine {
                             c.out_channels as u32,
                             c.in_channels as u32,
                         );
-                        let (pipeline, groups) = match pointwise {
-                            Pointwise::Tiled => {
-                                (POINTWISE_TILED, (n.div_ceil(TILE), m.div_ceil(TILE)))
-                            }
-                            Pointwise::Naive => (POINTWISE_NAIVE, groups_1d(m * n)),
-                        };
-                        b.dispatch(
-                            pipeline,
-                            src,
-                            Some(&weight),
-                            Some(&bias),
-                            &out,
-                            &[m, n, k, act],
-                            groups,
-                        );
+                        b.pointwise(pointwise, src, (&weight, &bias), &out, [m, n, k], act);
                     } else {
                         let o = node.output;
                         let params = [
@@ -364,6 +383,9 @@ impl Engine {
                     let len = node.output.len() as u32;
                     let other = &values[node.inputs[1]];
                     b.dispatch(ADD, src, Some(other), None, &out, &[len], groups_1d(len));
+                }
+                Layer::Attention { attn, weights } => {
+                    b.attention(pointwise, src, &out, attn, weights, input)
                 }
             }
             values.push(out);

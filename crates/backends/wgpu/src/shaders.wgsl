@@ -166,3 +166,36 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (index >= p[0]) { return; }
     dst[index] = src[index] + weight[index];
 }
+
+// Attention logits of every query row against the one shared key head:
+// dst[r · M + j] = Σ_d src[r · kd + d] · weight[j · kd + d] (queries `[rows][kd]`, one row per
+// pixel and head, the temperature already in them; keys `[M][kd]`). p: rows M kd.
+@compute @workgroup_size(64)
+fn attention_logits(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let rows = p[0]; let m = p[1]; let kd = p[2];
+    let index = gid.x + gid.y * 65535u * 64u;
+    if (index >= rows * m) { return; }
+    let r = index / m;
+    let j = index % m;
+    var acc = 0.0;
+    for (var d = 0u; d < kd; d++) { acc += src[r * kd + d] * weight[j * kd + d]; }
+    dst[index] = acc;
+}
+
+// Softmax over each row of `src` (max-subtracted), one thread per row. p: rows M.
+@compute @workgroup_size(64)
+fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let rows = p[0]; let m = p[1];
+    let r = gid.x + gid.y * 65535u * 64u;
+    if (r >= rows) { return; }
+    let base = r * m;
+    var mx = src[base];
+    for (var j = 1u; j < m; j++) { mx = max(mx, src[base + j]); }
+    var sum = 0.0;
+    for (var j = 0u; j < m; j++) {
+        let e = exp(src[base + j] - mx);
+        dst[base + j] = e;
+        sum += e;
+    }
+    for (var j = 0u; j < m; j++) { dst[base + j] = dst[base + j] / sum; }
+}

@@ -17,7 +17,8 @@ use crate::{open, Engine, Pointwise};
 fn whole_models_match_native_with_both_pointwise_kernels() {
     // Every family; odd and even maps (asymmetric SAME padding), SE, residuals, 5×5 kernels.
     let names = "mobilenet_v3_small_0.25_64,mobilenet_v3_large_0.25_64,mobilenet_v2_0.35_64,\
-        mobilenet_v1_0.25_64,mobilenet_v3_small_minimalistic_0.25_72";
+        mobilenet_v1_0.25_64,mobilenet_v3_small_minimalistic_0.25_72,\
+        mobilenet_v4_hybrid_medium_0.25_64";
     for cfg in select(names).unwrap() {
         let model = Model::from_config(&cfg, 5).with_bn(BnMode::Fused).unwrap();
         let input = synthetic_input(model.graph.input, 3);
@@ -113,4 +114,11 @@ fn each_kernel_matches_native() {
         let x = g.fully_connected("head", x, 48, Activation::HardSwish);
         g.fully_connected("logits", x, 10, Activation::None);
     }));
+    // Mobile MQA with its keys and values downsampled (odd map) and not.
+    for (h, w, stride) in [(7, 9, 2), (6, 6, 1)] {
+        check_op(&single_op("mqa", Shape::new(h, w, 24), |g| {
+            let y = g.multi_query_attention("mqa", 0, 4, 16, stride);
+            g.add("mqa_add", y, 0);
+        }));
+    }
 }
