@@ -1,9 +1,10 @@
 //! MobileNetV4's Mobile MQA block body (`MultiQueryAttention` in the IR) on the engine's own
 //! kernels: the input norm as one pass, the strided key/value depthwise convs on the
 //! depthwise kernel (their BN folded), every projection and both attention products on the
-//! GEMM. Keys and values have one head shared by all query heads, so per head the logits are
-//! `Q_h · Kᵀ` (`N × M`) and the output `softmax(·) · V`; Kᵀ and V are packed once per
-//! inference and serve every head. The softmax temperature is folded into the query weights.
+//! GEMM. Keys and values have one head shared by all query heads, so all heads' logits are
+//! one product `Q · Kᵀ` over `N·heads` rows (`N·heads × M`) and the output one more,
+//! `softmax(·) · V`; Kᵀ and V are packed once per inference. The softmax temperature is
+//! folded into the query weights.
 //!
 //! The block runs on the calling thread (its GEMMs are small: N ≤ 256 pixels here).
 
@@ -87,7 +88,7 @@ impl Attention {
             q: AlignedVec::zeros(pixels * heads * kd),
             k: AlignedVec::zeros(positions * kd),
             v: AlignedVec::zeros(positions * vd),
-            logits: AlignedVec::zeros(pixels * positions),
+            logits: AlignedVec::zeros(pixels * heads * positions),
             o: AlignedVec::zeros(pixels * heads * vd),
             keys_t: PackedB::new(kd, positions, &zeros(kd * positions), &zeros(positions)),
             values: PackedB::new(positions, vd, &zeros(positions * vd), &zeros(vd)),
@@ -166,13 +167,13 @@ impl Attention {
         }
         s.keys_t.repack(&s.transposed);
         s.values.repack(&s.v);
-        for h in 0..heads {
-            gemm(&s.q[h * kd..], heads * kd, n, &s.keys_t, &mut s.logits, m);
-            for row in s.logits.chunks_exact_mut(m) {
-                softmax(row);
-            }
-            gemm(&s.logits, m, n, &s.values, &mut s.o[h * vd..], heads * vd);
+        // Row (i, h) of Q is pixel i's head h: every head against the one key head is one
+        // product, and its output rows are already O's `[N][heads·vd]` order.
+        gemm(&s.q, kd, n * heads, &s.keys_t, &mut s.logits, m);
+        for row in s.logits.chunks_exact_mut(m) {
+            softmax(row);
         }
+        gemm(&s.logits, m, n * heads, &s.values, &mut s.o, vd);
         gemm(&s.o, heads * vd, n, &self.output, out, c);
     }
 }
@@ -199,28 +200,46 @@ fn product(
     .run(isa)
 }
 
-/// A max-subtracted softmax over one row, with a branch-free exp: `2^i · e^r` after
-/// `x = i·ln 2 + r`, `|r| ≤ ln 2 / 2`, `e^r` by its Taylor polynomial to degree 6 (remainder
-/// below 2e-7 relative), clamped at 2^−126 (a weight the sum never notices).
+/// A max-subtracted softmax over one row, written so the compiler vectorises every pass:
+/// max and sum over 8 independent lanes (a sequential float sum would chain 64 additions per
+/// row), and a branch-free exp: `2^i · e^r` after `x = i·ln 2 + r`, `|r| ≤ ln 2 / 2`, `i`
+/// rounded by the 1.5·2^23 trick (no `floor`, which baseline x86-64 lacks), `e^r` by its
+/// Taylor polynomial to degree 6 (remainder below 2e-7 relative), clamped at 2^−125.
 fn softmax(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let lanes = |row: &[f32], init: f32, f: fn(f32, f32) -> f32| {
+        let mut acc = [init; 8];
+        let mut chunks = row.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(chunk) {
+                *a = f(*a, *v);
+            }
+        }
+        chunks
+            .remainder()
+            .iter()
+            .fold(acc.into_iter().fold(init, f), |a, v| f(a, *v))
+    };
+    let max = lanes(row, f32::NEG_INFINITY, f32::max);
     for v in row.iter_mut() {
         *v = exp_non_positive(*v - max);
     }
-    let sum: f32 = row.iter().sum();
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[inline(always)]
 fn exp_non_positive(x: f32) -> f32 {
-    let t = (x * std::f32::consts::LOG2_E).max(-125.5);
-    let i = (t + 0.5).floor();
+    /// Adding 1.5·2^23 leaves round(t) in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let t = (x * std::f32::consts::LOG2_E).max(-125.0);
+    let shifted = t + ROUND;
+    let i = shifted - ROUND;
     let f = (t - i) * std::f32::consts::LN_2;
     let p = 1.0
         + f * (1.0
             + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f / 720.0)))));
-    f32::from_bits(((i as i32 + 127) as u32) << 23) * p
+    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32) + 127;
+    f32::from_bits((exponent << 23) as u32) * p
 }
 
 #[cfg(test)]
