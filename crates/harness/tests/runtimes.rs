@@ -8,8 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use mobilebench_models::{synthetic_input, Model, ModelConfig, DEFAULT_INPUT_SEED, DEFAULT_SEED};
-use mobilebench_native::Engine;
 
 /// See `FP32_TOLERANCE` in the harness: measured worst cross-runtime difference 8e-6.
 const TOLERANCE: f64 = 1e-4;
@@ -77,48 +75,8 @@ fn exported_files_are_standard_for_the_reference_python_stacks() {
         "mobilenet_v2_1.0_96",
         "mobilenet_v1_0.5_128",
     ] {
-        let model = Model::from_config(&name.parse::<ModelConfig>().unwrap(), DEFAULT_SEED);
-        let input = synthetic_input(model.graph.input, DEFAULT_INPUT_SEED);
-        let mut engine = Engine::new(&model);
-        let mut expected = vec![0f32; engine.output_len()];
-        engine.run(&input, &mut expected);
-        let (inp, exp) = (
-            tmp.path().join("input.f32"),
-            tmp.path().join("expected.f32"),
-        );
-        write_f32(&inp, &input);
-        write_f32(&exp, &expected);
-        let mut files = Vec::new();
-        for format in ["onnx", "tflite"] {
-            for bn in ["fused", "separate"] {
-                let file = tmp.path().join(format!("{name}_{bn}.{format}"));
-                let o = bench(&[
-                    "export",
-                    name,
-                    "--format",
-                    format,
-                    "--bn",
-                    bn,
-                    "-o",
-                    file.to_str().unwrap(),
-                ]);
-                assert!(o.status.success(), "{}", stderr(&o));
-                files.push(file);
-            }
-        }
-        let check = Command::new(&py)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/python/check_exports.py"
-            ))
-            .args([&inp, &exp])
-            .arg(TOLERANCE.to_string())
-            .args(&files)
-            .output()
-            .expect("python runs");
-        let report = format!("{}{}", stdout(&check), stderr(&check));
-        eprint!("{report}");
-        assert!(check.status.success(), "{name}: {report}");
+        let forms = [Some("fused"), Some("separate")];
+        let report = check_exports_in_python(&py, tmp.path(), name, &forms, TOLERANCE);
         // Two Python stacks per .onnx/.tflite pair and BN form: 2 onnx lines + 4 tflite lines.
         assert_eq!(
             report.matches("max relative difference").count(),

@@ -6,11 +6,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-use mobilebench_models::{synthetic_input, Model, ModelConfig, DEFAULT_INPUT_SEED, DEFAULT_SEED};
-use mobilebench_native::Engine;
 
 /// The harness's `FP32_TOLERANCE`: measured worst cross-runtime difference on V4 at 64 px
 /// 6.2e-6 (tract on Conv-M, 2026-12-05), the same order as V1–V3's 8e-6.
@@ -116,45 +112,7 @@ fn exported_v4_files_are_standard_for_the_reference_python_stacks() {
         "mobilenet_v4_conv_large_1.0_64",
         "mobilenet_v4_hybrid_medium_1.0_64",
     ] {
-        let model = Model::from_config(&name.parse::<ModelConfig>().unwrap(), DEFAULT_SEED);
-        let input = synthetic_input(model.graph.input, DEFAULT_INPUT_SEED);
-        let mut engine = Engine::new(&model);
-        let mut expected = vec![0f32; engine.output_len()];
-        engine.run(&input, &mut expected);
-        assert_eq!(expected.len(), 1000);
-        let (inp, exp) = (
-            tmp.path().join("input.f32"),
-            tmp.path().join("expected.f32"),
-        );
-        write_f32(&inp, &input);
-        write_f32(&exp, &expected);
-        let mut files = Vec::new();
-        for format in ["onnx", "tflite"] {
-            let file = tmp.path().join(format!("{name}.{format}"));
-            let o = bench(&[
-                "export",
-                name,
-                "--format",
-                format,
-                "-o",
-                file.to_str().unwrap(),
-            ]);
-            assert!(o.status.success(), "{}", stderr(&o));
-            files.push(file);
-        }
-        let check = Command::new(&py)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/python/check_exports.py"
-            ))
-            .args([&inp, &exp])
-            .arg(TOLERANCE.to_string())
-            .args(&files)
-            .output()
-            .expect("python runs");
-        let report = format!("{}{}", stdout(&check), stderr(&check));
-        eprint!("{report}");
-        assert!(check.status.success(), "{name}: {report}");
+        let report = check_exports_in_python(&py, tmp.path(), name, &[None], TOLERANCE);
         // onnx.checker + onnxruntime; ai_edge_litert with XNNPACK and with builtin kernels.
         assert_eq!(
             report.matches("max relative difference").count(),

@@ -404,16 +404,7 @@ impl Net {
                     };
                     let y = conv2d_fp32(x, weight, bias.as_ref(), *stride, *padding, *groups);
                     let y = match bn {
-                        Some(bn) => y.batch_norm(
-                            Some(&bn.gamma),
-                            Some(&bn.beta),
-                            Some(&bn.mean),
-                            Some(&bn.var),
-                            training,
-                            0.1,
-                            bn.eps,
-                            true,
-                        ),
+                        Some(bn) => batch_norm(&y, bn, training),
                         None => y,
                     };
                     activate(y, *act)
@@ -463,6 +454,7 @@ impl Net {
     }
 }
 
+/// Batch norm in eval mode, or with batch statistics (updating the running ones) in training.
 fn batch_norm(x: &Tensor, bn: &Bn, training: bool) -> Tensor {
     x.batch_norm(
         Some(&bn.gamma),

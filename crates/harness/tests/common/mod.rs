@@ -13,6 +13,57 @@ pub fn write_f32(path: &Path, values: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Exports zoo model `name` to .onnx and .tflite, once per `--bn` form in `bn_forms` (None:
+/// the default), and checks every file in the reference Python stacks (`check_exports.py`:
+/// onnx.checker + onnxruntime; ai_edge_litert with XNNPACK and builtin kernels) against the
+/// native engine's logits within `tolerance`. Returns the script's report.
+pub fn check_exports_in_python(
+    py: &str,
+    dir: &Path,
+    name: &str,
+    bn_forms: &[Option<&str>],
+    tolerance: f64,
+) -> String {
+    use mobilebench_models::{synthetic_input, Model, ModelConfig};
+    use mobilebench_models::{DEFAULT_INPUT_SEED, DEFAULT_SEED};
+    let model = Model::from_config(&name.parse::<ModelConfig>().unwrap(), DEFAULT_SEED);
+    let input = synthetic_input(model.graph.input, DEFAULT_INPUT_SEED);
+    let mut engine = mobilebench_native::Engine::new(&model);
+    let mut expected = vec![0f32; engine.output_len()];
+    engine.run(&input, &mut expected);
+    let (inp, exp) = (dir.join("input.f32"), dir.join("expected.f32"));
+    write_f32(&inp, &input);
+    write_f32(&exp, &expected);
+    let mut files = Vec::new();
+    for format in ["onnx", "tflite"] {
+        for bn in bn_forms {
+            let file = dir.join(format!("{name}_{}.{format}", bn.unwrap_or("default")));
+            let mut args = vec!["export", name, "--format", format];
+            if let Some(bn) = bn {
+                args.extend(["--bn", bn]);
+            }
+            args.extend(["-o", file.to_str().unwrap()]);
+            let o = bench(&args);
+            assert!(o.status.success(), "{}", stderr(&o));
+            files.push(file);
+        }
+    }
+    let check = Command::new(py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/check_exports.py"
+        ))
+        .args([&inp, &exp])
+        .arg(tolerance.to_string())
+        .args(&files)
+        .output()
+        .expect("python runs");
+    let report = format!("{}{}", stdout(&check), stderr(&check));
+    eprint!("{report}");
+    assert!(check.status.success(), "{name}: {report}");
+    report
+}
+
 pub fn bench(args: &[&str]) -> Output {
     Command::new(BENCH).args(args).output().expect("bench runs")
 }
