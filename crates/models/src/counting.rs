@@ -2,8 +2,9 @@
 //!
 //! Convention (the published tables' convention):
 //! - MACs: multiply-accumulates of every convolution and fully connected layer, including the
-//!   two 1×1 convs of squeeze-excite and the classifier. Batch norm, activations, pooling,
-//!   residual adds and the SE channel scaling are not counted.
+//!   two 1×1 convs of squeeze-excite and the classifier, and attention's projections and its
+//!   two weightless matmuls (`q·kᵀ`, the weighted sum of values). Batch norm, activations,
+//!   pooling, softmax, residual adds and the SE channel scaling are not counted.
 //! - Params: the deployed (BN-folded) model's numbers: every kernel weight plus one bias per
 //!   output channel of each convolution (its folded BN or own bias) and of each FC layer.
 
