@@ -131,9 +131,10 @@ fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
             let input = &values[node.inputs[0]];
             set_stats(&mut w.norm, input);
             // The downsampling BNs see the normalised input's depthwise convs.
-            let in_shape = graph.value_shape(node.inputs[0]);
-            let (x, _, _) = reference::attention_sources(input, in_shape, attn, w);
             if let Some(conv) = attn.down_conv() {
+                let in_shape = graph.value_shape(node.inputs[0]);
+                let mut x = input.clone();
+                reference::batch_norm(&mut x, &w.norm);
                 for (kernel, bn) in [w.key_down.as_mut(), w.value_down.as_mut()]
                     .into_iter()
                     .flatten()

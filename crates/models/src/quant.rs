@@ -447,14 +447,12 @@ impl QuantModel {
 
 /// Whether `model` has an int8 form here: every op but attention has one.
 pub fn check_int8(model: &Model) -> Result<(), crate::error::ModelError> {
-    let attention = model.graph.has_attention().then(|| {
-        model
-            .graph
-            .nodes
-            .iter()
-            .find(|n| matches!(n.op, crate::ir::Op::MultiQueryAttention(_)))
-    });
-    match attention.flatten() {
+    let attention = model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, crate::ir::Op::MultiQueryAttention(_)));
+    match attention {
         Some(node) => Err(crate::error::ModelError::NoInt8 {
             model: model.name.clone(),
             why: format!(

@@ -84,8 +84,8 @@ pub fn matmul(x: &[f32], inner: usize, w: &[f32], cols: usize) -> Vec<f32> {
 }
 
 /// The normalised input, and the source of keys and values (after their downsampling
-/// depthwise convs when strided): what [`attention`] projects. Exposed for calibration.
-pub fn attention_sources(
+/// depthwise convs when strided): what [`attention`] projects.
+fn attention_sources(
     input: &[f32],
     shape: Shape,
     a: &MultiQueryAttention,
