@@ -159,6 +159,18 @@ impl Builder {
                 &[&x],
                 vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)],
             ),
+            // Opset 17 has no Gelu (it arrives in 20): x · 0.5 · (1 + Erf(x / √2)), the
+            // pattern onnxruntime fuses back into its Gelu kernel.
+            Activation::Gelu => {
+                let sqrt2 = self.constant("sqrt2", &[], vec![std::f32::consts::SQRT_2]);
+                let one = self.constant("one", &[], vec![1.0]);
+                let half = self.constant("half", &[], vec![0.5]);
+                let scaled = self.node("Div", &format!("{name}_div"), &[&x, &sqrt2], vec![]);
+                let erf = self.node("Erf", &format!("{name}_erf"), &[&scaled], vec![]);
+                let shifted = self.node("Add", &format!("{name}_add"), &[&erf, &one], vec![]);
+                let product = self.node("Mul", &format!("{name}_mul"), &[&x, &shifted], vec![]);
+                self.node("Mul", name, &[&product, &half], vec![])
+            }
         }
     }
 

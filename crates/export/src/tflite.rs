@@ -11,11 +11,11 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use tract_tflite::tflite::{
     ActivationFunctionType, AddOptions, AddOptionsArgs, Buffer, BufferArgs, BuiltinOperator,
     BuiltinOptions, Conv2DOptions, Conv2DOptionsArgs, DepthwiseConv2DOptions,
-    DepthwiseConv2DOptionsArgs, FullyConnectedOptions, FullyConnectedOptionsArgs, Model as TfModel,
-    ModelArgs, MulOptions, MulOptionsArgs, Operator, OperatorArgs, OperatorCode, OperatorCodeArgs,
-    Padding, QuantizationParameters, QuantizationParametersArgs, ReducerOptions,
-    ReducerOptionsArgs, SignatureDef, SignatureDefArgs, SubGraph, SubGraphArgs, Tensor, TensorArgs,
-    TensorMap, TensorMapArgs, TensorType,
+    DepthwiseConv2DOptionsArgs, FullyConnectedOptions, FullyConnectedOptionsArgs, GeluOptions,
+    GeluOptionsArgs, Model as TfModel, ModelArgs, MulOptions, MulOptionsArgs, Operator,
+    OperatorArgs, OperatorCode, OperatorCodeArgs, Padding, QuantizationParameters,
+    QuantizationParametersArgs, ReducerOptions, ReducerOptionsArgs, SignatureDef, SignatureDefArgs,
+    SubGraph, SubGraphArgs, Tensor, TensorArgs, TensorMap, TensorMapArgs, TensorType,
 };
 
 use mobilebench_models::ir::{Activation, Conv2d, FullyConnected, Shape};
@@ -174,9 +174,17 @@ impl<'f> Builder<'f> {
         }
     }
 
-    /// Applies what cannot be fused (hard swish, hard sigmoid) as separate ops.
+    /// Applies what cannot be fused (hard swish, hard sigmoid, GELU) as separate ops.
     fn unfused_activation(&mut self, x: i32, act: Activation, shape: &[usize], name: &str) -> i32 {
         match act {
+            Activation::Gelu => {
+                // `approximate: false`: the erf form, as the IR defines it.
+                let o = GeluOptions::create(&mut self.fb, &GeluOptionsArgs { approximate: false });
+                let y = self.tensor(name, shape, None);
+                let options = (BuiltinOptions::GeluOptions, o.as_union_value());
+                self.op(BuiltinOperator::GELU, &[x], &[y], Some(options));
+                y
+            }
             Activation::HardSwish => {
                 let y = self.tensor(name, shape, None);
                 self.op(BuiltinOperator::HARD_SWISH, &[x], &[y], None);

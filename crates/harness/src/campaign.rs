@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use mobilebench_backend::Timing;
-use mobilebench_models::{sets, BnMode, ModelConfig, Precision, DEFAULT_INPUT_SEED};
+use mobilebench_models::{sets, BnMode, Precision, DEFAULT_INPUT_SEED};
 use mobilebench_results::RunManifest;
 
 use crate::cli::RunArgs;
@@ -290,21 +290,21 @@ fn new_manifest(args: &RunArgs) -> Result<RunManifest> {
         bail!("--precision int8 folds batch norm into the convolutions (no runtime has an int8 batch norm): drop --bn separate, or run int8 separately");
     }
     if precisions.contains(&Precision::Int8) {
-        let (float_only, int8): (Vec<&ModelConfig>, Vec<&ModelConfig>) =
-            models.iter().partition(|c| c.graph().has_attention());
+        // Per model, why it has no int8 form (the same decision the runner and exporters use).
+        let float_only: Vec<String> = models
+            .iter()
+            .filter_map(|c| {
+                mobilebench_models::quant::int8_obstacle(&c.graph())
+                    .map(|why| format!("{}: {why}", c.name()))
+            })
+            .collect();
         if !float_only.is_empty() {
-            let names: Vec<String> = float_only.iter().map(|c| c.name()).collect();
-            let why = "attention is not quantized here (the int8 exporters cover convolutions, SE, pooling, FC and adds)";
-            if int8.is_empty() && args.model_files.is_empty() && precisions == [Precision::Int8] {
-                bail!(
-                    "--precision int8: {} has no int8 form: {why}; run it as float32",
-                    names.join(", ")
-                );
+            let list = float_only.join("; ");
+            let none_has_int8 = float_only.len() == models.len();
+            if none_has_int8 && args.model_files.is_empty() && precisions == [Precision::Int8] {
+                bail!("--precision int8: no int8 form for {list}");
             }
-            eprintln!(
-                "note: no int8 form for {}: {why}; its int8 pairs are skipped",
-                names.join(", ")
-            );
+            eprintln!("note: no int8 form for {list} (its int8 pairs are skipped)");
         }
     }
     let only_local = profiles

@@ -143,7 +143,7 @@ pub fn run(ctx: &RunContext, writer: &Mutex<RunWriter>) -> Result<()> {
         let config = name.parse::<ModelConfig>()?;
         // A model's precisions one after another, so its rows sit side by side; int8 only
         // where the model has an int8 form (`bench run` said which it skips).
-        let int8 = !config.graph().has_attention();
+        let int8 = mobilebench_models::quant::has_int8_form(&config.graph());
         items.extend(
             precisions
                 .iter()

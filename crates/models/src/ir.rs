@@ -40,6 +40,10 @@ pub enum Activation {
     HardSwish,
     /// relu6(x + 3) / 6, the SE gate
     HardSigmoid,
+    /// x · Φ(x), Φ the standard normal CDF: the exact (erf) GELU, as TF's `tf.nn.gelu`
+    /// (default `approximate=False`) and torch's `nn.GELU()` compute it (MobileNetV4
+    /// Hybrid-L).
+    Gelu,
 }
 
 impl Activation {
@@ -51,6 +55,12 @@ impl Activation {
             Activation::Relu6 => x.clamp(0.0, 6.0),
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
             Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+            // Φ(x) = erfc(−x/√2)/2, in f64: erfc keeps the relative accuracy on the negative
+            // side, where 1 + erf(x/√2) would cancel.
+            Activation::Gelu => {
+                let x = x as f64;
+                (0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
+            }
         }
     }
 }
@@ -271,14 +281,6 @@ impl Graph {
         self.nodes.last().map_or(self.input, |n| n.output)
     }
 
-    /// Whether the graph has attention, which has no int8 form here
-    /// ([`crate::quant::check_int8`]).
-    pub fn has_attention(&self) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| matches!(n.op, Op::MultiQueryAttention(_)))
-    }
-
     /// The id of the most recently produced value.
     pub fn last_value(&self) -> ValueId {
         self.nodes.len()
@@ -474,5 +476,16 @@ mod tests {
         assert_eq!(Activation::HardSigmoid.apply(0.0), 0.5);
         assert_eq!(Activation::HardSwish.apply(3.0), 3.0);
         assert_eq!(Activation::HardSwish.apply(-3.0), 0.0);
+        // x·Φ(x) from tables of the normal CDF: Φ(1) = 0.841344746, Φ(−1) = 0.158655254,
+        // Φ(−5) = 2.86651572e-7 (the tail, where 1 + erf would have cancelled).
+        for (x, want) in [
+            (1.0, 0.841_344_8),
+            (-1.0, -0.158_655_25),
+            (-5.0, -1.433_257_9e-6),
+        ] {
+            let got = Activation::Gelu.apply(x);
+            assert!((got - want).abs() <= 1e-6 * want.abs(), "gelu({x}) = {got}");
+        }
+        assert_eq!(Activation::Gelu.apply(0.0), 0.0);
     }
 }

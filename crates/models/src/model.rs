@@ -100,11 +100,25 @@ impl Model {
     }
 }
 
-/// Sets each BN's running statistics to its conv's output statistics on a synthetic image.
+/// Pixels of the smallest feature map, summed over the calibration images, that each BN's
+/// statistics are estimated from at least (below it, more images are used).
+const MIN_CALIBRATION_PIXELS: usize = 32;
+
+/// Sets each BN's running statistics to its conv's output statistics on synthetic images.
+/// One image is enough where every map has 32+ pixels (7×7 at 224 px); at small inputs the
+/// last stages shrink to 2×2, and statistics from 4 pixels of one image fit that image only:
+/// on another input, each BN then rescales by factors that compound block by block
+/// (Hybrid-L at 64 px: a residual stream of 1e7 on the measured input). So the images are
+/// as many as it takes to give the smallest map 32 pixels, and each BN sees them all.
 fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
-    let input = synthetic_input(graph.input, seed ^ 0xca11_b8a7e);
-    let mut values = vec![input];
+    let smallest = graph.nodes.iter().map(|n| n.output.h * n.output.w);
+    let smallest = smallest.filter(|&p| p > 1).min().unwrap_or(1);
+    let images = MIN_CALIBRATION_PIXELS.div_ceil(smallest).max(1);
+    let mut values: Vec<Vec<Vec<f32>>> = (0..images as u64)
+        .map(|k| vec![synthetic_input(graph.input, (seed ^ 0xca11_b8a7e) + k)])
+        .collect();
     for (i, node) in graph.nodes.iter().enumerate() {
+        let in_shape = graph.value_shape(node.inputs[0]);
         if let (
             Op::Conv2d(conv),
             NodeWeights::Conv {
@@ -114,39 +128,46 @@ fn calibrate_batch_norm(graph: &Graph, weights: &mut Weights, seed: u64) {
             },
         ) = (&node.op, &mut weights.nodes[i])
         {
-            let in_shape = graph.value_shape(node.inputs[0]);
-            let raw = reference::conv2d(
-                &values[node.inputs[0]],
-                in_shape,
-                conv,
-                kernel,
-                bias.as_deref(),
-                node.output,
-            );
+            let raw: Vec<f32> = values
+                .iter()
+                .flat_map(|v| {
+                    let x = &v[node.inputs[0]];
+                    reference::conv2d(x, in_shape, conv, kernel, bias.as_deref(), node.output)
+                })
+                .collect();
             set_stats(bn, &raw);
         }
         if let (Op::MultiQueryAttention(attn), NodeWeights::Attention(w)) =
             (&node.op, &mut weights.nodes[i])
         {
-            let input = &values[node.inputs[0]];
-            set_stats(&mut w.norm, input);
+            let inputs: Vec<f32> = values
+                .iter()
+                .flat_map(|v| v[node.inputs[0]].iter().copied())
+                .collect();
+            set_stats(&mut w.norm, &inputs);
             // The downsampling BNs see the normalised input's depthwise convs.
             if let Some(conv) = attn.down_conv() {
-                let in_shape = graph.value_shape(node.inputs[0]);
-                let mut x = input.clone();
-                reference::batch_norm(&mut x, &w.norm);
                 for (kernel, bn) in [w.key_down.as_mut(), w.value_down.as_mut()]
                     .into_iter()
                     .flatten()
                 {
-                    let raw = reference::conv2d(&x, in_shape, &conv, kernel, None, attn.kv_shape);
+                    let raw: Vec<f32> = values
+                        .iter()
+                        .flat_map(|v| {
+                            let mut x = v[node.inputs[0]].clone();
+                            reference::batch_norm(&mut x, &w.norm);
+                            reference::conv2d(&x, in_shape, &conv, kernel, None, attn.kv_shape)
+                        })
+                        .collect();
                     set_stats(bn, &raw);
                 }
             }
         }
-        let out =
-            reference::evaluate_node(graph, node, Layer::of(node, &weights.nodes[i]), &values);
-        values.push(out);
+        let layer = Layer::of(node, &weights.nodes[i]);
+        for v in values.iter_mut() {
+            let out = reference::evaluate_node(graph, node, layer, v);
+            v.push(out);
+        }
     }
 }
 

@@ -148,9 +148,9 @@ pub static EXCEPTIONS: &[Exception] = &[
         reason: "published 34 M breaks the row's own scaling: 41 M × (192/224)² = 30.1 M, counted 30.2 M",
     },
     Exception {
-        models: "mobilenet_v4_hybrid_medium_1.0_256",
+        models: "mobilenet_v4_hybrid_*_1.0_*",
         field: Field::Macs,
-        reason: "the only stated count is timm's profiler, 1.29 G, which also counts batch norm, softmax and adds (it sits above the conv models' spec counts too: 6.43 vs 6.38 G for Conv-L); counted 1.271 G (convs, FC and attention's two matmuls)",
+        reason: "the only stated counts are timm's profiler, 1.29 G (Hybrid-M @256) and 7.77 G (Hybrid-L @384), which also count batch norm, softmax and adds (they sit above the conv models' spec counts too: 6.43 vs 6.38 G for Conv-L); counted 1.271 G and 7.712 G (convs, FC and attention's two matmuls)",
     },
 ];
 
@@ -206,7 +206,7 @@ pub fn spec_macs_within_tolerance(counted_m: f64, spec_m: f64) -> bool {
 
 /// The gap between MobileNetV4's paper and its own spec, in one line (docs/models.md, the
 /// model table and `bench list models` show it).
-pub const V4_PAPER_GAP: &str = "the paper's params/MACs for Conv-M, Conv-L and Hybrid-M (9.2 M / 1.0 G, 31.0 M / 5.9 G, 10.5 M / 1.2 G) are below what its official spec builds (9.72 M / 1.08 G, 32.59 M / 6.38 G, 11.07 M / 1.27 G; timm counts the same params); no removal of FC, BN or head closes the gap consistently, so the zoo builds the spec and shows the paper's figures beside it";
+pub const V4_PAPER_GAP: &str = "the paper's params/MACs for Conv-M, Conv-L, Hybrid-M and Hybrid-L (9.2 M / 1.0 G, 31.0 M / 5.9 G, 10.5 M / 1.2 G, 35.9 M / 7.2 G) are below what its official spec builds (9.72 M / 1.08 G, 32.59 M / 6.38 G, 11.07 M / 1.27 G, 37.76 M / 7.71 G; timm counts the same params); no removal of FC, BN or head closes the gap consistently, so the zoo builds the spec and shows the paper's figures beside it";
 
 /// Counted vs published for one published model. For a row with spec figures
 /// (MobileNetV4) the judged figures are the spec's; the paper's stay on the row.
@@ -266,12 +266,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_48_float_architectures_and_their_8bit_rows() {
+    fn table_has_49_float_architectures_and_their_8bit_rows() {
         let models = models();
-        assert_eq!(models.len(), 48);
-        assert_eq!(rows().len(), 48 + 19, "16 V1 and 3 V3 uint8 rows");
+        assert_eq!(models.len(), 49);
+        assert_eq!(rows().len(), 49 + 19, "16 V1 and 3 V3 uint8 rows");
         let v4: Vec<_> = models.iter().filter(|m| m.config.family.is_v4()).collect();
-        assert_eq!(v4.len(), 4);
+        assert_eq!(v4.len(), 5);
         assert!(v4.iter().all(|m| m.float.has_spec()
             && m.float.top1_distilled.is_some()
             && m.float
@@ -342,10 +342,13 @@ mod tests {
     fn v4_is_judged_against_its_spec_and_the_paper_stays_beside_it() {
         for m in models().iter().filter(|m| m.config.family.is_v4()) {
             let c = compare(m);
-            // Hybrid-M's MACs are excused: its only stated count is a profiler's.
+            // The hybrids' MACs are excused: their only stated counts are a profiler's.
+            let hybrid = matches!(
+                m.config.family,
+                Family::V4HybridMedium | Family::V4HybridLarge
+            );
             let macs_ok = matches!(c.macs, Agreement::Within)
-                || (m.config.family == Family::V4HybridMedium
-                    && matches!(c.macs, Agreement::Excused(_)));
+                || (hybrid && matches!(c.macs, Agreement::Excused(_)));
             assert!(
                 macs_ok && matches!(c.params, Agreement::Within),
                 "{}",

@@ -445,21 +445,45 @@ impl QuantModel {
     }
 }
 
-/// Whether `model` has an int8 form here: every op but attention has one.
-pub fn check_int8(model: &Model) -> Result<(), crate::error::ModelError> {
-    let attention = model
-        .graph
+/// Why `graph` has no int8 form here, if it has none: the exporters' int8 forms cover
+/// convolutions (ReLU, ReLU6, hard swish), SE, pooling, FC and adds; attention and GELU
+/// have none. One decision for the exporters, the calibration and the harness's pair list.
+pub fn int8_obstacle(graph: &crate::ir::Graph) -> Option<String> {
+    use crate::ir::Op;
+    if let Some(node) = graph
         .nodes
         .iter()
-        .find(|n| matches!(n.op, crate::ir::Op::MultiQueryAttention(_)));
-    match attention {
-        Some(node) => Err(crate::error::ModelError::NoInt8 {
-            model: model.name.clone(),
-            why: format!(
-                "its attention ({}) is not quantized here — the exporters' int8 forms cover \
-                 convolutions, SE, pooling, FC and adds; run it as float32",
+        .find(|n| matches!(n.op, Op::MultiQueryAttention(_)))
+    {
+        return Some(format!(
+            "its attention ({}) is not quantized here — the exporters' int8 forms cover \
+             convolutions, SE, pooling, FC and adds; run it as float32",
+            node.name
+        ));
+    }
+    graph
+        .nodes
+        .iter()
+        .find(|n| matches!(&n.op, Op::Conv2d(c) if c.activation == Activation::Gelu))
+        .map(|node| {
+            format!(
+                "its GELU ({}) has no int8 form in the exporters; run it as float32",
                 node.name
-            ),
+            )
+        })
+}
+
+/// Whether `graph` has an int8 form here (see [`int8_obstacle`]).
+pub fn has_int8_form(graph: &crate::ir::Graph) -> bool {
+    int8_obstacle(graph).is_none()
+}
+
+/// [`int8_obstacle`] as an error naming the model.
+pub fn check_int8(model: &Model) -> Result<(), crate::error::ModelError> {
+    match int8_obstacle(&model.graph) {
+        Some(why) => Err(crate::error::ModelError::NoInt8 {
+            model: model.name.clone(),
+            why,
         }),
         None => Ok(()),
     }

@@ -101,3 +101,19 @@ fn a_wrong_zero_point_changes_the_result() {
         "a zero point 64 steps off moved the logits by only {rel}"
     );
 }
+
+#[test]
+fn attention_and_gelu_have_no_int8_form_and_say_where() {
+    let graph = |name: &str| name.parse::<ModelConfig>().unwrap().graph();
+    assert!(has_int8_form(&graph("mobilenet_v4_conv_small_1.0_64")));
+    assert!(has_int8_form(&graph("mobilenet_v3_large_1.0_64")));
+    // Hybrid-L has both; attention is named first.
+    let why = int8_obstacle(&graph("mobilenet_v4_hybrid_large_1.0_64")).unwrap();
+    assert!(why.contains("attention (block11_mqa)"), "{why}");
+    // GELU alone (no attention) is refused too, naming its first layer.
+    let mut g = crate::ir::Graph::new("t", crate::ir::Shape::new(8, 8, 3));
+    let x = g.conv_bn("stem", 0, 8, 3, 2, crate::ir::Activation::Gelu);
+    g.conv_bn("pw", x, 8, 1, 1, crate::ir::Activation::Relu);
+    let why = int8_obstacle(&g).unwrap();
+    assert!(why.contains("GELU (stem)"), "{why}");
+}

@@ -9,8 +9,8 @@ pub const NAMED_SETS: &[(&str, &str)] = &[
     ("seed", "V3 Small, Small-minimalistic, Large, Large-minimalistic at 1.0/224 (the TFLite device table)"),
     ("default", "`seed` + V2 1.0/224 + V1 1.0/224"),
     ("v3-widths", "V3 Small and Large × width 0.25, 0.5, 1.0 at 224 (width sweeps)"),
-    ("v4", "MobileNetV4 Conv-S/224, Conv-M/256, Conv-L/384, Hybrid-M/256 (their published resolutions)"),
-    ("all", "every published float config (48: V1–V3 and V4)"),
+    ("v4", "MobileNetV4 Conv-S/224, Conv-M/256, Conv-L/384, Hybrid-M/256, Hybrid-L/384 (their published resolutions)"),
+    ("all", "every published float config (49: V1–V3 and V4)"),
 ];
 
 fn seed() -> Vec<ModelConfig> {
@@ -97,14 +97,15 @@ mod tests {
             ]
         );
         assert_eq!(names("default").len(), 6);
-        assert_eq!(names("all").len(), 48);
+        assert_eq!(names("all").len(), 49);
         assert_eq!(
             names("v4"),
             [
                 "mobilenet_v4_conv_small_1.0_224",
                 "mobilenet_v4_conv_medium_1.0_256",
                 "mobilenet_v4_conv_large_1.0_384",
-                "mobilenet_v4_hybrid_medium_1.0_256"
+                "mobilenet_v4_hybrid_medium_1.0_256",
+                "mobilenet_v4_hybrid_large_1.0_384"
             ]
         );
         assert!(names("all").ends_with(&names("v4")));

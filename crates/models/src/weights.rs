@@ -154,6 +154,14 @@ impl Weights {
     }
 }
 
+/// The range random layer scales (V4 hybrids) are drawn from. Trained ones start at 1e-5,
+/// which would leave the branches numerically invisible beside the residual in the
+/// cross-checks; a BN-like 0.6–1.4 lets the residual stream grow block by block (Hybrid-L's
+/// reached 1e2 by its 12×12 stage, where channels then differ by orders of magnitude and
+/// each normalising BN turns float rounding of the large ones into visible error in the
+/// small ones). 0.1–0.3 keeps every branch well above rounding and the stream O(1)–O(10).
+const LAYER_SCALE_RANGE: (f32, f32) = (0.1, 0.3);
+
 pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
     let mut init = Init(ChaCha8Rng::seed_from_u64(seed));
     let he = |fan_in: usize| (2.0 / fan_in as f32).sqrt();
@@ -164,10 +172,15 @@ pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
             Op::Conv2d(c) => {
                 let fan_in = c.kernel * c.kernel * (c.in_channels / c.groups);
                 let kernel = init.scaled(c.kernel_len(), he(fan_in));
+                let (lo, hi) = if c.layer_scale {
+                    LAYER_SCALE_RANGE
+                } else {
+                    (0.6, 1.4)
+                };
                 let bn = c.batch_norm.then(|| BatchNorm {
                     // With a layer scale after it (V4 hybrids), the two per-channel scales
-                    // multiply: γ·s, drawn from the same range so the branch stays O(1).
-                    gamma: init.range(c.out_channels, 0.6, 1.4),
+                    // multiply: γ·s, drawn from the layer scale's range.
+                    gamma: init.range(c.out_channels, lo, hi),
                     beta: init.range(c.out_channels, -0.2, 0.4),
                     mean: vec![0.0; c.out_channels],
                     var: vec![1.0; c.out_channels],
@@ -205,12 +218,15 @@ pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
                 let value_down = down(&mut init);
                 let qk = a.heads * a.key_dim;
                 let hv = a.heads * a.value_dim;
-                let query = init.scaled(c * qk, he(c));
-                let key = init.scaled(c * a.key_dim, he(c));
+                // Queries and keys are linear (no ReLU after them): variance 1/c, so that
+                // q·k/√d has unit variance on a normalised input. He's 2/c doubles it, and
+                // with 144 keys per row the softmax then saturates: a relative perturbation
+                // of 1e-6 grew ~10× per attention block in Hybrid-L (measured at 128 px).
+                let lecun = (1.0 / c as f32).sqrt();
+                let query = init.scaled(c * qk, lecun);
+                let key = init.scaled(c * a.key_dim, lecun);
                 let value = init.scaled(c * a.value_dim, he(c));
-                // Layer scale: trained from 1e-5, drawn here like a BN γ so that the branch
-                // is not numerically invisible beside the residual in the cross-checks.
-                let layer_scale = init.range(c, 0.6, 1.4);
+                let layer_scale = init.range(c, LAYER_SCALE_RANGE.0, LAYER_SCALE_RANGE.1);
                 let mut output = init.scaled(hv * c, (1.0 / hv as f32).sqrt());
                 for (i, w) in output.iter_mut().enumerate() {
                     *w *= layer_scale[i % c];

@@ -33,10 +33,11 @@ pub enum Family {
     V4ConvMedium,
     V4ConvLarge,
     V4HybridMedium,
+    V4HybridLarge,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::V1,
         Family::V2,
         Family::V3Large,
@@ -47,14 +48,16 @@ impl Family {
         Family::V4ConvMedium,
         Family::V4ConvLarge,
         Family::V4HybridMedium,
+        Family::V4HybridLarge,
     ];
 
     /// The MobileNetV4 models.
-    pub const V4: [Family; 4] = [
+    pub const V4: [Family; 5] = [
         Family::V4ConvSmall,
         Family::V4ConvMedium,
         Family::V4ConvLarge,
         Family::V4HybridMedium,
+        Family::V4HybridLarge,
     ];
 
     pub fn is_v4(self) -> bool {
@@ -74,7 +77,7 @@ impl Family {
     pub fn published_resolution(self) -> usize {
         match self {
             Family::V4ConvMedium | Family::V4HybridMedium => 256,
-            Family::V4ConvLarge => 384,
+            Family::V4ConvLarge | Family::V4HybridLarge => 384,
             _ => 224,
         }
     }
@@ -92,6 +95,7 @@ impl Family {
             Family::V4ConvMedium => "mobilenet_v4_conv_medium",
             Family::V4ConvLarge => "mobilenet_v4_conv_large",
             Family::V4HybridMedium => "mobilenet_v4_hybrid_medium",
+            Family::V4HybridLarge => "mobilenet_v4_hybrid_large",
         }
     }
 
@@ -125,6 +129,7 @@ impl ModelConfig {
     /// Builds the graph (shapes only; see [`crate::weights::Weights`] for the numbers).
     pub fn graph(&self) -> Graph {
         let mut g = Graph::new(self.name(), Shape::new(self.resolution, self.resolution, 3));
+        let mut v4_build = |blocks, act| v4::build(&mut g, self.alpha, blocks, act, NUM_CLASSES_V4);
         match self.family {
             Family::V1 => build_v1(&mut g, self.alpha),
             Family::V2 => build_v2(&mut g, self.alpha),
@@ -132,12 +137,11 @@ impl ModelConfig {
             Family::V3Small => build_v3(&mut g, self.alpha, &V3_SMALL, 576, 1024, false),
             Family::V3LargeMinimalistic => build_v3(&mut g, self.alpha, &V3_LARGE, 960, 1280, true),
             Family::V3SmallMinimalistic => build_v3(&mut g, self.alpha, &V3_SMALL, 576, 1024, true),
-            Family::V4ConvSmall => v4::build(&mut g, self.alpha, v4::CONV_SMALL, NUM_CLASSES_V4),
-            Family::V4ConvMedium => v4::build(&mut g, self.alpha, v4::CONV_MEDIUM, NUM_CLASSES_V4),
-            Family::V4ConvLarge => v4::build(&mut g, self.alpha, v4::CONV_LARGE, NUM_CLASSES_V4),
-            Family::V4HybridMedium => {
-                v4::build(&mut g, self.alpha, v4::HYBRID_MEDIUM, NUM_CLASSES_V4)
-            }
+            Family::V4ConvSmall => v4_build(v4::CONV_SMALL, Activation::Relu),
+            Family::V4ConvMedium => v4_build(v4::CONV_MEDIUM, Activation::Relu),
+            Family::V4ConvLarge => v4_build(v4::CONV_LARGE, Activation::Relu),
+            Family::V4HybridMedium => v4_build(v4::HYBRID_MEDIUM, Activation::Relu),
+            Family::V4HybridLarge => v4_build(v4::HYBRID_LARGE, Activation::Gelu),
         }
         g
     }
@@ -179,7 +183,7 @@ impl FromStr for ModelConfig {
             _ => return Err(bad("expected FAMILY_WIDTH_RESOLUTION")),
         };
         let family = Family::from_prefix(prefix).ok_or_else(|| {
-            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic], mobilenet_v4_conv_{small,medium,large}, mobilenet_v4_hybrid_medium)")
+            bad("unknown family (mobilenet_v1, mobilenet_v2, mobilenet_v3_{small,large}[_minimalistic], mobilenet_v4_conv_{small,medium,large}, mobilenet_v4_hybrid_{medium,large})")
         })?;
         let alpha: f64 = alpha.parse().map_err(|_| bad("width is not a number"))?;
         if !(alpha > 0.0 && alpha <= 4.0) {
@@ -474,7 +478,7 @@ mod tests {
     fn bad_names_say_why() {
         for (name, why) in [
             ("mobilenet_v4_1.0_224", "unknown family"),
-            ("mobilenet_v4_hybrid_large_1.0_384", "unknown family"),
+            ("mobilenet_v4_hybrid_huge_1.0_384", "unknown family"),
             ("mobilenet_v2_x_224", "width is not a number"),
             ("mobilenet_v2_1.0_big", "resolution is not an integer"),
             ("mobilenet_v2_1.0_8", "between 32 and 1024"),

@@ -17,6 +17,7 @@ use crate::aligned::AlignedVec;
 use crate::conv::Window;
 use crate::depthwise::{Depthwise, RowsIn, RowsOut};
 use crate::gemm::{AMatrix, Gemm, PackedB};
+use crate::math::exp_non_positive;
 use crate::simd::Isa;
 
 pub struct Attention {
@@ -202,9 +203,7 @@ fn product(
 
 /// A max-subtracted softmax over one row, written so the compiler vectorises every pass:
 /// max and sum over 8 independent lanes (a sequential float sum would chain 64 additions per
-/// row), and a branch-free exp: `2^i · e^r` after `x = i·ln 2 + r`, `|r| ≤ ln 2 / 2`, `i`
-/// rounded by the 1.5·2^23 trick (no `floor`, which baseline x86-64 lacks), `e^r` by its
-/// Taylor polynomial to degree 6 (remainder below 2e-7 relative), clamped at 2^−125.
+/// row), and the branch-free [`exp_non_positive`].
 fn softmax(row: &mut [f32]) {
     let lanes = |row: &[f32], init: f32, f: fn(f32, f32) -> f32| {
         let mut acc = [init; 8];
@@ -225,40 +224,4 @@ fn softmax(row: &mut [f32]) {
     }
     let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
     row.iter_mut().for_each(|v| *v *= inv);
-}
-
-#[inline(always)]
-fn exp_non_positive(x: f32) -> f32 {
-    /// Adding 1.5·2^23 leaves round(t) in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let t = (x * std::f32::consts::LOG2_E).max(-125.0);
-    let shifted = t + ROUND;
-    let i = shifted - ROUND;
-    let f = (t - i) * std::f32::consts::LN_2;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f / 720.0)))));
-    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32) + 127;
-    f32::from_bits((exponent << 23) as u32) * p
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_vectorisable_exp_matches_std_on_a_softmax_range() {
-        let worst = |lo: f32| {
-            (0..=20_000)
-                .map(|i| lo * i as f32 / 20_000.0)
-                .map(|x| (exp_non_positive(x) - x.exp()).abs() / x.exp())
-                .fold(0f32, f32::max)
-        };
-        // Taylor to degree 6 on |r| ≤ ln 2 / 2 leaves 1.2e-7; the reduction t = x·log2 e
-        // rounds t by half an ulp, which grows with |x|: about 5e-7 relative down to −10,
-        // 4e-6 at −80 (on weights below e^−80 of the row's largest, which the sum ignores).
-        assert!(worst(-10.0) < 1e-6, "worst relative error {}", worst(-10.0));
-        assert!(worst(-80.0) < 1e-5, "worst relative error {}", worst(-80.0));
-        assert!(exp_non_positive(-200.0) < 1e-37);
-    }
 }

@@ -15,7 +15,7 @@
 use mobilebench_models::ir::Activation;
 
 use crate::conv::Window;
-use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
+use crate::simd::{activate, activate_one, dispatch, Isa, Simd, SimdOp};
 
 /// Output pixels per kernel call.
 const GROUP: usize = 8;
@@ -479,7 +479,7 @@ impl RowOp<'_> {
                     acc += *x * *w;
                 }
             }
-            *out.add(ch) = conv.act.apply(acc);
+            *out.add(ch) = activate_one(acc, conv.act);
         }
     }
 
@@ -536,7 +536,7 @@ impl RowOp<'_> {
                         acc += x * *weight.add((ky * K + kx) * c + ch);
                     }
                 }
-                *out.add(q * c + ch) = conv.act.apply(acc);
+                *out.add(q * c + ch) = activate_one(acc, conv.act);
             }
         }
     }

@@ -8,7 +8,7 @@ use mobilebench_models::ir::Activation;
 use std::ops::Range;
 
 use crate::gemm::{AMatrix, Gemm, PackedB};
-use crate::simd::{dispatch, Isa, Simd, SimdOp};
+use crate::simd::{activate_one, dispatch, Isa, Simd, SimdOp};
 
 /// Mean over pixels of an `[pixels][c]` tensor: four registers of channels summed over every
 /// pixel at a time (a pixel's channels are contiguous), then one register, then scalars.
@@ -243,7 +243,7 @@ impl BatchNormPass {
     pub fn run(&self, data: &mut [f32]) {
         for pixel in data.chunks_exact_mut(self.scale.len()) {
             for ((x, s), t) in pixel.iter_mut().zip(&self.scale).zip(&self.shift) {
-                *x = self.act.apply(*x * s + t);
+                *x = activate_one(*x * s + t, self.act);
             }
         }
     }

@@ -12,6 +12,7 @@ mod depthwise;
 mod engine;
 mod gemm;
 mod kernels;
+mod math;
 mod peak;
 mod plan;
 pub mod pool;

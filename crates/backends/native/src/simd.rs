@@ -8,6 +8,8 @@
 
 use mobilebench_models::ir::Activation;
 
+use crate::math;
+
 /// The instruction set the engine runs on, chosen once per process from the CPU's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -152,6 +154,9 @@ pub trait Simd {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `2^i` for `i` an integer held as a float in [−126, 127] (the exponent field set).
+    unsafe fn pow2i(i: Self::V) -> Self::V;
 }
 
 /// `act(v)` lane-wise, in the same operation order as [`Activation::apply`].
@@ -167,6 +172,46 @@ pub unsafe fn activate<S: Simd>(v: S::V, act: Activation) -> S::V {
             S::splat(1.0 / 6.0),
         ),
         Activation::HardSigmoid => S::mul(clamp6(S::add(v, S::splat(3.0))), S::splat(1.0 / 6.0)),
+        Activation::Gelu => gelu::<S>(v),
+    }
+}
+
+/// [`math::gelu`] on a register, operation for operation: `max(x, 0) − |x|·erfc(|x|/√2)/2`
+/// with erfc by Abramowitz & Stegun 7.1.26 and `e^{−z²}` as [`math::exp_non_positive`].
+#[inline(always)]
+pub unsafe fn gelu<S: Simd>(x: S::V) -> S::V {
+    let s = S::splat;
+    let abs = S::max(x, S::mul(x, s(-1.0)));
+    let z = S::mul(abs, s(std::f32::consts::FRAC_1_SQRT_2));
+    let t = S::div(s(1.0), S::fma(s(1.0), s(math::ERFC_P), z));
+    let a = math::ERFC_A;
+    let mut poly = s(a[4]);
+    for &coefficient in a[..4].iter().rev() {
+        poly = S::fma(s(coefficient), poly, t);
+    }
+    poly = S::mul(poly, t);
+    // e^{−z²}: t = −z²·log2 e = i + f, i rounded by the 1.5·2^23 trick, e^{f ln 2} by Taylor.
+    let e = S::max(
+        S::mul(S::mul(z, z), s(-std::f32::consts::LOG2_E)),
+        s(-125.0),
+    );
+    let i = S::add(S::add(e, s(math::ROUND)), s(-math::ROUND));
+    let f = S::mul(S::add(e, S::mul(i, s(-1.0))), s(std::f32::consts::LN_2));
+    let mut taylor = s(math::EXP_TAYLOR[6]);
+    for &coefficient in math::EXP_TAYLOR[..6].iter().rev() {
+        taylor = S::fma(s(coefficient), taylor, f);
+    }
+    let erfc = S::mul(poly, S::mul(S::pow2i(i), taylor));
+    let positive = S::max(x, s(0.0));
+    S::add(positive, S::mul(S::mul(abs, erfc), s(-0.5)))
+}
+
+/// `act(x)` for one value, as [`activate`] computes it (the kernels' scalar tails).
+#[inline(always)]
+pub fn activate_one(x: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Gelu => math::gelu(x),
+        act => act.apply(x),
     }
 }
 
@@ -174,7 +219,8 @@ pub unsafe fn activate<S: Simd>(v: S::V, act: Activation) -> S::V {
 /// (`__m256`, `_mm256_*`) and AVX-512F (`__m512`, `_mm512_*`).
 macro_rules! x86_simd {
     ($name:ident, $lanes:literal, $v:ident, $set1:ident, $loadu:ident, $storeu:ident,
-     $fmadd:ident, $add:ident, $mul:ident, $max:ident, $min:ident) => {
+     $fmadd:ident, $add:ident, $mul:ident, $max:ident, $min:ident, $div:ident,
+     $cvt:ident, $add_epi32:ident, $set1_epi32:ident, $slli:ident, $cast:ident) => {
         #[cfg(target_arch = "x86_64")]
         pub struct $name;
 
@@ -214,6 +260,16 @@ macro_rules! x86_simd {
             unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
                 std::arch::x86_64::$min(a, b)
             }
+            #[inline(always)]
+            unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$div(a, b)
+            }
+            #[inline(always)]
+            unsafe fn pow2i(i: Self::V) -> Self::V {
+                use std::arch::x86_64::*;
+                let biased = $add_epi32($cvt(i), $set1_epi32(127));
+                $cast($slli::<23>(biased))
+            }
         }
     };
 }
@@ -229,7 +285,13 @@ x86_simd!(
     _mm256_add_ps,
     _mm256_mul_ps,
     _mm256_max_ps,
-    _mm256_min_ps
+    _mm256_min_ps,
+    _mm256_div_ps,
+    _mm256_cvtps_epi32,
+    _mm256_add_epi32,
+    _mm256_set1_epi32,
+    _mm256_slli_epi32,
+    _mm256_castsi256_ps
 );
 x86_simd!(
     Avx512,
@@ -242,7 +304,13 @@ x86_simd!(
     _mm512_add_ps,
     _mm512_mul_ps,
     _mm512_max_ps,
-    _mm512_min_ps
+    _mm512_min_ps,
+    _mm512_div_ps,
+    _mm512_cvtps_epi32,
+    _mm512_add_epi32,
+    _mm512_set1_epi32,
+    _mm512_slli_epi32,
+    _mm512_castsi512_ps
 );
 
 #[cfg(target_arch = "aarch64")]
@@ -284,6 +352,16 @@ impl Simd for Neon {
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
         std::arch::aarch64::vminq_f32(a, b)
     }
+    #[inline(always)]
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vdivq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn pow2i(i: Self::V) -> Self::V {
+        use std::arch::aarch64::*;
+        let biased = vaddq_s32(vcvtnq_s32_f32(i), vdupq_n_s32(127));
+        vreinterpretq_f32_s32(vshlq_n_s32::<23>(biased))
+    }
 }
 
 /// Four lanes in plain Rust; multiply and add are separate (a software `mul_add` is slow).
@@ -324,6 +402,14 @@ impl Simd for Portable {
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
         std::array::from_fn(|i| a[i].min(b[i]))
     }
+    #[inline(always)]
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] / b[i])
+    }
+    #[inline(always)]
+    unsafe fn pow2i(i: Self::V) -> Self::V {
+        std::array::from_fn(|k| f32::from_bits(((i[k] as i32 + 127) << 23) as u32))
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +432,43 @@ mod tests {
         }
         assert_eq!(Isa::available()[0], Isa::detect());
         assert_eq!(Isa::available().last(), Some(&Isa::Portable));
+    }
+
+    /// Applies `act` to a buffer, one register at a time, wide where the CPU allows.
+    struct ActivateAll<'a>(&'a mut [f32], Activation);
+
+    impl SimdOp for ActivateAll<'_> {
+        fn wide(&self) -> bool {
+            true
+        }
+        fn run<S: Simd>(self) {
+            for chunk in self.0.chunks_exact_mut(S::LANES) {
+                // SAFETY: the chunk holds exactly LANES values.
+                unsafe {
+                    S::store(
+                        chunk.as_mut_ptr(),
+                        activate::<S>(S::load(chunk.as_ptr()), self.1),
+                    )
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_on_registers_matches_the_scalar_form_on_every_instruction_set() {
+        // The same operations, fused multiply-adds aside: measured worst difference 2.4e-7
+        // (AVX-512, on values up to 8), inside the 6e-7 the scalar form is held to.
+        let xs: Vec<f32> = (0..4096).map(|i| -8.0 + 16.0 * i as f32 / 4096.0).collect();
+        for isa in Isa::available() {
+            let mut got = xs.clone();
+            dispatch(isa, ActivateAll(&mut got, Activation::Gelu));
+            let worst = got
+                .iter()
+                .zip(&xs)
+                .map(|(g, &x)| (g - activate_one(x, Activation::Gelu)).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 5e-7, "{isa:?}: worst difference {worst}");
+        }
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn whole_models_match_reference_at_small_resolution() {
         mobilenet_v3_large_minimalistic_1.0_96,mobilenet_v2_0.35_96,mobilenet_v3_large_0.75_96,\
         mobilenet_v1_0.25_96,mobilenet_v2_1.4_96,mobilenet_v3_small_0.75_96,\
         mobilenet_v4_conv_small_1.0_96,mobilenet_v4_conv_medium_1.0_96,mobilenet_v4_conv_large_1.0_96,\
-        mobilenet_v4_hybrid_medium_1.0_96";
+        mobilenet_v4_hybrid_medium_1.0_96,mobilenet_v4_hybrid_large_1.0_96";
     for cfg in select(spec).unwrap() {
         let model = Model::from_config(&cfg, 1);
         let diff = check(&model, 1e-4);

@@ -170,6 +170,7 @@ fn activate(x: Tensor, act: Activation) -> Tensor {
         Activation::Relu6 => x.clamp_(0.0, 6.0),
         Activation::HardSwish => x.hardswish_(),
         Activation::HardSigmoid => x.hardsigmoid_(),
+        Activation::Gelu => x.gelu("none"),
     }
 }
 
@@ -334,6 +335,7 @@ impl Net {
             Activation::Relu6 => "+relu6",
             Activation::HardSwish => "+hardswish",
             Activation::HardSigmoid => "+hardsigmoid",
+            Activation::Gelu => "+gelu",
         };
         match &self.layers[i].0 {
             Layer::Conv {

@@ -32,6 +32,7 @@ fn act_code(a: Activation) -> u32 {
         Activation::Relu6 => 2,
         Activation::HardSwish => 3,
         Activation::HardSigmoid => 4,
+        Activation::Gelu => 5,
     }
 }
 

@@ -8,15 +8,26 @@
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read> p: array<u32>;
 
-// Activation codes: 0 none, 1 relu, 2 relu6, 3 hard swish, 4 hard sigmoid.
+// Activation codes: 0 none, 1 relu, 2 relu6, 3 hard swish, 4 hard sigmoid, 5 GELU.
 fn activate(x: f32, code: u32) -> f32 {
     switch code {
         case 1u: { return max(x, 0.0); }
         case 2u: { return clamp(x, 0.0, 6.0); }
         case 3u: { return x * clamp(x + 3.0, 0.0, 6.0) / 6.0; }
         case 4u: { return clamp(x + 3.0, 0.0, 6.0) / 6.0; }
+        case 5u: { return gelu(x); }
         default: { return x; }
     }
+}
+
+// x·Φ(x) with erfc(|x|/√2) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7; WGSL has no
+// erf), as the native engine computes it: 2Φ = erfc below zero, 2 − erfc above.
+fn gelu(x: f32) -> f32 {
+    let z = abs(x) * 0.70710678;
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.2548296 + t * (-0.28449674 + t * (1.4214138 + t * (-1.453152 + t * 1.0614054))));
+    let erfc = poly * exp(-z * z);
+    return 0.5 * x * select(2.0 - erfc, erfc, x < 0.0);
 }
 
 // Direct convolution (the stem, and depthwise as groups = channels), one thread per output.

@@ -18,7 +18,7 @@ fn whole_models_match_native_with_both_pointwise_kernels() {
     // Every family; odd and even maps (asymmetric SAME padding), SE, residuals, 5×5 kernels.
     let names = "mobilenet_v3_small_0.25_64,mobilenet_v3_large_0.25_64,mobilenet_v2_0.35_64,\
         mobilenet_v1_0.25_64,mobilenet_v3_small_minimalistic_0.25_72,\
-        mobilenet_v4_hybrid_medium_0.25_64";
+        mobilenet_v4_hybrid_medium_0.25_64,mobilenet_v4_hybrid_large_0.25_64";
     for cfg in select(names).unwrap() {
         let model = Model::from_config(&cfg, 5).with_bn(BnMode::Fused).unwrap();
         let input = synthetic_input(model.graph.input, 3);
