@@ -219,9 +219,8 @@ pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
                 let qk = a.heads * a.key_dim;
                 let hv = a.heads * a.value_dim;
                 // Queries and keys are linear (no ReLU after them): variance 1/c, so that
-                // q·k/√d has unit variance on a normalised input. He's 2/c doubles it, and
-                // with 144 keys per row the softmax then saturates: a relative perturbation
-                // of 1e-6 grew ~10× per attention block in Hybrid-L (measured at 128 px).
+                // q·k/√d has unit variance on a normalised input (measured logit std 1.0–1.2
+                // in Hybrid-L); He's 2/c would double each and quadruple the logits' variance.
                 let lecun = (1.0 / c as f32).sqrt();
                 let query = init.scaled(c * qk, lecun);
                 let key = init.scaled(c * a.key_dim, lecun);

@@ -1,6 +1,6 @@
 //! Transcendental functions in branch-free, straight-line f32 code, so that the compiler
 //! vectorises the loops that call them (softmax's exp, GELU's erf): no table lookups, no
-//! `floor` (baseline x86-64 lacks it), selects instead of branches.
+//! `floor` (baseline x86-64 lacks it), no branches.
 
 /// Adding 1.5·2^23 to a float below 2^22 in magnitude leaves it rounded to an integer in the
 /// low mantissa bits; subtracting it again gives round(t) (no `floor`/`round` instruction).

@@ -20,14 +20,14 @@ fn activate(x: f32, code: u32) -> f32 {
     }
 }
 
-// x·Φ(x) with erfc(|x|/√2) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7; WGSL has no
-// erf), as the native engine computes it: 2Φ = erfc below zero, 2 − erfc above.
+// x·Φ(x) = max(x, 0) − |x|·erfc(|x|/√2)/2, erfc by Abramowitz & Stegun 7.1.26 (|error| ≤
+// 1.5e-7; WGSL has no erf): the native engine's form (its math.rs holds the same constants).
 fn gelu(x: f32) -> f32 {
     let z = abs(x) * 0.70710678;
     let t = 1.0 / (1.0 + 0.3275911 * z);
     let poly = t * (0.2548296 + t * (-0.28449674 + t * (1.4214138 + t * (-1.453152 + t * 1.0614054))));
     let erfc = poly * exp(-z * z);
-    return 0.5 * x * select(2.0 - erfc, erfc, x < 0.0);
+    return max(x, 0.0) - 0.5 * abs(x) * erfc;
 }
 
 // Direct convolution (the stem, and depthwise as groups = channels), one thread per output.
