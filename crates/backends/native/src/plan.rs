@@ -5,13 +5,15 @@ use mobilebench_models::ir::{Graph, Op, ValueId};
 use mobilebench_models::{Layer, Model};
 
 /// From which intermediate size (bytes) a depthwise runs row by row with the pointwise
-/// expansion before it and with the projection after it. Below it the tensor stays in cache
-/// between the two steps anyway.
+/// expansion before it and with the projection after it (below it the tensor stays in cache
+/// between the two steps anyway), and up to how many times the pointwise's weights may be
+/// read, once per row of the intermediate, for each time the intermediate itself would be.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct RowFusion {
     pub expand_min_bytes: usize,
     pub project_min_bytes: usize,
+    pub max_weight_rereads: usize,
 }
 
 impl RowFusion {
@@ -22,14 +24,24 @@ impl RowFusion {
     /// expansions alone, V2 0.95–0.97×, V3-Large 0.97–0.99×, V3-Large minimalistic
     /// 0.97–0.99×, V3-Small and V1 (which has no projections: its pointwise layers widen)
     /// within ±1%. Expansions from 256 KiB or 0 measured no better.
+    ///
+    /// Weights re-read at most 16 times the intermediate's bytes: every V1–V3 chain passes
+    /// (their plans are unchanged), V4's wide late layers do not — Conv-M's and Hybrid-M's
+    /// 8×8×1024 → 256 projections (1 MiB of weights read 8 times for a 256 KiB
+    /// intermediate, 32×) and Conv-L's and Hybrid-L's 12×12×512 blocks (4 MiB of weights,
+    /// 12 rows, 170×) run as separate steps. Measured against no limit, interleaved in one
+    /// process on the same Xeon: Conv-L 0.87×, Hybrid-L 0.91×, Conv-M 0.96–0.97×, Hybrid-M
+    /// 0.97–0.985×, Conv-S and V1–V3 within ±2%.
     pub const DEFAULT: RowFusion = RowFusion {
         expand_min_bytes: 512 * 1024,
         project_min_bytes: 256 * 1024,
+        max_weight_rereads: 16,
     };
     /// Every pair that can, whatever its size (tests).
     pub const ALL: RowFusion = RowFusion {
         expand_min_bytes: 0,
         project_min_bytes: 0,
+        max_weight_rereads: usize::MAX,
     };
 }
 
@@ -43,11 +55,12 @@ pub(crate) struct Planned {
 /// Groups nodes into steps. A depthwise convolution runs row by row (a `RowChain`) with the
 /// pointwise expansion before it, when that is the depthwise's only input, and with the
 /// pointwise projection after it (and the residual add after that), when it is the
-/// depthwise's only reader, each when the intermediate between them is at least
-/// `row_fusion_min_bytes`; a pointwise convolution whose only reader is the residual add
+/// depthwise's only reader, each when the intermediate between them is at least the
+/// `fusion`'s minimum and the pointwise's weights, read once per row, stay within its
+/// `max_weight_rereads`; a pointwise convolution whose only reader is the residual add
 /// right after it becomes one step (the GEMM adds the residual in its store). Nothing fuses
 /// across a batch norm run as a separate pass (it must run between the two).
-pub(crate) fn fuse(graph: &Graph, model: &Model, rows: RowFusion) -> Vec<Planned> {
+pub(crate) fn fuse(graph: &Graph, model: &Model, fusion: RowFusion) -> Vec<Planned> {
     let readers = graph.nodes.iter().flat_map(|n| n.inputs.iter().copied());
     let mut read_count = vec![0usize; graph.nodes.len() + 1];
     for v in readers {
@@ -66,6 +79,18 @@ pub(crate) fn fuse(graph: &Graph, model: &Model, rows: RowFusion) -> Vec<Planned
                 .is_some_and(|n| n.inputs.contains(&(i + 1)))
     };
     let bytes = |i: usize| graph.nodes[i].output.len() * std::mem::size_of::<f32>();
+    // Pointwise node `pw` run row by row beside a depthwise, `between` the node whose output
+    // lies between them: its weights are read once per row of that intermediate.
+    let rereads_ok = |pw: usize, between: usize| {
+        let input = match graph.nodes[pw].inputs[0] {
+            0 => graph.input,
+            v => graph.nodes[v - 1].output,
+        };
+        let weight_bytes = input.c * graph.nodes[pw].output.c * std::mem::size_of::<f32>();
+        let rows = graph.nodes[between].output.h;
+        rows.saturating_mul(weight_bytes)
+            <= bytes(between).saturating_mul(fusion.max_weight_rereads)
+    };
     // Node `i + 1` adds node `i`'s output to another value.
     let residual_add_next = |i: usize| {
         feeds_next_only(i)
@@ -79,7 +104,8 @@ pub(crate) fn fuse(graph: &Graph, model: &Model, rows: RowFusion) -> Vec<Planned
         let expands = is(i, true)
             && feeds_next_only(i)
             && is(i + 1, false)
-            && bytes(i) >= rows.expand_min_bytes;
+            && bytes(i) >= fusion.expand_min_bytes
+            && rereads_ok(i, i);
         let dw = if expands { i + 1 } else { i };
         // A projection: narrower than the depthwise, or closing a residual block. (A
         // pointwise that widens, as V1's do, is the next depthwise's expansion: fused with
@@ -89,7 +115,8 @@ pub(crate) fn fuse(graph: &Graph, model: &Model, rows: RowFusion) -> Vec<Planned
             && is(dw + 1, true)
             && (graph.nodes[dw + 1].output.c < graph.nodes[dw].output.c
                 || residual_add_next(dw + 1))
-            && bytes(dw) >= rows.project_min_bytes;
+            && bytes(dw) >= fusion.project_min_bytes
+            && rereads_ok(dw + 1, dw);
         let mut nodes: Vec<usize> = (i..=dw).collect();
         if projects {
             nodes.push(dw + 1);
@@ -191,6 +218,7 @@ mod tests {
             RowFusion {
                 expand_min_bytes: usize::MAX,
                 project_min_bytes: usize::MAX,
+                max_weight_rereads: 0,
             },
         ] {
             let steps = fuse(graph, &model, rows);
@@ -246,6 +274,67 @@ mod tests {
         assert!(fuse(&separate.graph, &separate, RowFusion::ALL)
             .iter()
             .all(|s| s.nodes.len() == 1));
+    }
+
+    #[test]
+    fn wide_weights_read_once_per_row_keep_their_layers_apart() {
+        // Each multi-node step as the (kind, h, c) of its nodes' outputs.
+        let chains = |name: &str, fusion| -> Vec<Vec<(&'static str, usize, usize)>> {
+            let cfg = &select(name).unwrap()[0];
+            let model = Model::from_config(cfg, 1)
+                .with_bn(mobilebench_models::BnMode::Fused)
+                .unwrap();
+            fuse(&model.graph, &model, fusion)
+                .into_iter()
+                .filter(|s| s.nodes.len() > 1)
+                .map(|s| {
+                    s.nodes
+                        .iter()
+                        .map(|&i| {
+                            let n = &model.graph.nodes[i];
+                            (n.op.kind(), n.output.h, n.output.c)
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let unlimited = RowFusion {
+            max_weight_rereads: usize::MAX,
+            ..RowFusion::DEFAULT
+        };
+        // Conv-M's last stage, 8×8×1024 → 256: 1 MiB of weights read on each of 8 rows,
+        // 32× its 256 KiB intermediate. Only the limit keeps these four out of chains.
+        let conv_m = "mobilenet_v4_conv_medium_1.0_256";
+        let wide_projections = |steps: &[Vec<(&str, usize, usize)>]| {
+            steps
+                .iter()
+                .filter(|step| {
+                    step.windows(2)
+                        .any(|w| w[0] == ("depthwise_conv", 8, 1024) && w[1].0 == "pointwise_conv")
+                })
+                .count()
+        };
+        assert_eq!(wide_projections(&chains(conv_m, unlimited)), 4);
+        assert_eq!(wide_projections(&chains(conv_m, RowFusion::DEFAULT)), 0);
+        // The limit splits only those, the depthwise from its projection (and residual
+        // add): every other chain of Conv-M stays as it was.
+        let split: Vec<_> = chains(conv_m, unlimited)
+            .into_iter()
+            .map(|step| match step[0] {
+                ("depthwise_conv", 8, 1024) => step[1..].to_vec(),
+                _ => step,
+            })
+            .collect();
+        assert_eq!(chains(conv_m, RowFusion::DEFAULT), split);
+        // No V1–V3 chain re-reads its weights that often: their plans do not change.
+        for cfg in select("default").unwrap() {
+            let name = cfg.to_string();
+            assert_eq!(
+                chains(&name, RowFusion::DEFAULT),
+                chains(&name, unlimited),
+                "{name}"
+            );
+        }
     }
 
     #[test]
