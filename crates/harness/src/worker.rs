@@ -344,8 +344,7 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
             notes.push(why);
         }
     }
-    let task_dir = std::path::Path::new("/proc/self/task");
-    let threads_before = affinity::threads(task_dir);
+    let threads_before = affinity::threads();
     let measured = timing::timed_loop(
         session.as_mut(),
         spec.timing,
@@ -356,7 +355,7 @@ fn measure(spec: &WorkerSpec) -> Result<()> {
         &progress.done,
         &mut Instant::now,
     )?;
-    let threads_after = affinity::threads(task_dir);
+    let threads_after = affinity::threads();
     let progress_tids = [progress.tid];
     drop(progress);
     // Pinning is verified, not assumed: the measuring thread's mask is still its core, and
