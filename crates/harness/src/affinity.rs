@@ -14,10 +14,13 @@ use mobilebench_devices::parse_cpu_list;
 /// uses a few percent at most.
 const BUSY_SHARE: f64 = 0.25;
 
+/// This process's threads, one folder each.
+const TASKS: &str = "/proc/self/task";
+
 /// Confines every thread of this process, those already running included, to `cores`;
 /// threads started later inherit the mask of the thread that starts them.
 pub fn confine_process(cores: &[usize]) -> Result<(), String> {
-    if task_ids(Path::new("/proc/self/task")).is_empty() {
+    if task_ids(Path::new(TASKS)).is_empty() {
         return set_thread_affinity(0, cores); // no /proc: the calling thread at least
     }
     confine_threads(cores, &[])
@@ -25,7 +28,7 @@ pub fn confine_process(cores: &[usize]) -> Result<(), String> {
 
 /// Confines every thread of this process but `except` to `cores`.
 pub fn confine_threads(cores: &[usize], except: &[i32]) -> Result<(), String> {
-    task_ids(Path::new("/proc/self/task"))
+    task_ids(Path::new(TASKS))
         .into_iter()
         .filter(|tid| !except.contains(tid))
         .try_for_each(|tid| set_thread_affinity(tid, cores))
@@ -81,7 +84,7 @@ pub struct ThreadState {
 
 /// Every thread of this process, by id.
 pub fn threads() -> HashMap<i32, ThreadState> {
-    let dir = Path::new("/proc/self/task");
+    let dir = Path::new(TASKS);
     task_ids(dir)
         .into_iter()
         .filter_map(|tid| Some((tid, read_thread(tid, &dir.join(tid.to_string()))?)))
@@ -96,13 +99,17 @@ fn thread_cpu_ns(tid: i32) -> Option<u64> {
     // The kernel's clock id for one thread's scheduler CPU time: the negated tid, shifted
     // past the 3 type bits, with the per-thread flag (4) and the "sched" clock (2); it is
     // what glibc's pthread_getcpuclockid builds, for threads of the calling process only.
-    let clock = ((!tid) << 3) | 4 | 2;
+    clock_ns(((!tid) << 3) | 4 | 2)
+}
+
+/// What `clock` reads now, in ns; `None` where it is not a clock of this process.
+fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec; an unknown clock or thread is an error return.
-    let ok = unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut now) } == 0;
+    let ok = unsafe { libc::clock_gettime(clock, &mut now) } == 0;
     ok.then(|| now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
 }
 
@@ -250,13 +257,7 @@ mod tests {
 
     /// The calling thread's own CPU time, from the clock the C library gives it.
     fn own_cpu_ns() -> u64 {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+        clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).expect("every thread has a CPU-time clock")
     }
 
     #[test]
