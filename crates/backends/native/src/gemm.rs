@@ -31,6 +31,8 @@ const MR_EIGHT: usize = 8;
 /// panels (14) and one (7), interleaved in one process on an Intel Xeon (two 512-bit FMA
 /// units): whole models 4–6% faster than two panels and 12–22% faster than one.
 const WIDE_PANELS: usize = 3;
+/// Panels per tile with 16-lane registers when A is gathered (see `Gemm::tiles`).
+const GATHER_PANELS: usize = 2;
 /// Rows per tile with 16-lane registers when B is one panel (N ≤ 16: the stem and the
 /// narrow projections at high resolution): 14 accumulators, where 7 leave each FMA unit
 /// waiting on its own chain and load one value per FMA.
@@ -262,8 +264,17 @@ impl Gemm<'_> {
         let c = self.c.as_mut_ptr();
         // With 16-lane registers a tile spans several panels (a register each per row): on
         // a core with two 512-bit FMA units (4-cycle latency) one panel's 7 accumulators
-        // leave an FMA idle and its loads outnumber the FMAs.
-        let span = if S::LANES >= NR { WIDE_PANELS } else { 1 };
+        // leave an FMA idle and its loads outnumber the FMAs. A gathered A (the full
+        // convolutions) spans two panels; with three, its eight row pointers, the offset
+        // table and the panel stride likely outgrow x86's 16 general registers. Measured on
+        // an Intel Xeon, interleaved in one process: V4's 3×3 convolutions at K = 288 took
+        // 0.73× (Conv-M, Hybrid-M, N = 128) and 0.51× (Conv-S, N = 96) the time with two
+        // panels, whole models 0.92–0.95×; K-blocking B to 12–24 KiB instead gained nothing.
+        let span = match (S::LANES >= NR, C::GATHER) {
+            (true, true) => GATHER_PANELS,
+            (true, false) => WIDE_PANELS,
+            (false, _) => 1,
+        };
         for m0 in (0..m).step_by(block) {
             let m1 = (m0 + block).min(m);
             let mut p = 0;
@@ -310,6 +321,8 @@ impl Gemm<'_> {
 
 /// The offset of column `kk` within a row of A.
 trait Columns: Copy {
+    /// Whether the offsets come from a table (an implicit im2col).
+    const GATHER: bool;
     fn at(self, kk: usize) -> usize;
 }
 
@@ -317,6 +330,7 @@ trait Columns: Copy {
 struct Dense;
 
 impl Columns for Dense {
+    const GATHER: bool = false;
     #[inline(always)]
     fn at(self, kk: usize) -> usize {
         kk
@@ -327,6 +341,7 @@ impl Columns for Dense {
 struct Table<'a>(&'a [usize]);
 
 impl Columns for Table<'_> {
+    const GATHER: bool = true;
     #[inline(always)]
     fn at(self, kk: usize) -> usize {
         // SAFETY: kk < K = the table's length (asserted in `Gemm::run`).
