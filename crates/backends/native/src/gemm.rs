@@ -13,7 +13,7 @@
 use mobilebench_models::ir::Activation;
 
 use crate::aligned::AlignedVec;
-use crate::simd::{activate, dispatch, Isa, Simd, SimdOp};
+use crate::simd::{activate, dispatch, prefetch_into_l2, Isa, Simd, SimdOp};
 
 /// Columns of C per micro-kernel tile (and per packed panel).
 pub const NR: usize = 16;
@@ -39,6 +39,8 @@ const GATHER_PANELS: usize = 2;
 const MR_TALL: usize = 14;
 /// The most rows any tile has (what `unrolled_rows!` is written out for).
 const MAX_MR: usize = MR_TALL;
+/// Floats per 64-byte cache line (what one prefetch brings in).
+const LINE_FLOATS: usize = 16;
 
 /// The GEMM's register tile on `isa`, rows × columns (recorded in the backend's settings).
 pub fn tile_label(isa: Isa) -> String {
@@ -213,11 +215,14 @@ impl Gemm<'_> {
 }
 
 impl SimdOp for Gemm<'_> {
-    /// 16 lanes except for one-row products (the FC layers): there a 1 × 16 tile has one
-    /// register per accumulator set, and measured slower than AVX2's two (FC steps 1.15–1.47×
-    /// in 5 of 6 models, AVX-512 vs AVX2 engines interleaved in one process).
+    /// 16 lanes for every product, one-row ones (the FC layers and V4's head) included: there
+    /// the tile spans three panels, six chains of loads from B in flight where AVX2's one-panel
+    /// tile has two. Measured against AVX2 inside whole models, interleaved in one process on an
+    /// Intel Xeon: V4's head and FC (about 5 MB of weights each) 0.63–0.92× the time (a repeated
+    /// AVX2 baseline 0.85–1.03×), V1's FC 0.89×, V3's 0.98×. (A 1 × 16 AVX-512 tile had
+    /// measured slower than AVX2's.)
     fn wide(&self) -> bool {
-        self.m > 1
+        true
     }
     #[inline(always)]
     fn run<S: Simd>(self) {
@@ -275,6 +280,14 @@ impl Gemm<'_> {
             (true, false) => WIDE_PANELS,
             (false, _) => 1,
         };
+        // With one block of rows (B outweighs A: the late layers, megabytes of weights), B
+        // arrives from beyond L2 once per inference, group by group of panels. Each tile
+        // prefetches into L2 its share of the next group, one line per step of K, so that
+        // the next group streams in under this one's arithmetic instead of stalling its first
+        // tile. Measured on an Intel Xeon, interleaved in one process: V4's 8×8 layers
+        // 0.83–0.95× the time, whole models 0.93–0.98× (V1–V3 too); prefetching for every
+        // GEMM was no better.
+        let prefetch_ahead = block >= m;
         for m0 in (0..m).step_by(block) {
             let m1 = (m0 + block).min(m);
             let mut p = 0;
@@ -287,17 +300,31 @@ impl Gemm<'_> {
                 } else {
                     span.min(left)
                 };
-                let tile = Tile {
+                let ahead: &[f32] = if prefetch_ahead {
+                    let next = (p + width).min(panels);
+                    &self.b.panels[next * k * NR..(next + span).min(panels) * k * NR]
+                } else {
+                    &[]
+                };
+                let ahead_lines = ahead.len() / LINE_FLOATS;
+                let lines_per_tile = ahead_lines.div_ceil((m1 - m0).div_ceil(mr)).min(k);
+                let mut tile = Tile {
                     k,
                     b: self.b.panels[p * k * NR..].as_ptr(),
                     panel_stride: k * NR,
                     bias: self.b.bias[p * NR..].as_ptr(),
                     cols: (n - p * NR).min(width * NR),
                     act: self.act,
+                    prefetch: ahead.as_ptr(),
+                    prefetch_lines: 0,
                 };
+                let mut prefetched = 0;
                 let mut i = m0;
                 while i < m1 {
                     let rows = (m1 - i).min(mr);
+                    tile.prefetch_lines = lines_per_tile.min(ahead_lines - prefetched);
+                    tile.prefetch = ahead.as_ptr().wrapping_add(prefetched * LINE_FLOATS);
+                    prefetched += tile.prefetch_lines;
                     let offset = i * self.ldc + p * NR;
                     // SAFETY: rows `i..i + rows` of A, C and the residual and columns
                     // `p·NR..p·NR + cols` of C lie within the extents asserted in `run`.
@@ -375,6 +402,10 @@ struct Tile {
     /// Valid columns in these panels (a multiple of 16 except in the last).
     cols: usize,
     act: Activation,
+    /// Cache lines of B (at most K) to prefetch into L2 during the tile, one per step of K,
+    /// from `prefetch` on (the one-row loop, which streams B once, prefetches none).
+    prefetch: *const f32,
+    prefetch_lines: usize,
 }
 
 impl Tile {
@@ -472,7 +503,14 @@ impl Tile {
                 acc[0][j] = S::add(acc[0][j], odd[j]);
             }
         }
+        let mut prefetch = self.prefetch;
+        let mut prefetch_left = self.prefetch_lines;
         for kk in kk..self.k {
+            if prefetch_left > 0 {
+                prefetch_into_l2(prefetch);
+                prefetch = prefetch.wrapping_add(LINE_FLOATS);
+                prefetch_left -= 1;
+            }
             let mut bv = [S::splat(0.0); VECS];
             for j in 0..vecs {
                 bv[j] = S::load(b.add(offset[j]));
