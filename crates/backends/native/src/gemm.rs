@@ -1,14 +1,15 @@
 //! `C = act(A · B + bias) [+ residual]` with B packed once at load: the pointwise
-//! convolutions (M = pixels, K = input channels, N = output channels), the stem through
-//! im2col, and the fully connected layers (M = 1).
+//! convolutions (M = pixels, K = input channels, N = output channels), the stem and V4's full
+//! convolutions through an implicit im2col, and the fully connected layers (M = 1).
 //!
 //! B is packed into panels of [`NR`] = 16 columns, each panel `K` rows of 16 contiguous
 //! values (zero past N), so the micro-kernel streams one panel with unit stride. The
 //! micro-kernel keeps a tile of C in registers (6 rows × 16 columns: 12 AVX2 registers or 24
 //! NEON ones; 7 rows × 48 columns of three adjacent panels with AVX-512, 21 registers — 7 rows
 //! divide V1–V3's pixel counts, 7²·4ⁿ; 8 rows, 24 registers, where 8 divide V4's 2ⁿ and 7
-//! do not), starts it from the bias, and applies the activation and the residual before its
-//! only store: C is written once, never zeroed or re-read.
+//! do not; two panels, 32 columns, when A is gathered by the implicit im2col), starts it from the
+//! bias, and applies the activation and the residual before its only store: C is written
+//! once, never zeroed or re-read.
 
 use mobilebench_models::ir::Activation;
 
@@ -42,7 +43,9 @@ const MAX_MR: usize = MR_TALL;
 /// Floats per 64-byte cache line (what one prefetch brings in).
 const LINE_FLOATS: usize = 16;
 
-/// The GEMM's register tile on `isa`, rows × columns (recorded in the backend's settings).
+/// The pointwise GEMM's register tile on `isa`, rows × columns (recorded in the backend's
+/// settings as `pointwise=packed-gemm-…`; with AVX-512 the gathered convolutions' tile spans
+/// two panels, 32 columns).
 pub fn tile_label(isa: Isa) -> String {
     match isa {
         Isa::Avx512 => format!("{MR_WIDE}x{}", WIDE_PANELS * NR),
