@@ -3,7 +3,7 @@
 
 use mobilebench_models::ir::{Activation, Padding, Shape};
 
-use crate::gemm::{AMatrix, Gemm, PackedB};
+use crate::gemm::{AMatrix, ColumnRun, Gemm, PackedB};
 use crate::simd::Isa;
 
 /// Geometry shared by the spatial convolutions.
@@ -16,17 +16,18 @@ pub struct Window {
 }
 
 /// Regular convolution (the stem) as an implicit GEMM: the input is copied once into a
-/// zero-padded buffer, and the GEMM reads each output pixel's window in place through two
-/// offset tables (row: the window's corner; column: tap and input channel), so no im2col
-/// matrix is written. The HWIO kernel is the `(k·k·cin) × cout` B in that column order.
+/// zero-padded buffer, and the GEMM reads each output pixel's window in place (from the
+/// window's corner, one run of adjacent floats per row of taps), so no im2col matrix is
+/// written. The HWIO kernel is the `(k·k·cin) × cout` B in that column order.
 pub struct StemConv {
     pub window: Window,
     pub weight: PackedB,
     pub act: Activation,
     /// Per output pixel, the offset of its window's corner in the padded input.
     rows: Vec<usize>,
-    /// Per (ky, kx, ci), the offset from the corner.
-    cols: Vec<usize>,
+    /// Per row of taps `ky`, its `k · cin` adjacent floats (taps `kx`, channels `ci`) from
+    /// the corner: the GEMM's K columns in B's (ky, kx, ci) order.
+    runs: Vec<ColumnRun>,
 }
 
 impl StemConv {
@@ -40,18 +41,18 @@ impl StemConv {
                 rows.push((oy * window.stride * padded_w + ox * window.stride) * cin);
             }
         }
-        let mut cols = Vec::with_capacity(k * k * cin);
-        for ky in 0..k {
-            for kx in 0..k {
-                cols.extend((0..cin).map(|ci| (ky * padded_w + kx) * cin + ci));
-            }
-        }
+        let runs = (0..k)
+            .map(|ky| ColumnRun {
+                offset: ky * padded_w * cin,
+                len: k * cin,
+            })
+            .collect();
         StemConv {
             window,
             weight,
             act,
             rows,
-            cols,
+            runs,
         }
     }
 
@@ -107,7 +108,7 @@ impl StemConv {
             a: AMatrix::Gather {
                 data: &padded[..self.scratch_len()],
                 rows: &self.rows[pixels],
-                cols: &self.cols,
+                runs: &self.runs,
             },
             b: self.weight.view(),
             act: self.act,

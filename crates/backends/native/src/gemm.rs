@@ -7,9 +7,10 @@
 //! micro-kernel keeps a tile of C in registers (6 rows × 16 columns: 12 AVX2 registers or 24
 //! NEON ones; 7 rows × 48 columns of three adjacent panels with AVX-512, 21 registers — 7 rows
 //! divide V1–V3's pixel counts, 7²·4ⁿ; 8 rows, 24 registers, where 8 divide V4's 2ⁿ and 7
-//! do not; two panels, 32 columns, when A is gathered by the implicit im2col), starts it from the
-//! bias, and applies the activation and the residual before its only store: C is written
-//! once, never zeroed or re-read.
+//! do not), starts it from the bias, and applies the activation and the residual before its only
+//! store: C is written once, never zeroed or re-read. A gathered A (the implicit im2col) is read
+//! as runs of adjacent columns, one per row of the window's taps, so within a run the kernel
+//! addresses A exactly as it does a dense A.
 
 use mobilebench_models::ir::Activation;
 
@@ -32,8 +33,6 @@ const MR_EIGHT: usize = 8;
 /// panels (14) and one (7), interleaved in one process on an Intel Xeon (two 512-bit FMA
 /// units): whole models 4–6% faster than two panels and 12–22% faster than one.
 const WIDE_PANELS: usize = 3;
-/// Panels per tile with 16-lane registers when A is gathered (see `Gemm::tiles`).
-const GATHER_PANELS: usize = 2;
 /// Rows per tile with 16-lane registers when B is one panel (N ≤ 16: the stem and the
 /// narrow projections at high resolution): 14 accumulators, where 7 leave each FMA unit
 /// waiting on its own chain and load one value per FMA.
@@ -43,9 +42,8 @@ const MAX_MR: usize = MR_TALL;
 /// Floats per 64-byte cache line (what one prefetch brings in).
 const LINE_FLOATS: usize = 16;
 
-/// The pointwise GEMM's register tile on `isa`, rows × columns (recorded in the backend's
-/// settings as `pointwise=packed-gemm-…`; with AVX-512 the gathered convolutions' tile spans
-/// two panels, 32 columns).
+/// The GEMM's register tile on `isa`, rows × columns (recorded in the backend's settings as
+/// `pointwise=packed-gemm-…`; the gathered convolutions use the same tile).
 pub fn tile_label(isa: Isa) -> String {
     match isa {
         Isa::Avx512 => format!("{MR_WIDE}x{}", WIDE_PANELS * NR),
@@ -164,13 +162,22 @@ pub struct Packed<'a> {
 pub enum AMatrix<'a> {
     /// Row-major: `data[i · stride + kk]` (activations, one pixel per row).
     Rows { data: &'a [f32], stride: usize },
-    /// `data[rows[i] + cols[kk]]`: an implicit im2col, each output pixel's window read in
-    /// place (the stem convolution over its padded input).
+    /// An implicit im2col, each output pixel's window read in place (the full convolutions
+    /// over their padded input): row `i` starts at `data[rows[i]]`, and its K columns are the
+    /// `runs` in order, run `j` the `runs[j].len` floats from `runs[j].offset` on.
     Gather {
         data: &'a [f32],
         rows: &'a [usize],
-        cols: &'a [usize],
+        runs: &'a [ColumnRun],
     },
+}
+
+/// Consecutive columns of A that lie next to each other in memory: in a convolution's
+/// window, one row of taps (`kernel · cin` floats).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColumnRun {
+    pub offset: usize,
+    pub len: usize,
 }
 
 /// One GEMM: `m` rows of A times `b`, into C (row stride `ldc`), with an optional residual of
@@ -200,13 +207,12 @@ impl Gemm<'_> {
                     "A too short"
                 )
             }
-            AMatrix::Gather { data, rows, cols } => {
-                assert!(
-                    rows.len() >= m && cols.len() == k,
-                    "one offset per row and column"
-                );
-                let (row_max, col_max) = (rows[..m].iter().max(), cols.iter().max());
-                assert!(row_max.unwrap() + col_max.unwrap_or(&0) < data.len().max(1));
+            AMatrix::Gather { data, rows, runs } => {
+                assert!(rows.len() >= m, "one offset per row");
+                assert_eq!(runs.iter().map(|r| r.len).sum::<usize>(), k, "runs make K");
+                let row_max = rows[..m].iter().max().unwrap();
+                let end = runs.iter().map(|r| r.offset + r.len).max().unwrap_or(0);
+                assert!(row_max + end <= data.len(), "A too short");
             }
         }
         assert!(self.c.len() >= (m - 1) * self.ldc + n, "C too short");
@@ -232,13 +238,17 @@ impl SimdOp for Gemm<'_> {
         match self.a {
             AMatrix::Rows { data, stride } => {
                 let a = data.as_ptr();
+                let whole = [ColumnRun {
+                    offset: 0,
+                    len: self.b.k,
+                }];
                 // SAFETY: rows below `m` start inside A (asserted in `run`).
-                self.tiles::<S, _>(|i| unsafe { a.add(i * stride) }, Dense);
+                self.tiles::<S>(|i| unsafe { a.add(i * stride) }, &whole);
             }
-            AMatrix::Gather { data, rows, cols } => {
+            AMatrix::Gather { data, rows, runs } => {
                 let a = data.as_ptr();
-                // SAFETY: every row offset plus every column offset is inside A (asserted).
-                self.tiles::<S, _>(|i| unsafe { a.add(rows[i]) }, Table(cols));
+                // SAFETY: every row offset plus every run's end is inside A (asserted).
+                self.tiles::<S>(|i| unsafe { a.add(rows[i]) }, runs);
             }
         }
     }
@@ -247,7 +257,7 @@ impl SimdOp for Gemm<'_> {
 impl Gemm<'_> {
     /// Walks C in `MR × NR` tiles: blocks of rows of A, every panel of B over each block.
     #[inline(always)]
-    fn tiles<S: Simd, C: Columns>(self, row: impl Fn(usize) -> *const f32, cols: C) {
+    fn tiles<S: Simd>(self, row: impl Fn(usize) -> *const f32, runs: &[ColumnRun]) {
         let (m, k, n) = (self.m, self.b.k, self.b.n);
         let panels = n.div_ceil(NR);
         let mr = if S::LANES >= NR && panels == 1 {
@@ -273,16 +283,12 @@ impl Gemm<'_> {
         // With 16-lane registers a tile spans several panels (a register each per row): on
         // a core with two 512-bit FMA units (4-cycle latency) one panel's 7 accumulators
         // leave an FMA idle and its loads outnumber the FMAs. A gathered A (the full
-        // convolutions) spans two panels; with three, its eight row pointers, the offset
-        // table and the panel stride likely outgrow x86's 16 general registers. Measured on
-        // an Intel Xeon, interleaved in one process: V4's 3×3 convolutions at K = 288 took
-        // 0.73× (Conv-M, Hybrid-M, N = 128) and 0.51× (Conv-S, N = 96) the time with two
-        // panels, whole models 0.92–0.95×; K-blocking B to 12–24 KiB instead gained nothing.
-        let span = match (S::LANES >= NR, C::GATHER) {
-            (true, true) => GATHER_PANELS,
-            (true, false) => WIDE_PANELS,
-            (false, _) => 1,
-        };
+        // convolutions) spans three panels too: read run by run, its rows are addressed as a
+        // dense A's are. (Through a table of column offsets, one lookup per step of K, three
+        // panels had run 1.4–2× slower than two, likely out of general registers.) Measured
+        // against that table with two panels, interleaved in one process on an Intel Xeon:
+        // V4's FusedIB convolutions 0.93–0.99× the time, whole models 0.98–1.01× (noise).
+        let span = if S::LANES >= NR { WIDE_PANELS } else { 1 };
         // With one block of rows (B outweighs A: the late layers, megabytes of weights), B
         // arrives from beyond L2 once per inference, group by group of panels. Each tile
         // prefetches into L2 its share of the next group, one line per step of K, so that
@@ -312,7 +318,6 @@ impl Gemm<'_> {
                 let ahead_lines = ahead.len() / LINE_FLOATS;
                 let lines_per_tile = ahead_lines.div_ceil((m1 - m0).div_ceil(mr)).min(k);
                 let mut tile = Tile {
-                    k,
                     b: self.b.panels[p * k * NR..].as_ptr(),
                     panel_stride: k * NR,
                     bias: self.b.bias[p * NR..].as_ptr(),
@@ -339,43 +344,13 @@ impl Gemm<'_> {
                         };
                         let c = c.add(offset);
                         let a = |j: usize| row(i + j.min(rows - 1));
-                        tile.compute_rows::<S, C>(rows, a, cols, r, c, self.ldc);
+                        tile.compute_rows::<S>(rows, a, runs, r, c, self.ldc);
                     }
                     i += rows;
                 }
                 p += width;
             }
         }
-    }
-}
-
-/// The offset of column `kk` within a row of A.
-trait Columns: Copy {
-    /// Whether the offsets come from a table (an implicit im2col).
-    const GATHER: bool;
-    fn at(self, kk: usize) -> usize;
-}
-
-#[derive(Clone, Copy)]
-struct Dense;
-
-impl Columns for Dense {
-    const GATHER: bool = false;
-    #[inline(always)]
-    fn at(self, kk: usize) -> usize {
-        kk
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Table<'a>(&'a [usize]);
-
-impl Columns for Table<'_> {
-    const GATHER: bool = true;
-    #[inline(always)]
-    fn at(self, kk: usize) -> usize {
-        // SAFETY: kk < K = the table's length (asserted in `Gemm::run`).
-        unsafe { *self.0.get_unchecked(kk) }
     }
 }
 
@@ -397,7 +372,6 @@ macro_rules! unrolled_rows {
 
 /// Adjacent packed panels of B (one, or up to three with AVX-512) and what the micro-kernel does with their output.
 struct Tile {
-    k: usize,
     b: *const f32,
     /// Floats from one panel to the next (`K · NR`).
     panel_stride: usize,
@@ -416,11 +390,11 @@ impl Tile {
     /// only those the valid columns need (an 8-column last panel costs one AVX2 register per
     /// row, not two).
     #[inline(always)]
-    unsafe fn compute_rows<S: Simd, C: Columns>(
+    unsafe fn compute_rows<S: Simd>(
         &self,
         rows: usize,
         a: impl Fn(usize) -> *const f32,
-        cols: C,
+        runs: &[ColumnRun],
         residual: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -434,16 +408,16 @@ impl Tile {
             };
             (@arms $vecs:literal, $rows:expr, $($n:literal)*) => {
                 match $rows {
-                    $($n => self.compute::<S, $n, $vecs, C>(
+                    $($n => self.compute::<S, $n, $vecs>(
                         std::array::from_fn(a),
-                        cols,
+                        runs,
                         residual,
                         c,
                         ldc,
                     ),)*
-                    _ => self.compute::<S, 1, $vecs, C>(
+                    _ => self.compute::<S, 1, $vecs>(
                         std::array::from_fn(a),
-                        cols,
+                        runs,
                         residual,
                         c,
                         ldc,
@@ -460,15 +434,16 @@ impl Tile {
         }
     }
 
-    /// `ROWS × VECS·LANES` of C. Safety: row `r` of A has its `k` columns at `a[r] + cols.at(kk)`;
-    /// the panel's `cols` columns of C (and of the residual, unless null) at stride `ldc`.
+    /// `ROWS × VECS·LANES` of C. Safety: row `r` of A has run `j` of its columns at
+    /// `a[r] + runs[j].offset`, `runs[j].len` of them (K in all); the panel's `cols` columns of
+    /// C (and of the residual, unless null) at stride `ldc`.
     // Index loops on purpose: constant indices are what keep `acc` in registers.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn compute<S: Simd, const ROWS: usize, const VECS: usize, C: Columns>(
+    unsafe fn compute<S: Simd, const ROWS: usize, const VECS: usize>(
         &self,
         a: [*const f32; ROWS],
-        cols: C,
+        runs: &[ColumnRun],
         residual: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -485,47 +460,48 @@ impl Tile {
             }
         });
         let mut b = self.b;
-        let mut kk = 0;
-        if ROWS == 1 {
-            // One row (the FC layers): its chain of FMAs would wait on itself every step, so
-            // even and odd steps of K go to two sets of accumulators, added at the end.
-            let mut odd = [S::splat(0.0); VECS];
-            while kk + 1 < self.k {
-                let (x0, x1) = (
-                    S::splat(*a[0].add(cols.at(kk))),
-                    S::splat(*a[0].add(cols.at(kk + 1))),
-                );
-                for j in 0..vecs {
-                    acc[0][j] = S::fma(acc[0][j], x0, S::load(b.add(offset[j])));
-                    odd[j] = S::fma(odd[j], x1, S::load(b.add(NR + offset[j])));
+        let mut prefetch = self.prefetch;
+        let mut prefetch_left = self.prefetch_lines;
+        // One row (the FC layers): its chain of FMAs would wait on itself every step, so
+        // even and odd steps of K go to two sets of accumulators, added at the end.
+        let mut odd = [S::splat(0.0); VECS];
+        for run in runs {
+            let a: [*const f32; ROWS] = std::array::from_fn(|r| a[r].wrapping_add(run.offset));
+            let mut kk = 0;
+            if ROWS == 1 {
+                while kk + 1 < run.len {
+                    let (x0, x1) = (S::splat(*a[0].add(kk)), S::splat(*a[0].add(kk + 1)));
+                    for j in 0..vecs {
+                        acc[0][j] = S::fma(acc[0][j], x0, S::load(b.add(offset[j])));
+                        odd[j] = S::fma(odd[j], x1, S::load(b.add(NR + offset[j])));
+                    }
+                    b = b.add(2 * NR);
+                    kk += 2;
                 }
-                b = b.add(2 * NR);
-                kk += 2;
             }
+            for kk in kk..run.len {
+                if prefetch_left > 0 {
+                    prefetch_into_l2(prefetch);
+                    prefetch = prefetch.wrapping_add(LINE_FLOATS);
+                    prefetch_left -= 1;
+                }
+                let mut bv = [S::splat(0.0); VECS];
+                for j in 0..vecs {
+                    bv[j] = S::load(b.add(offset[j]));
+                }
+                unrolled_rows!(ROWS, |r| {
+                    let av = S::splat(*a[r].add(kk));
+                    for j in 0..vecs {
+                        acc[r][j] = S::fma(acc[r][j], av, bv[j]);
+                    }
+                });
+                b = b.add(NR);
+            }
+        }
+        if ROWS == 1 {
             for j in 0..vecs {
                 acc[0][j] = S::add(acc[0][j], odd[j]);
             }
-        }
-        let mut prefetch = self.prefetch;
-        let mut prefetch_left = self.prefetch_lines;
-        for kk in kk..self.k {
-            if prefetch_left > 0 {
-                prefetch_into_l2(prefetch);
-                prefetch = prefetch.wrapping_add(LINE_FLOATS);
-                prefetch_left -= 1;
-            }
-            let mut bv = [S::splat(0.0); VECS];
-            for j in 0..vecs {
-                bv[j] = S::load(b.add(offset[j]));
-            }
-            let col = cols.at(kk);
-            unrolled_rows!(ROWS, |r| {
-                let av = S::splat(*a[r].add(col));
-                for j in 0..vecs {
-                    acc[r][j] = S::fma(acc[r][j], av, bv[j]);
-                }
-            });
-            b = b.add(NR);
         }
         // The activation and residual in registers, then the tile's only store.
         let has_residual = !residual.is_null();
@@ -623,6 +599,55 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_gathered_in_runs_matches_the_explicit_matrix() {
+        // Runs of odd and even lengths (one row's even/odd split restarts in each), rows that
+        // overlap; one row, a tall tile (N ≤ 16) and three panels with a remainder.
+        let runs = [
+            ColumnRun { offset: 0, len: 3 },
+            ColumnRun { offset: 11, len: 6 },
+            ColumnRun { offset: 40, len: 1 },
+        ];
+        let k: usize = runs.iter().map(|r| r.len).sum();
+        let data = values(400, 5);
+        for isa in Isa::available() {
+            for (m, n) in [(1, 40), (15, 16), (9, 50), (30, 7)] {
+                let rows: Vec<usize> = (0..m).map(|i| i * 7 % 300).collect();
+                let explicit: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&row| {
+                        runs.iter()
+                            .flat_map(move |r| (0..r.len).map(move |t| row + r.offset + t))
+                    })
+                    .map(|at| data[at])
+                    .collect();
+                let (b, bias) = (values(k * n, 6), values(n, 7));
+                let expected = naive(m, k, n, &explicit, &b, &bias);
+                let mut c = vec![f32::NAN; m * n];
+                Gemm {
+                    m,
+                    a: AMatrix::Gather {
+                        data: &data,
+                        rows: &rows,
+                        runs: &runs,
+                    },
+                    b: PackedB::new(k, n, &b, &bias).view(),
+                    act: Activation::None,
+                    residual: None,
+                    c: &mut c,
+                    ldc: n,
+                }
+                .run(isa);
+                for (i, (got, want)) in c.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * k as f32,
+                        "{isa:?} {m}×{k}×{n}: C[{i}] = {got}, want {want}"
+                    );
                 }
             }
         }
