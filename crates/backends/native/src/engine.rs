@@ -274,8 +274,9 @@ impl Engine {
     /// With several threads the convolutions split their output across the pool: GEMMs by
     /// bands of pixels (whole 7-row tiles), depthwise layers and row chains by bands of
     /// output rows (each thread with its own scratch; a chain's expansion recomputes the
-    /// rows two bands share), the stem by pixels after one thread pads its input. The small
-    /// steps (pool, squeeze-excite, FC, add) run on the calling thread.
+    /// rows two bands share), the full convolutions by pixels (each part redoing its own
+    /// border pixels). The small steps (pool, squeeze-excite, FC, add) run on the calling
+    /// thread.
     fn run_step_timed(&mut self, input: &[f32], index: usize, part_times: Option<&mut PartTimes>) {
         let isa = self.isa;
         let step = &self.steps[index];
@@ -292,22 +293,6 @@ impl Engine {
         let a = read(step.inputs[0]);
         let second = step.inputs.get(1).map(|&i| read(i));
         let threads = self.pool.threads();
-        if let Kernel::Conv(k) = &step.kernel {
-            // The stem's padded input, in part 0's scratch, padded by bands of rows first.
-            let padded = SharedMut(self.scratch.as_mut_ptr());
-            self.pool.run(&|t| {
-                let rows = band(k.padded_rows(), t, threads, 1);
-                // SAFETY: each part writes its own rows of the padded buffer.
-                let row_len = k.scratch_len() / k.padded_rows();
-                let band = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        padded.get().add(rows.start * row_len),
-                        rows.len() * row_len,
-                    )
-                };
-                k.pad_rows(a, band, rows)
-            });
-        }
         // Each part writes only its own band of `dst` and its own scratch: shared as raw
         // pointers, each part making the one slice it owns.
         let (dst_ptr, dst_len) = (SharedMut(dst.as_mut_ptr()), dst.len());
@@ -338,7 +323,7 @@ impl Engine {
                 debug_assert!(r.end * row_len <= dst_len);
                 (r, slice)
             };
-            // Made only by the parts that use it (the stem's parts read part 0's instead).
+            // Made only by the parts that use it.
             let scratch = || unsafe {
                 std::slice::from_raw_parts_mut(scratch_ptr.get().add(t * per_part), per_part)
             };
@@ -383,11 +368,8 @@ impl Engine {
                     }
                 }
                 Kernel::Conv(k) => {
-                    // The padded input is in part 0's scratch, read by every part.
-                    let padded =
-                        unsafe { std::slice::from_raw_parts(scratch_ptr.get(), k.scratch_len()) };
                     let (r, c) = band_of(k.pixels(), k.window.output.c, 7);
-                    k.run_pixels(isa, padded, c, r)
+                    k.run_pixels(isa, a, c, r, scratch())
                 }
                 Kernel::FullyConnected(k) => {
                     // By bands of output panels: each thread streams its share of the weights.

@@ -112,8 +112,15 @@ fn stem_conv_matches_reference() {
 #[test]
 fn full_convolutions_with_wide_inputs_match_reference() {
     // V4's FusedIB and conv_bn layers: k×k over 24–48 input channels (the implicit GEMM's
-    // gathered K = k²·cin runs to 432), odd and even maps, outputs with panel remainders.
-    for (size, cin, cout, k, s) in [(16, 32, 128, 3, 2), (9, 24, 40, 3, 1), (12, 48, 20, 5, 2)] {
+    // gathered K = k²·cin runs to 432), odd and even maps, outputs with panel remainders;
+    // maps smaller than the window (every output pixel's window crosses the border).
+    for (size, cin, cout, k, s) in [
+        (16, 32, 128, 3, 2),
+        (9, 24, 40, 3, 1),
+        (12, 48, 20, 5, 2),
+        (2, 8, 20, 3, 1),
+        (4, 16, 24, 5, 2),
+    ] {
         let m = single_op("conv", Shape::new(size, size + 1, cin), |g| {
             g.conv_bn("c", 0, cout, k, s, Activation::Relu);
         });
