@@ -1,5 +1,6 @@
-//! The regular convolution of the stem (an implicit GEMM over its zero-padded input) and the
-//! geometry it shares with the depthwise convolution (`depthwise.rs`).
+//! The regular convolutions (the stem, V4's full convolutions: an implicit GEMM over the
+//! unpadded input) and the geometry they share with the depthwise convolution
+//! (`depthwise.rs`).
 
 use mobilebench_models::ir::{Activation, Padding, Shape};
 
