@@ -286,8 +286,9 @@ impl Gemm<'_> {
         // convolutions) spans three panels too: read run by run, its rows are addressed as a
         // dense A's are. (Through a table of column offsets, one lookup per step of K, three
         // panels had run 1.4–2× slower than two, likely out of general registers.) Measured
-        // against that table with two panels, interleaved in one process on an Intel Xeon:
-        // V4's FusedIB convolutions 0.93–0.99× the time, whole models 0.98–1.01× (noise).
+        // against that table with two panels, interleaved in one process on an Intel Xeon
+        // (four sweeps): V4's FusedIB convolutions 0.88–1.0× the time, stems 0.88–1.02× (one
+        // reading 1.22×), whole models 0.98–1.04×, within this shared host's noise.
         let span = if S::LANES >= NR { WIDE_PANELS } else { 1 };
         // With one block of rows (B outweighs A: the late layers, megabytes of weights), B
         // arrives from beyond L2 once per inference, group by group of panels. Each tile
