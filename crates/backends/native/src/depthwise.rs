@@ -1,11 +1,13 @@
 //! Depthwise convolution (multiplier 1), one output row at a time.
 //!
-//! The kernel takes a group of up to [`GROUP`] adjacent output pixels of a row, one register
-//! of channels at a time: per kernel row it loads that row's `K` weights once for the group,
-//! then walks the input columns the group covers, loading each value once and multiplying it
-//! into every pixel whose window holds it, `GROUP` independent accumulators (enough chains to
-//! hide the FMA latency; for 5×5, 8 accumulators + 5 weights + 1 input fit AVX2's 16
-//! registers). Window size and stride are compile-time constants.
+//! The kernel ([`window_sums`]) takes a group of up to [`GROUP`] adjacent output pixels of a
+//! row, one register of channels at a time: per kernel row it loads that row's `K` weights
+//! once for the group, then walks the input columns the group covers, loading each value once
+//! and multiplying it into every pixel whose window holds it, `GROUP` independent accumulators
+//! (enough chains to hide the FMA latency; for 5×5, 8 accumulators + 5 weights + 1 input fit
+//! AVX2's 16 registers). Window size and stride are compile-time constants. Large maps read
+//! the input rows in place; small maps with many channels read a padded copy of one register
+//! of channels at a time ([`SmallMapOp`]).
 //!
 //! Padding: kernel rows above or below the input read a shared zero row; the pixels whose
 //! window crosses the left or right edge (one or two at each end) take only their columns'
@@ -19,6 +21,10 @@ use crate::simd::{activate, activate_one, dispatch, Isa, Simd, SimdOp};
 
 /// Output pixels per kernel call.
 const GROUP: usize = 8;
+
+/// Output pixels per kernel call at stride 2, which covers twice the columns: 8 pixels
+/// measured ~2× slower than 4 (AVX2 spills), and no faster with 32 registers.
+const STRIDE_2_GROUP: usize = 4;
 
 /// Channels of a small map's tile: one 16-lane register, two 8-lane or four 4-lane ones.
 const TILE_LANES: usize = 16;
@@ -81,6 +87,8 @@ impl Depthwise {
         let w = &self.window;
         let p = &w.padding;
         (w.input.h + p.top + p.bottom) * (w.input.w + p.left + p.right) * TILE_LANES
+            // A row's last group may read up to `(N − 1)·s` pixels past the tile's last row.
+            + (GROUP - 1).max((STRIDE_2_GROUP - 1) * 2) * TILE_LANES
     }
 
     /// Output pixels `(first, end)` of a row whose windows lie inside the input's columns.
@@ -270,11 +278,8 @@ impl SimdOp for SmallMapOp<'_> {
 }
 
 impl SmallMapOp<'_> {
-    // Index loops on purpose: constant indices keep the accumulators in registers.
-    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     fn run_k<S: Simd, const K: usize, const STRIDE: usize>(self) {
-        const N: usize = 4;
         let w = &self.conv.window;
         let (c, p) = (w.input.c, &w.padding);
         let (pw, ph) = (w.input.w + p.left + p.right, w.input.h + p.top + p.bottom);
@@ -301,40 +306,123 @@ impl SmallMapOp<'_> {
                 let ch = block + lane;
                 // SAFETY: every window lies inside the padded tile (SAME padding covers
                 // `(ow − 1)·s + K ≤ padded w`, asserted at construction, and likewise in
-                // height); outputs are inside `out`'s rows `first..rows.end`.
+                // height), and a last group's pixels past the row's end read at most
+                // `(N − 1)·s` pixels further, inside the tile's margin (`tile_len`); only
+                // the row's own pixels are stored, inside `out`'s rows `first..rows.end`.
                 unsafe {
                     let b = S::load(bias.add(ch));
+                    let taps = weight.add(ch);
                     for oy in self.rows.clone() {
-                        let row_out = self.out.as_mut_ptr().add((oy - first) * ow * c + ch);
-                        let mut ox = 0;
-                        while ox < ow {
-                            let n = (ow - ox).min(N);
-                            let mut acc = [b; N];
-                            for ky in 0..K {
-                                let src = t.add(
-                                    ((oy * STRIDE + ky) * pw + ox * STRIDE) * TILE_LANES + lane,
+                        let out = self.out.as_mut_ptr().add((oy - first) * ow * c + ch);
+                        let mut rows = [t; K];
+                        for (ky, row) in rows.iter_mut().enumerate() {
+                            *row = t.add(((oy * STRIDE + ky) * pw) * TILE_LANES + lane);
+                        }
+                        // Whole groups along the row, the last one cut short: a remainder of
+                        // one or two pixels on its own is a chain of K² dependent FMAs.
+                        if STRIDE == 1 {
+                            for ox in (0..ow).step_by(GROUP) {
+                                let sums = window_sums::<S, K, STRIDE, GROUP>(
+                                    &offset(&rows, ox * TILE_LANES),
+                                    TILE_LANES,
+                                    taps,
+                                    c,
+                                    b,
                                 );
-                                for kx in 0..K {
-                                    let wv = S::load(weight.add((ky * K + kx) * c + ch));
-                                    for q in 0..N {
-                                        if q < n {
-                                            let x =
-                                                S::load(src.add((q * STRIDE + kx) * TILE_LANES));
-                                            acc[q] = S::fma(acc[q], x, wv);
-                                        }
-                                    }
-                                }
+                                store_pixels::<S>(
+                                    &sums[..GROUP.min(ow - ox)],
+                                    out.add(ox * c),
+                                    c,
+                                    act,
+                                );
                             }
-                            for q in 0..n {
-                                S::store(row_out.add((ox + q) * c), activate::<S>(acc[q], act));
+                        } else {
+                            for ox in (0..ow).step_by(STRIDE_2_GROUP) {
+                                let sums = window_sums::<S, K, STRIDE, STRIDE_2_GROUP>(
+                                    &offset(&rows, ox * STRIDE * TILE_LANES),
+                                    TILE_LANES,
+                                    taps,
+                                    c,
+                                    b,
+                                );
+                                let n = STRIDE_2_GROUP.min(ow - ox);
+                                store_pixels::<S>(&sums[..n], out.add(ox * c), c, act);
                             }
-                            ox += n;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `rows`, each `by` floats further.
+#[inline(always)]
+unsafe fn offset<const K: usize>(rows: &[*const f32; K], by: usize) -> [*const f32; K] {
+    let mut moved = *rows;
+    for row in &mut moved {
+        *row = row.add(by);
+    }
+    moved
+}
+
+/// Stores `sums` activated, the pixels `pixel_stride` floats apart from `out`.
+#[inline(always)]
+unsafe fn store_pixels<S: Simd>(
+    sums: &[S::V],
+    out: *mut f32,
+    pixel_stride: usize,
+    act: Activation,
+) {
+    for (q, &sum) in sums.iter().enumerate() {
+        S::store(out.add(q * pixel_stride), activate::<S>(sum, act));
+    }
+}
+
+/// The sums over the windows of `N` adjacent output pixels for one register of channels,
+/// bias included: `rows[ky]` is kernel row `ky`'s first tap of pixel 0, the input's pixels
+/// `pixel_stride` floats apart; `taps` is tap (0, 0)'s weights, the taps `tap_stride`
+/// floats apart.
+///
+/// Along each kernel row's input columns every value is loaded once and multiplied into
+/// every pixel whose window holds it (tap `ix − q·STRIDE`): `(N − 1)·STRIDE + K` loads for
+/// `N·K` FMAs, where loading each tap's value per pixel took `N·K` (8×8 5×5 layers of 1024
+/// channels ran 0.7× the time).
+//
+// The helpers here are functions, not closures: with closures that activated and stored the
+// sums, the small-map kernel ran 2× slower (measured; most likely their SIMD code was not
+// inlined into the `#[target_feature]` kernel).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn window_sums<S: Simd, const K: usize, const STRIDE: usize, const N: usize>(
+    rows: &[*const f32; K],
+    pixel_stride: usize,
+    taps: *const f32,
+    tap_stride: usize,
+    bias: S::V,
+) -> [S::V; N] {
+    // With 16 registers (AVX2) the kernel rows stay a loop the compiler cannot unroll:
+    // unrolled, it interleaves the rows' FMAs and spills the accumulators. With 32
+    // (AVX-512) the unrolled rows measured faster.
+    let kernel_rows = if S::LANES >= 16 {
+        K
+    } else {
+        std::hint::black_box(K)
+    };
+    let mut acc = [bias; N];
+    for ky in 0..kernel_rows {
+        let w: [S::V; K] = std::array::from_fn(|kx| S::load(taps.add((ky * K + kx) * tap_stride)));
+        let x = rows[ky];
+        for ix in 0..(N - 1) * STRIDE + K {
+            let v = S::load(x.add(ix * pixel_stride));
+            for q in 0..N {
+                if ix >= q * STRIDE && ix - q * STRIDE < K {
+                    acc[q] = S::fma(acc[q], v, w[ix - q * STRIDE]);
+                }
+            }
+        }
+    }
+    acc
 }
 
 /// Where [`Depthwise::run_rows`] reads its input rows.
@@ -394,17 +482,15 @@ impl RowOp<'_> {
             let out_interior = out.add(first * c);
             let mut p = 0;
             let pixels = end - first;
-            // Stride 2 covers twice the columns per group: 8 pixels measured ~2× slower than
-            // 4 (AVX2 spills), and no faster with 32 registers.
             if STRIDE == 1 {
                 while p + GROUP <= pixels {
                     self.group::<S, K, STRIDE, GROUP>(&rows, p, out_interior);
                     p += GROUP;
                 }
             }
-            while p + 4 <= pixels {
-                self.group::<S, K, STRIDE, 4>(&rows, p, out_interior);
-                p += 4;
+            while p + STRIDE_2_GROUP <= pixels {
+                self.group::<S, K, STRIDE, STRIDE_2_GROUP>(&rows, p, out_interior);
+                p += STRIDE_2_GROUP;
             }
             if p + 2 <= pixels {
                 self.group::<S, K, STRIDE, 2>(&rows, p, out_interior);
@@ -496,35 +582,19 @@ impl RowOp<'_> {
     ) {
         let conv = self.conv;
         let c = conv.window.input.c;
-        let rows: [*const f32; K] = std::array::from_fn(|ky| rows[ky].add(p * STRIDE * c));
+        let rows = offset(rows, p * STRIDE * c);
         let out = out.add(p * c);
         let (weight, bias) = (conv.weight.as_ptr(), conv.bias.as_ptr());
-        // Kernel rows as a loop the compiler cannot unroll: unrolled, it interleaves the rows'
-        // FMAs and runs out of registers (AVX2 has 16), spilling the accumulators.
-        let kernel_rows = std::hint::black_box(K);
         let vector_end = c - c % S::LANES;
-        let mut ch = 0;
-        while ch < vector_end {
-            let mut acc = [S::load(bias.add(ch)); N];
-            for ky in 0..kernel_rows {
-                let w: [S::V; K] =
-                    std::array::from_fn(|kx| S::load(weight.add((ky * K + kx) * c + ch)));
-                let x = rows[ky].add(ch);
-                // Along the input columns the group covers: each value is loaded once and
-                // multiplied into every pixel whose window holds it (tap `ix − q·STRIDE`).
-                for ix in 0..(N - 1) * STRIDE + K {
-                    let v = S::load(x.add(ix * c));
-                    for q in 0..N {
-                        if ix >= q * STRIDE && ix - q * STRIDE < K {
-                            acc[q] = S::fma(acc[q], v, w[ix - q * STRIDE]);
-                        }
-                    }
-                }
-            }
-            for q in 0..N {
-                S::store(out.add(q * c + ch), activate::<S>(acc[q], conv.act));
-            }
-            ch += S::LANES;
+        for ch in (0..vector_end).step_by(S::LANES) {
+            let sums = window_sums::<S, K, STRIDE, N>(
+                &offset(&rows, ch),
+                c,
+                weight.add(ch),
+                c,
+                S::load(bias.add(ch)),
+            );
+            store_pixels::<S>(&sums, out.add(ch), c, conv.act);
         }
         // Channels past the last whole register (counts the zoo does not have), in scalars.
         for ch in vector_end..c {

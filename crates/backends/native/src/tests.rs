@@ -191,10 +191,21 @@ fn depthwise_kernels_cover_every_zoo_window_and_odd_channel_counts() {
 fn small_maps_with_many_channels_take_the_padded_tile_path() {
     // 128+ channels on maps up to 16 wide (V4's 8×8 and 12×12 layers): one register of
     // channels at a time over a zero-padded tile. Odd and even maps, every kernel and
-    // stride, a map as narrow as the kernel, and a width of 16 (the path's limit).
+    // stride, a map as narrow as the kernel, and a width of 16 (the path's limit); widths
+    // that leave each remainder of a row's last group of 8 (stride 1) or 4 (stride 2), whose
+    // pixels past the row's end read the tile's margin.
     for channels in [128, 160] {
         for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
-            for (h, w) in [(8, 8), (7, 9), (12, 12), (3, 3), (5, 16)] {
+            for (h, w) in [
+                (8, 8),
+                (7, 9),
+                (12, 12),
+                (3, 3),
+                (5, 16),
+                (6, 13),
+                (4, 7),
+                (2, 11),
+            ] {
                 let m = single_op("dw", Shape::new(h, w, channels), |g| {
                     g.depthwise_bn("dw", 0, k, s, Activation::Relu);
                 });
