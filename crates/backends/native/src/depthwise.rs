@@ -401,9 +401,10 @@ unsafe fn window_sums<S: Simd, const K: usize, const STRIDE: usize, const N: usi
     tap_stride: usize,
     bias: S::V,
 ) -> [S::V; N] {
-    // With 16 registers (AVX2) the kernel rows stay a loop the compiler cannot unroll:
-    // unrolled, it interleaves the rows' FMAs and spills the accumulators. With 32
-    // (AVX-512) the unrolled rows measured faster.
+    // Kernel rows unrolled only with AVX-512 (the one 16-lane set; 32 registers), where that
+    // measured faster. With AVX2's 16 registers the unrolled rows' FMAs interleave and spill
+    // the accumulators, so the rows stay a loop the compiler cannot unroll; NEON (32
+    // registers, not measured) keeps the loop too.
     let kernel_rows = if S::LANES >= 16 {
         K
     } else {
