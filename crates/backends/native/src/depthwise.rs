@@ -318,41 +318,38 @@ impl SmallMapOp<'_> {
                         for (ky, row) in rows.iter_mut().enumerate() {
                             *row = t.add(((oy * STRIDE + ky) * pw) * TILE_LANES + lane);
                         }
-                        // Whole groups along the row, the last one cut short: a remainder of
-                        // one or two pixels on its own is a chain of K² dependent FMAs.
                         if STRIDE == 1 {
-                            for ox in (0..ow).step_by(GROUP) {
-                                let sums = window_sums::<S, K, STRIDE, GROUP>(
-                                    &offset(&rows, ox * TILE_LANES),
-                                    TILE_LANES,
-                                    taps,
-                                    c,
-                                    b,
-                                );
-                                store_pixels::<S>(
-                                    &sums[..GROUP.min(ow - ox)],
-                                    out.add(ox * c),
-                                    c,
-                                    act,
-                                );
-                            }
+                            tile_row::<S, K, STRIDE, GROUP>(&rows, ow, taps, c, b, out, act);
                         } else {
-                            for ox in (0..ow).step_by(STRIDE_2_GROUP) {
-                                let sums = window_sums::<S, K, STRIDE, STRIDE_2_GROUP>(
-                                    &offset(&rows, ox * STRIDE * TILE_LANES),
-                                    TILE_LANES,
-                                    taps,
-                                    c,
-                                    b,
-                                );
-                                let n = STRIDE_2_GROUP.min(ow - ox);
-                                store_pixels::<S>(&sums[..n], out.add(ox * c), c, act);
-                            }
+                            tile_row::<S, K, STRIDE, STRIDE_2_GROUP>(
+                                &rows, ow, taps, c, b, out, act,
+                            );
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// One output row of `ow` pixels from a small map's padded tile (`rows[ky]`: kernel row `ky`
+/// of pixel 0; pixels [`TILE_LANES`] floats apart), in whole groups of `N`, the last one cut
+/// short: a remainder of one or two pixels on its own is a chain of K² dependent FMAs. The
+/// outputs go `c` floats apart from `out`.
+#[inline(always)]
+unsafe fn tile_row<S: Simd, const K: usize, const STRIDE: usize, const N: usize>(
+    rows: &[*const f32; K],
+    ow: usize,
+    taps: *const f32,
+    c: usize,
+    bias: S::V,
+    out: *mut f32,
+    act: Activation,
+) {
+    for ox in (0..ow).step_by(N) {
+        let first = offset(rows, ox * STRIDE * TILE_LANES);
+        let sums = window_sums::<S, K, STRIDE, N>(&first, TILE_LANES, taps, c, bias);
+        store_pixels::<S>(&sums[..N.min(ow - ox)], out.add(ox * c), c, act);
     }
 }
 
